@@ -1,0 +1,77 @@
+"""The Python API behind the CLI: each function does one operator-level thing and returns data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embed import mesh, store
+from embed.config import Config
+from embed.database import connect, ensure_pgvector, resolve_url
+from embed.errors import EmbedError
+
+
+def init_store(cfg: Config, url: str) -> dict[str, Any]:
+    """Create embed_store and every (source, space) table; sync external_models.yaml."""
+    ensure_pgvector(url)
+    with connect(url) as conn:
+        out: dict[str, Any] = store.init(conn, cfg)
+    out["external_models_changed"] = mesh.write_external_models(cfg)
+    return out
+
+
+def list_spaces(cfg: Config, db: str | None = None) -> list[dict[str, Any]]:
+    """Declared spaces with their role (legacy/active/candidate) and state in the database."""
+    states: dict[str, str] = {}
+    try:
+        with connect(resolve_url(cfg, db)) as conn:
+            if store.is_initialized(conn):
+                states = store.space_states(conn)
+    except EmbedError:
+        states = {}
+    active = {cfg.active_space(s).name for s in cfg.sources}
+    rows = []
+    for sp in cfg.spaces.values():
+        role = "active" if sp.name in active else "legacy" if sp.name == cfg.legacy_space.name else "-"
+        rows.append(
+            {
+                "name": sp.name,
+                "fingerprint": sp.fingerprint,
+                "dims": sp.dims,
+                "provider": sp.provider,
+                "model": sp.model,
+                "revision": sp.revision,
+                "role": role,
+                "state": states.get(sp.fingerprint, "not in database"),
+            }
+        )
+    return rows
+
+
+def seed_honcho(
+    cfg: Config, url: str, *, scale: str = "small", seed: int = 7, dims: int | None = None, vectors: bool = True
+) -> dict[str, Any]:
+    """Create the Honcho-shaped tables and load the seeded corpus, with legacy-space vectors."""
+    from embed.honcho.corpus import SCALES, generate
+    from embed.honcho.seed import seed as load
+
+    legacy = cfg.legacy_space
+    dims = dims or legacy.dims
+    if vectors and dims != legacy.dims:
+        raise EmbedError(f"--dims {dims} differs from the legacy space {legacy.name} ({legacy.dims}d)")
+    ensure_pgvector(url)
+    embed_fn = None
+    embedder = None
+    if vectors:
+        from embed.embedders import get_embedder
+
+        embedder = get_embedder(legacy)
+        embed_fn = lambda texts: embedder.embed(texts, "passage").vectors  # noqa: E731
+    n_docs, n_msgs = SCALES[scale]
+    corpus = generate(seed=seed, documents=n_docs, messages=n_msgs)
+    try:
+        with connect(url) as conn:
+            counts = load(conn, corpus, dims=dims, vectors=embed_fn)
+    finally:
+        if embedder is not None:
+            embedder.close()
+    return {"counts": counts, "legacy_space": legacy.name if vectors else None, "dims": dims, "seed": seed}

@@ -1,0 +1,147 @@
+"""Reads config.yaml: the SQLMesh project config that also declares spaces and sources."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from embed.errors import EmbedError
+from embed.idents import check_name, column, qualified
+from embed.spaces import Space, parse_space
+
+CONFIG_FILE = "config.yaml"
+ID_TYPES = ("text", "bigint")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A table whose rows carry text to embed (read-only to embed)."""
+
+    name: str
+    table: str
+    id_column: str
+    id_type: str
+    text_column: str
+    vector_column: str | None
+    live_filter: str
+    tenant_columns: tuple[str, ...]
+
+
+def parse_source(name: str, raw: Any) -> Source:
+    check_name("source", name)
+    if not isinstance(raw, dict):
+        raise EmbedError(f"source {name!r}: expected a mapping of fields")
+    try:
+        src = Source(
+            name=name,
+            table=raw["table"],
+            id_column=raw.get("id_column", "id"),
+            id_type=raw.get("id_type", "text"),
+            text_column=raw.get("text_column", "content"),
+            vector_column=raw.get("vector_column"),
+            live_filter=str(raw.get("live_filter", "TRUE")),
+            tenant_columns=tuple(raw.get("tenant_columns", ())),
+        )
+    except KeyError as e:
+        raise EmbedError(f"source {name!r}: missing {e.args[0]}") from None
+    qualified(src.table)
+    for col in (src.id_column, src.text_column, *src.tenant_columns):
+        column(col)
+    if src.vector_column:
+        column(src.vector_column)
+    if src.id_type not in ID_TYPES:
+        raise EmbedError(f"source {name!r}: id_type must be one of {', '.join(ID_TYPES)}")
+    # The live filter is SQL the operator wrote in the config; allow only simple predicates.
+    if not re.fullmatch(r"[A-Za-z0-9_ .'=<>()]+", src.live_filter) or ";" in src.live_filter:
+        raise EmbedError(f"source {name!r}: live_filter may only be a simple SQL predicate")
+    return src
+
+
+def find_project(start: Path | None = None) -> Path:
+    """The project directory: $EMBED_PROJECT, else the nearest parent with config.yaml, else
+    the checkout this package lives in."""
+    env = os.environ.get("EMBED_PROJECT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / CONFIG_FILE).is_file() and (d / "models").is_dir():
+            return d
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Config:
+    """The parsed project config for one gateway."""
+
+    project: Path
+    gateway: str
+    raw: dict[str, Any]
+
+    @classmethod
+    def load(cls, project: Path | None = None, gateway: str | None = None) -> Config:
+        project = project or find_project()
+        path = project / CONFIG_FILE
+        if not path.is_file():
+            raise EmbedError(f"no {CONFIG_FILE} in {project} (set EMBED_PROJECT to the project directory)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise EmbedError(f"{CONFIG_FILE} is not valid YAML: {str(e).splitlines()[0]}") from None
+        gateway = gateway or os.environ.get("EMBED_GATEWAY") or raw.get("default_gateway") or "local"
+        if gateway not in (raw.get("gateways") or {}):
+            known = ", ".join(raw.get("gateways") or {}) or "none"
+            raise EmbedError(f"unknown gateway {gateway!r} (declared: {known})")
+        return cls(project=project, gateway=gateway, raw=raw)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """Root variables overridden by the gateway's, as SQLMesh resolves them."""
+        merged = dict(self.raw.get("variables") or {})
+        merged.update((self.raw["gateways"][self.gateway] or {}).get("variables") or {})
+        return merged
+
+    @cached_property
+    def spaces(self) -> dict[str, Space]:
+        raw = self.variables.get("embed_spaces") or {}
+        spaces = {name: parse_space(name, spec) for name, spec in raw.items()}
+        if not spaces:
+            raise EmbedError(f"{CONFIG_FILE} declares no spaces (variables.embed_spaces)")
+        return spaces
+
+    @cached_property
+    def sources(self) -> dict[str, Source]:
+        raw = self.variables.get("embed_sources") or {}
+        return {name: parse_source(name, spec) for name, spec in raw.items()}
+
+    def space(self, name: str) -> Space:
+        try:
+            return self.spaces[name]
+        except KeyError:
+            raise EmbedError(f"unknown space {name!r} (declared: {', '.join(self.spaces)})") from None
+
+    def source(self, name: str) -> Source:
+        try:
+            return self.sources[name]
+        except KeyError:
+            raise EmbedError(f"unknown source {name!r} (declared: {', '.join(self.sources)})") from None
+
+    @property
+    def legacy_space(self) -> Space:
+        """The space whose vectors already sit in the sources' own vector columns."""
+        return self.space(self.variables.get("embed_legacy_space", ""))
+
+    def active_space(self, source: str) -> Space:
+        active = self.variables.get("embed_active") or {}
+        return self.space(active.get(source) or self.legacy_space.name)
+
+    @property
+    def index_params(self) -> dict[str, int]:
+        idx = self.variables.get("embed_index") or {}
+        return {"m": int(idx.get("m", 16)), "ef_construction": int(idx.get("ef_construction", 64))}

@@ -1,0 +1,188 @@
+"""The writer-owned store: schema `embed_store`, one vector table per (source, space), bookkeeping.
+
+SQLMesh only manages views over these tables (rows written into a SQLMesh-managed table are
+lost at its next model version), so the tables are created and owned here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from embed.config import Config, Source
+from embed.errors import EmbedError
+from embed.idents import PG_MAX_IDENT
+from embed.spaces import Space
+
+SCHEMA = "embed_store"
+
+BOOKKEEPING = f"""
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+CREATE TABLE IF NOT EXISTS {SCHEMA}.spaces (
+    fingerprint text PRIMARY KEY CHECK (fingerprint ~ '^[0-9a-f]{{64}}$'),
+    name        text NOT NULL,
+    dims        integer NOT NULL CHECK (dims > 0),
+    spec        jsonb NOT NULL,
+    state       text NOT NULL DEFAULT 'declared',
+    declared_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
+    id       bigserial PRIMARY KEY,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor    text NOT NULL,
+    kind     text NOT NULL,
+    space_fp text,
+    source   text,
+    outcome  text NOT NULL CHECK (outcome IN ('ok', 'failed', 'blocked', 'info')),
+    reason   text,
+    details  jsonb NOT NULL DEFAULT '{{}}'
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.runs (
+    id          bigserial PRIMARY KEY,
+    kind        text NOT NULL,
+    space_fp    text NOT NULL,
+    source      text,
+    actor       text NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    status      text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'ok', 'failed')),
+    params      jsonb NOT NULL DEFAULT '{{}}',
+    stats       jsonb NOT NULL DEFAULT '{{}}'
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.skipped (
+    source         text NOT NULL,
+    space_fp       text NOT NULL,
+    source_id      text NOT NULL,
+    content_sha256 bytea NOT NULL,
+    reason         text NOT NULL,
+    at             timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, space_fp, source_id)
+);
+"""
+
+
+def actor() -> str:
+    """Who did it: OS user at host (recorded with every event)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def table_name(source: Source, space: Space) -> str:
+    """`<source>__<space>_<fp8>`: the fingerprint in the name keeps two specs in two tables."""
+    name = f"{source.name}__{space.ident}"
+    if len(name) > PG_MAX_IDENT:
+        raise EmbedError(f"store table name {name!r} exceeds {PG_MAX_IDENT} characters: shorten the names")
+    return name
+
+
+def table_ident(source: Source, space: Space) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, table_name(source, space))
+
+
+def create_store_table(conn: psycopg.Connection, source: Source, space: Space) -> None:
+    """One typed vector table, tagged with its space both in a column and in a CHECK constraint."""
+    conn.execute(
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {tbl} (
+                source_id      {id_type} PRIMARY KEY,
+                content_sha256 bytea NOT NULL CHECK (octet_length(content_sha256) = 32),
+                space_fp       text NOT NULL CONSTRAINT space_tag CHECK (space_fp = {fp}),
+                embedding      vector({dims}) NOT NULL,
+                tokens         integer,
+                truncated      boolean NOT NULL DEFAULT false,
+                embedded_at    timestamptz NOT NULL DEFAULT now(),
+                run_id         bigint
+            )"""
+        ).format(
+            tbl=table_ident(source, space),
+            id_type=sql.SQL(source.id_type),
+            fp=sql.Literal(space.fingerprint),
+            dims=sql.Literal(space.dims),
+        )
+    )
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            table_ident(source, space),
+            sql.Literal(f"embed store: source {source.name}, space {space.name} ({space.fingerprint})"),
+        )
+    )
+
+
+def record_event(
+    conn: psycopg.Connection,
+    kind: str,
+    outcome: str,
+    *,
+    space: Space | None = None,
+    source: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    state: str | None = None,
+) -> int:
+    """Append to the event log (and move the space's lifecycle state) in the caller's transaction."""
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.events (actor, kind, space_fp, source, outcome, reason, details) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
+        ).format(sql.Identifier(SCHEMA)),
+        (actor(), kind, space.fingerprint if space else None, source, outcome, reason, json.dumps(details or {})),
+    ).fetchone()
+    if state and space:
+        conn.execute(
+            sql.SQL("UPDATE {}.spaces SET state = %s WHERE fingerprint = %s").format(sql.Identifier(SCHEMA)),
+            (state, space.fingerprint),
+        )
+    return row[0]
+
+
+def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
+    """Create the schema, bookkeeping and every (source, space) table; idempotent.
+
+    Runs in one transaction under an advisory lock, so two concurrent `embed init` agree.
+    """
+    created: list[str] = []
+    declared: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.init'))")
+        conn.execute(BOOKKEEPING)
+        existing = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,)
+            ).fetchall()
+        }
+        for space in cfg.spaces.values():
+            new = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.spaces (fingerprint, name, dims, spec) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (fingerprint) DO NOTHING RETURNING fingerprint"
+                ).format(sql.Identifier(SCHEMA)),
+                (space.fingerprint, space.name, space.dims, json.dumps(space.spec())),
+            ).fetchone()
+            if new:
+                declared.append(space.name)
+                record_event(conn, "declared", "ok", space=space, details={"spec": space.spec()})
+            for source in cfg.sources.values():
+                name = table_name(source, space)
+                if name not in existing:
+                    create_store_table(conn, source, space)
+                    created.append(name)
+    return {"created_tables": created, "declared_spaces": declared}
+
+
+def space_states(conn: psycopg.Connection) -> dict[str, str]:
+    """fingerprint -> lifecycle state, for the spaces this database has seen."""
+    rows = conn.execute(sql.SQL("SELECT fingerprint, state FROM {}.spaces").format(sql.Identifier(SCHEMA)))
+    return dict(rows.fetchall())
+
+
+def is_initialized(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('embed_store.spaces') IS NOT NULL").fetchone()[0]

@@ -1,0 +1,20 @@
+/* What consumers read: `embed.<source>_active` serves exactly one space per source, chosen
+   by the gateway variable `embed_active_<source>`. Switching it is a `sqlmesh plan` that
+   re-creates only this view, behind the blocking gate audits below. */
+MODEL (
+  name embed.@{source}_active,
+  kind VIEW,
+  blueprints @embed_active_blueprints(),
+  audits (
+    embed_single_space(expected_fp := @fp),
+    embed_vector_dims(expected_dims := @dims),
+    embed_coverage(
+      source_schema := @{src_schema}, source_table := @{src_table}, id_column := @{id_col},
+      text_column := @{text_col}, source_name := @source, space_fp := @fp, enabled := NOT @is_legacy
+    )
+  )
+);
+
+SELECT
+  *
+FROM embed.@{source}__@{space}

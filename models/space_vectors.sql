@@ -1,0 +1,27 @@
+/* Live rows of one source with their vectors in one embedding space, read from the store
+   table the Python writer fills. One view per (source, space); a view never mixes spaces:
+   rows are filtered by the space tag, and a stored vector whose content hash no longer
+   matches its source row (edited since it was embedded) is not served. */
+MODEL (
+  name embed.@{source}__@{space},
+  kind VIEW,
+  blueprints @embed_space_blueprints('store'),
+  audits (
+    embed_vector_dims(expected_dims := @dims)
+  )
+);
+
+SELECT
+  v.source_id,
+  @embed_tenant_columns(@{source}, s),
+  v.content_sha256,
+  v.space_fp,
+  v.embedding,
+  v.embedded_at
+FROM @{store_schema}.@{store_table} AS v
+JOIN @{src_schema}.@{src_table} AS s
+  ON s.@{id_col} = v.source_id
+  AND SHA256(CONVERT_TO(s.@{text_col}, 'UTF8')) = v.content_sha256
+WHERE
+  v.space_fp = @fp
+  AND @embed_live_filter(@{source}, s)

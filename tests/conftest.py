@@ -1,0 +1,75 @@
+"""Shared fixtures: one real embedded PostgreSQL + pgvector server per test session, a fresh
+database per test, and a private copy of the SQLMesh project for tests that edit config.yaml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from embed.config import Config
+from embed.localdb import LocalServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "macros", "audits")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A real server for the whole session (the same code path as `embed db up`)."""
+    server = LocalServer(home=tmp_path_factory.mktemp("pg").resolve(), port=free_port())
+    server.up()
+    yield server
+    server.destroy()
+
+
+def new_database(server: LocalServer) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.url(name)
+
+
+@pytest.fixture
+def db_url(pg_server: LocalServer) -> str:
+    """A fresh, empty database (pgvector available, not yet created in it)."""
+    return new_database(pg_server)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A private copy of the SQLMesh project, so a test may edit config.yaml."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
+@pytest.fixture
+def cfg() -> Config:
+    return Config.load(ROOT, "local")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's own database settings."""
+    for key in list(os.environ):
+        if key.startswith("EMBED_"):
+            monkeypatch.delenv(key)
