@@ -19,5 +19,5 @@ WHERE
     WHERE k.source = @source_name
       AND k.space_fp = @space_fp
       AND k.source_id = s.@id_column::TEXT
-      AND k.content_sha256 = SHA256(CONVERT_TO(s.@text_column, 'UTF8'))
+      AND k.content_sha256 = @embed_content_hash(s.@text_column)
   )

@@ -7,4 +7,4 @@ AUDIT (
 
 SELECT source_id
 FROM @this_model
-WHERE VECTOR_DIMS(embedding) <> @expected_dims
+WHERE @embed_dims_of(embedding) <> @expected_dims

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from embed import mesh, store
@@ -75,3 +78,40 @@ def seed_honcho(
         if embedder is not None:
             embedder.close()
     return {"counts": counts, "legacy_space": legacy.name if vectors else None, "dims": dims, "seed": seed}
+
+
+def smoke(
+    cfg: Config,
+    space_name: str,
+    *,
+    url: str | None,
+    allow_cloud: bool = False,
+    required: tuple[str, ...] | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Smoke-test a space's embedder; write the evidence JSON (0600) and record it in the store."""
+    from embed.embedders import get_embedder
+    from embed.smoke import DEFAULT_REQUIRED, run_smoke
+
+    space = cfg.space(space_name)
+    required = tuple(required or space.option("smoke_required") or DEFAULT_REQUIRED)
+    with get_embedder(space, allow_cloud=allow_cloud) as embedder:
+        evidence = run_smoke(embedder, required=required)
+    if out is not None:
+        write_private(out, json.dumps(evidence, indent=2, sort_keys=True) + "\n")
+    if url is not None:
+        with connect(url) as conn:
+            if not store.is_initialized(conn):
+                raise EmbedError("embed_store does not exist in that database: run `embed init` first")
+            evidence["smoke_run"] = store.record_smoke(conn, space, evidence)
+    return evidence
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (evidence and manifests carry no secrets, but
+    they describe a production system)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)

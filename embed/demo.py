@@ -35,10 +35,8 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Callable[[str], None]) 
 
     def seed() -> str:
         with connect(state["url"]) as conn:
-            n = conn.execute(
-                "SELECT CASE WHEN to_regclass('public.documents') IS NULL THEN -1 "
-                "ELSE (SELECT count(*) FROM public.documents) END"
-            ).fetchone()[0]
+            exists = conn.execute("SELECT to_regclass('public.documents') IS NOT NULL").fetchone()[0]
+            n = conn.execute("SELECT count(*) FROM public.documents").fetchone()[0] if exists else 0
         if n > 0:
             return f"corpus already seeded ({n} documents), kept"
         out = api.seed_honcho(cfg, state["url"], scale=scale)

@@ -54,6 +54,15 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.runs (
     params      jsonb NOT NULL DEFAULT '{{}}',
     stats       jsonb NOT NULL DEFAULT '{{}}'
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.smoke_runs (
+    id             bigserial PRIMARY KEY,
+    space_fp       text NOT NULL,
+    at             timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor          text NOT NULL,
+    passed         boolean NOT NULL,
+    endpoint_class text NOT NULL,
+    evidence       jsonb NOT NULL
+);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.skipped (
     source         text NOT NULL,
     space_fp       text NOT NULL,
@@ -176,6 +185,29 @@ def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
                     create_store_table(conn, source, space)
                     created.append(name)
     return {"created_tables": created, "declared_spaces": declared}
+
+
+# Smoke results may move a space only along the start of its lifecycle, never back from later states.
+EARLY_STATES = ("declared", "smoke-failed", "smoke-passed")
+
+
+def record_smoke(conn: psycopg.Connection, space: Space, evidence: dict[str, Any]) -> int:
+    """Store smoke evidence (ids and hashes only, no text) and log the event; returns its id."""
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.smoke_runs (space_fp, actor, passed, endpoint_class, evidence) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id"
+        ).format(sql.Identifier(SCHEMA)),
+        (space.fingerprint, actor(), evidence["passed"], evidence["endpoint_class"], json.dumps(evidence)),
+    ).fetchone()
+    state = "smoke-passed" if evidence["passed"] else "smoke-failed"
+    current = space_states(conn).get(space.fingerprint)
+    record_event(
+        conn, "smoke", "ok" if evidence["passed"] else "failed", space=space,
+        details={"smoke_run": row[0], "endpoint_class": evidence["endpoint_class"]},
+        state=state if current in EARLY_STATES else None,
+    )
+    return row[0]
 
 
 def space_states(conn: psycopg.Connection) -> dict[str, str]:

@@ -12,7 +12,7 @@ MODEL (
 SELECT
   s.@{id_col} AS source_id,
   @embed_tenant_columns(@{source}, s),
-  SHA256(CONVERT_TO(s.@{text_col}, 'UTF8')) AS content_sha256,
+  @embed_content_hash(s.@{text_col}) AS content_sha256,
   @fp::TEXT AS space_fp,
   s.@{vec_col} AS embedding,
   NULL::TIMESTAMPTZ AS embedded_at

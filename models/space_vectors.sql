@@ -21,7 +21,7 @@ SELECT
 FROM @{store_schema}.@{store_table} AS v
 JOIN @{src_schema}.@{src_table} AS s
   ON s.@{id_col} = v.source_id
-  AND SHA256(CONVERT_TO(s.@{text_col}, 'UTF8')) = v.content_sha256
+  AND @embed_content_hash(s.@{text_col}) = v.content_sha256
 WHERE
   v.space_fp = @fp
   AND @embed_live_filter(@{source}, s)

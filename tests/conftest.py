@@ -3,6 +3,7 @@ database per test, and a private copy of the SQLMesh project for tests that edit
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -18,6 +20,16 @@ from embed.localdb import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "macros", "audits")
+
+
+def hashed_unit_vectors(texts: list[str], dims: int) -> np.ndarray:
+    """Unit vectors seeded by each text's sha256: deterministic test data with a stable geometry,
+    for tests of storage and views (the embedders have their own tests with real models)."""
+    out = np.empty((len(texts), dims), dtype=np.float32)
+    for i, t in enumerate(texts):
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little"))
+        out[i] = rng.standard_normal(dims)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def free_port() -> int:

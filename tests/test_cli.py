@@ -1,0 +1,53 @@
+"""The CLI explains itself and fails in one clear line."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from embed.cli import cli
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in group.commands.items():
+        path = (*prefix, name)
+        out.append(path)
+        if isinstance(cmd, click.Group):
+            out.extend(all_commands(cmd, path))
+    return out
+
+
+@pytest.mark.parametrize("path", [(), *all_commands(cli)], ids=lambda p: " ".join(p) or "embed")
+def test_every_command_has_help_that_explains(path: tuple[str, ...]) -> None:
+    r = CliRunner().invoke(cli, [*path, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.output
+    summary = r.output.split("\n\n")[1].strip()
+    assert len(summary) >= 20, f"{' '.join(path)} has no real description"
+
+
+def test_core_commands_exist() -> None:
+    names = {" ".join(p) for p in all_commands(cli)}
+    assert {"db up", "db down", "db status", "db url", "db env", "spaces", "init", "plan", "audit",
+            "honcho seed", "demo"} <= names
+
+
+def test_bad_input_is_one_line_and_exit_1() -> None:
+    r = CliRunner().invoke(cli, ["--db", "mysql://root@localhost/x", "init"])
+    assert r.exit_code == 1
+    assert r.output.startswith("embed: error:") and r.output.count("\n") == 1
+    r = CliRunner().invoke(cli, ["--gateway", "nope", "spaces"])
+    assert r.exit_code == 1 and "unknown gateway 'nope'" in r.output
+
+
+def test_spaces_json_lists_fingerprints() -> None:
+    import json
+
+    r = CliRunner().invoke(cli, ["spaces", "--json"])
+    assert r.exit_code == 0
+    rows = json.loads(r.output)
+    byname = {x["name"]: x for x in rows}
+    assert byname["minilm_l6"]["role"] == "active" and byname["e5_small"]["dims"] == 384
+    assert len({x["fingerprint"] for x in rows}) == len(rows)
