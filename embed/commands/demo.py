@@ -8,8 +8,8 @@ from embed.cli import Env, cli, fail_cleanly
 
 
 @cli.command()
-@click.option("--scale", type=click.Choice(["small", "honcho"]), default="small", show_default=True,
-              help="Corpus size: 'small' runs in minutes on 2 cores; 'honcho' is ~40k rows.")
+@click.option("--scale", type=click.Choice(["tiny", "small", "honcho"]), default="small", show_default=True,
+              help="Corpus size: 'tiny' (300 rows) is a quick look, 'small' runs in minutes on 2 cores, 'honcho' is ~40k rows.")
 @click.pass_obj
 @fail_cleanly
 def demo(env: Env, scale: str) -> None:

@@ -15,8 +15,8 @@ def honcho() -> None:
 
 
 @honcho.command("seed")
-@click.option("--scale", type=click.Choice(["small", "honcho"]), default="small", show_default=True,
-              help="'small' is a few thousand rows; 'honcho' is ~26k documents + ~14k message embeddings.")
+@click.option("--scale", type=click.Choice(["tiny", "small", "honcho"]), default="small", show_default=True,
+              help="'tiny' is 300 rows, 'small' a few thousand; 'honcho' is ~26k documents + ~14k message embeddings.")
 @click.option("--seed", "seed_value", type=int, default=7, show_default=True,
               help="Corpus RNG seed: the same seed gives the same rows, byte for byte.")
 @click.option("--dims", type=click.IntRange(1, 2000), default=None,

@@ -26,7 +26,7 @@ from typing import Any
 Row = dict[str, Any]
 
 # (documents, message_embeddings rows). "honcho" matches the row counts of a real deployment.
-SCALES: dict[str, tuple[int, int]] = {"small": (2000, 1000), "honcho": (26141, 13558)}
+SCALES: dict[str, tuple[int, int]] = {"tiny": (200, 100), "small": (2000, 1000), "honcho": (26141, 13558)}
 
 NANOID_SIZE = 21
 # Messages longer than this are split into several message_embeddings rows, as Honcho does
