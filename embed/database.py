@@ -82,7 +82,9 @@ def ensure_pgvector(url: str) -> str:
             raise EmbedError(pgvector_missing(url).replace("installed in this database", "available"))
         if row[1] is None:
             try:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                with conn.transaction():  # serialized: concurrent CREATE EXTENSIONs race on its catalog row
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed.create_extension'))")
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             except psycopg.Error as e:
                 raise EmbedError(f"cannot create the vector extension on {mask(url)}: {_first_line(str(e))}") from None
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]

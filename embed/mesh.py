@@ -172,7 +172,7 @@ def plan(cfg: Config, url: str) -> dict[str, Any]:
         except SQLMeshError as e:
             reason = _blocking_failures(cfg, url) or _first_line(str(e))
             raise EmbedError(f"sqlmesh plan failed, prod views unchanged: {reason}") from None
-        changed = sorted(_short(s.name) for s in p.new_snapshots)
+        changed = sorted(_short(s.name) for s in p.new_snapshots if not s.is_external)
     return {"new_snapshots": changed}
 
 

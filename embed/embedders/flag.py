@@ -57,6 +57,16 @@ def model_dir(space: Space) -> Path:
     return p
 
 
+def offline_hub() -> None:
+    """Never reach for the Hub, and keep the library's weight-loading bars off the operator's terminal."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def set_torch_threads(space: Space) -> int | None:
     """Apply option `threads` (torch intra-op threads; process-wide) and return it."""
     if space.option("threads") is None:
@@ -90,8 +100,7 @@ class FlagEmbedder(BaseEmbedder):
         path = model_dir(space)
         dtype = opt_str(space, "dtype", "fp16", choices=("fp16", "bf16", "fp32"))
         self.batch_size = opt_int(space, "batch_size", 64)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        offline_hub()
         device = _device(space)
         threads = set_torch_threads(space)
         self.endpoint_reason = f"in-process FlagEmbedding BGEM3FlagModel on {device}"

@@ -15,14 +15,13 @@ threads (torch intra-op threads, process-wide).
 
 from __future__ import annotations
 
-import os
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from embed.embedders.base import BaseEmbedder, EmbedConfigError, Prepared, opt_int, prefixed
-from embed.embedders.flag import _device, model_dir, set_torch_threads
+from embed.embedders.flag import _device, model_dir, offline_hub, set_torch_threads
 from embed.spaces import Space
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -55,8 +54,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         else:
             raise EmbedConfigError(f"space {space.name}: set option path or path_env to a local model directory")
         self.batch_size = opt_int(space, "batch_size", 64)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        offline_hub()
         device = _device(space)
         threads = set_torch_threads(space)
         self.endpoint_reason = f"in-process sentence-transformers on {device}"
