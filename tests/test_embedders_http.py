@@ -14,6 +14,7 @@ import pytest
 from embed.embedders import (
     EmbedConfigError,
     EmbedInputError,
+    EmbedRejectedError,
     EmbedResponseError,
     EmbedTransportError,
     get_embedder,
@@ -210,6 +211,17 @@ def test_connection_reset_then_success(bad: BadServer) -> None:
         res = emb.embed(TEXTS, "passage")
     assert bad.hits == 3
     np.testing.assert_allclose(res.vectors, expected(TEXTS), atol=1e-6)
+
+
+def test_a_refused_input_is_a_rejection_not_a_transport_failure(bad: BadServer) -> None:
+    """400 is not retried, and is told apart from an unreachable endpoint: backfill skips such
+    rows with a reason instead of stopping."""
+    bad.default = "400"
+    with get_embedder(space(bad.url, max_retries=3)) as emb, pytest.raises(EmbedRejectedError) as exc:
+        emb.embed(TEXTS, "passage")
+    assert bad.hits == 1
+    assert "returned HTTP 400 (invalid_request_error, 400)" in str(exc.value)
+    assert not isinstance(exc.value, EmbedTransportError)
 
 
 def test_retries_are_bounded(bad: BadServer) -> None:

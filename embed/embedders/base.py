@@ -43,6 +43,10 @@ class EmbedTransportError(EmbedError):
     """An endpoint could not be reached or kept failing after bounded retries."""
 
 
+class EmbedRejectedError(EmbedError):
+    """The endpoint refused these inputs (HTTP 400/413/422): the texts, not the endpoint, are the problem."""
+
+
 # --- result -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EmbedResult:

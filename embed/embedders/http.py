@@ -54,6 +54,7 @@ from embed import __version__
 from embed.embedders.base import (
     BaseEmbedder,
     EmbedConfigError,
+    EmbedRejectedError,
     EmbedResponseError,
     EmbedTransportError,
     Prepared,
@@ -69,6 +70,7 @@ from embed.spaces import Space
 log = logging.getLogger("embed.embedders")
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+REJECT_STATUS = frozenset({400, 413, 422})  # the request's content was refused, not the caller
 TOKEN_RESERVE = 8
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SAFE_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -207,6 +209,10 @@ class HTTPTransport:
             raise _Retryable(type(e).__name__) from None
         if status in RETRY_STATUS:
             raise _Retryable(f"HTTP {status}", _retry_after(resp.getheader("Retry-After")))
+        if status in REJECT_STATUS:
+            raise EmbedRejectedError(
+                f"space {self.space.name}: POST {self.url}{path} returned HTTP {status}{_error_code(body)}"
+            )
         if status != 200:
             raise EmbedTransportError(
                 f"space {self.space.name}: POST {self.url}{path} returned HTTP {status}{_error_code(body)}"

@@ -12,10 +12,9 @@ import psycopg
 from psycopg import sql
 
 from embed.errors import EmbedError
+from embed.indexes import HNSW_MAX_DIMS  # Honcho always builds one, so its columns stay within it
 from embed.spaces import MAX_DIMS
 
-# pgvector refuses an HNSW index on `vector` columns wider than this; Honcho always builds one.
-HNSW_MAX_DIMS = 2000
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 VECTOR_TABLES = ("documents", "message_embeddings")

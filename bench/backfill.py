@@ -1,0 +1,389 @@
+"""Backfill benchmark: prints throughputs and their ratios from one run (not a test).
+
+    .venv/bin/python bench/backfill.py [--scale small|honcho] [--space e5_small] [--rows N]
+
+Part 1, encoder (same texts, the source's live non-blank documents in id order):
+  bare encoder      embedder.embed() over the texts in the pipeline's call size, no database;
+  end-to-end        `backfill` (dedupe off, so both embed exactly the same texts) into an
+                    empty store table, with and without the HNSW build at the end;
+  dedupe            the same backfill with content dedupe on: texts sent vs rows stored.
+Part 2, store writes (no model; random unit vectors of --write-dims, default 1024):
+  raw COPY          binary COPY (psycopg write_row + set_types, the documented way) into an
+                    empty table shaped and indexed like the store table, same batches;
+  raw COPY, buffer  the same with the COPY stream prebuilt in numpy (no per-row Python);
+  store writer      embed.writer.StoreWriter: binary COPY + source check + skip cleanup, one
+                    transaction per batch, into the real store table;
+  LangChain         PGVector.add_embeddings (langchain-postgres) when it imports here or in
+                    --langchain-python; row-by-row executemany INSERT otherwise (said so).
+Targets (DESIGN.md section 10): end-to-end >= 0.9 x bare encoder; writer >= 0.8 x raw COPY.
+The database is a private embedded PostgreSQL in a temp directory unless --db is given
+(then a temporary database is created there and dropped at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from embed.backfill import Options, run_pass  # noqa: E402
+from embed.config import Config  # noqa: E402
+from embed.database import connect  # noqa: E402
+from embed.indexes import ensure_hash_index  # noqa: E402
+from embed.spaces import parse_space  # noqa: E402
+from embed.target import Target  # noqa: E402
+from embed.writer import COLUMNS, Rows, StoreWriter, copy_statement, encode_copy  # noqa: E402
+
+BATCH = 4096
+SCALES = {"small": (2000, 1000), "honcho": (26141, 13558)}
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------ setup
+def database(args: argparse.Namespace) -> tuple[str, object]:
+    """(url of a fresh database, cleanup callable)."""
+    if args.db:
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(args.db, autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = args.db.rsplit("/", 1)[0] + "/" + name
+
+        def drop() -> None:
+            with psycopg.connect(args.db, autocommit=True) as c:
+                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+        return url, drop
+    import socket
+
+    from embed.localdb import LocalServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = LocalServer(home=Path(tempfile.mkdtemp(prefix="embed-bench-")), port=port)
+    url = server.up()
+    return url, server.destroy
+
+
+def bench_config(space: str, write_dims: int) -> tuple[Config, str]:
+    """The project config plus a `bench_w<dims>` space (a real provider spec, never embedded
+    with) whose store table receives the writer benchmark's vectors."""
+    cfg = Config.load(ROOT, "local")
+    name = f"bench_w{write_dims}"
+    spaces = dict(cfg.spaces)
+    spaces[name] = parse_space(name, {"provider": "openai", "model": "bench-writer", "revision": "0",
+                                      "dims": write_dims, "endpoint": "http://127.0.0.1:9/v1"})
+    cfg.__dict__["spaces"] = spaces  # cached_property: override for this process only
+    cfg.space(space)
+    return cfg, name
+
+
+# ------------------------------------------------------------------------------ part 1
+def encoder_part(cfg: Config, url: str, space: str, args: argparse.Namespace, say_json: dict) -> None:
+    from embed.embedders import get_embedder
+
+    sp = cfg.space(space)
+    t = Target(cfg.source("documents"), sp)
+    with connect(url) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT s.id, s.text FROM ({}) AS s WHERE btrim(coalesce(s.text, '')) <> '' ORDER BY s.id").format(
+                t.live_rows()
+            )
+        ).fetchall()
+        hidden = [r[0] for r in rows[args.encoder_rows:]] if args.encoder_rows else []
+        if hidden:  # the backfill must read the same rows: the others are made not live for this part
+            conn.execute("UPDATE documents SET deleted_at = now() WHERE id = ANY(%s)", (hidden,))
+            conn.commit()
+            rows = rows[: args.encoder_rows]
+    texts = [r[1] for r in rows]
+    n = len(texts)
+    emb = get_embedder(sp)
+
+    def bare() -> float:
+        t0 = time.monotonic()
+        for i in range(0, n, BATCH):  # the pipeline's calls: one per chunk, longest first
+            emb.embed(sorted(texts[i : i + BATCH], key=len, reverse=True), "passage")
+        return time.monotonic() - t0
+
+    def fresh() -> None:
+        with connect(url) as conn:
+            conn.execute(sql.SQL("TRUNCATE {}").format(t.store))
+            conn.execute(sql.SQL("DELETE FROM embed_store.skipped WHERE space_fp = %s"), (sp.fingerprint,))
+            for (name,) in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'embed_store' AND tablename = %s"
+                " AND indexdef ILIKE '%% USING hnsw %%'", (t.table,)
+            ).fetchall():
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("embed_store", name)))
+            conn.commit()
+
+    def backfill(dedupe: bool) -> dict:
+        fresh()
+        opts = Options(dedupe=dedupe, progress=False, chunk_rows=BATCH)
+        return run_pass(cfg, url, sp, sources=["documents"], opts=opts, embedder=emb)["sources"]["documents"]
+
+    try:
+        emb.embed(texts[:8], "passage")  # load/warm once, outside every measurement
+        say(f"\n== encoder: space {space} ({sp.provider}), {n} live non-blank documents, "
+            f"{len(set(texts))} distinct texts; best of {args.repeat}, interleaved")
+        bare_s, e2e, dd = [], [], []
+        for _ in range(args.repeat):  # interleaved, so background load hits each alike
+            bare_s.append(bare())
+            e2e.append(backfill(dedupe=False))
+            dd.append(backfill(dedupe=True))
+        b = n / min(bare_s)
+        best = min(e2e, key=lambda s: s["seconds"])
+        idx_s = (best.get("index") or {}).get("seconds", 0.0)
+        full = best["rows_written"] / best["seconds"]
+        noidx = best["rows_written"] / (best["seconds"] - idx_s)
+        d = min(dd, key=lambda s: s["seconds"])
+        say(f"bare encoder        {b:10.1f} texts/s   ({n} texts in {min(bare_s):.1f}s)")
+        say(f"backfill end-to-end {noidx:10.1f} rows/s    ratio {noidx / b:.3f} x bare  "
+            f"(target >= 0.9; read + embed + COPY, dedupe off, HNSW build excluded)")
+        say(f"  incl. HNSW build  {full:10.1f} rows/s    ratio {full / b:.3f} x bare  "
+            f"(index {idx_s:.2f}s of {best['seconds']:.1f}s)")
+        say(f"dedupe on           {d['rows_written'] / d['seconds']:10.1f} rows/s    {d['texts_embedded']} texts "
+            f"embedded for {d['rows_written']} rows ({d['rows_reused']} reused): "
+            f"{best['seconds'] / d['seconds']:.2f}x the speed of dedupe off")
+        say_json.update(encoder={
+            "texts": n, "distinct": len(set(texts)), "bare_texts_per_s": round(b, 1),
+            "e2e_rows_per_s": round(noidx, 1), "e2e_ratio": round(noidx / b, 3),
+            "e2e_incl_index_rows_per_s": round(full, 1), "e2e_incl_index_ratio": round(full / b, 3),
+            "dedupe_texts_embedded": d["texts_embedded"], "dedupe_rows": d["rows_written"],
+            "dedupe_speedup": round(best["seconds"] / d["seconds"], 2),
+        })
+    finally:
+        emb.close()
+        if hidden:
+            with connect(url) as conn:  # the writer part uses every document again
+                conn.execute("UPDATE documents SET deleted_at = NULL WHERE id = ANY(%s)", (hidden,))
+                conn.commit()
+
+
+# ------------------------------------------------------------------------------ part 2
+def _batches(n: int) -> list[slice]:
+    return [slice(i, min(n, i + BATCH)) for i in range(0, n, BATCH)]
+
+
+def raw_rows(conn: psycopg.Connection, table: sql.Composable, ids, hashes, fp, vecs, types) -> float:
+    t0 = time.monotonic()
+    for b in _batches(len(ids)):
+        with conn.transaction(), conn.cursor() as cur, cur.copy(copy_statement(table)) as cp:
+            cp.set_types(types)
+            for i in range(b.start, b.stop):
+                cp.write_row((ids[i], hashes[i], fp, vecs[i], None, False, 0))
+    return len(ids) / (time.monotonic() - t0)
+
+
+def raw_buffer(conn: psycopg.Connection, table: sql.Composable, rows: Rows, id_type: str, fp: str) -> float:
+    bufs = [encode_copy(rows.take(np.arange(b.start, b.stop)), id_type, fp, 0) for b in _batches(len(rows))]
+    t0 = time.monotonic()
+    for data in bufs:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(copy_statement(table)) as cp:
+            cp.write(data)
+    return len(rows) / (time.monotonic() - t0)
+
+
+def store_writer(conn: psycopg.Connection, t: Target, rows: Rows) -> float:
+    w = StoreWriter(conn, t)
+    t0 = time.monotonic()
+    for b in _batches(len(rows)):
+        part = rows.take(np.arange(b.start, b.stop))
+        w.write(part, np.zeros(len(part), bool), [], 0)
+    return len(rows) / (time.monotonic() - t0)
+
+
+def executemany_insert(conn: psycopg.Connection, table: sql.Composable, ids, hashes, fp, vecs) -> float:
+    stmt = sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s, %s, %s, %s)").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    )
+    t0 = time.monotonic()
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(stmt, [(ids[i], hashes[i], fp, vecs[i], None, False, 0) for i in range(len(ids))])
+    return len(ids) / (time.monotonic() - t0)
+
+
+def langchain_worker(url: str, npy: str) -> None:
+    """Runs under an interpreter that has langchain-postgres: PGVector.add_embeddings."""
+    from langchain_core.embeddings import Embeddings
+    from langchain_postgres import PGVector
+
+    class Given(Embeddings):
+        def embed_documents(self, texts):  # never called: vectors are given
+            raise NotImplementedError
+
+        def embed_query(self, text):
+            raise NotImplementedError
+
+    vecs = np.load(npy)
+    n, dims = vecs.shape
+    store = PGVector(embeddings=Given(), collection_name="bench", embedding_length=dims,
+                     connection=url.replace("postgresql://", "postgresql+psycopg://", 1), use_jsonb=True,
+                     pre_delete_collection=True)
+    texts = [f"row {i}" for i in range(n)]
+    ids = [f"id{i:08d}" for i in range(n)]
+    t0 = time.monotonic()
+    for b in _batches(n):
+        store.add_embeddings(texts=texts[b], embeddings=vecs[b].tolist(), metadatas=[{} for _ in texts[b]], ids=ids[b])
+    print(json.dumps({"rows_per_s": n / (time.monotonic() - t0), "rows": n}))
+
+
+def langchain(url: str, vecs: np.ndarray, python: str | None) -> tuple[float | None, str]:
+    """(rows/s, how) via LangChain if any interpreter here has it; (None, why not) otherwise."""
+    candidates = [sys.executable] + ([python] if python else [])
+    with tempfile.TemporaryDirectory() as d:
+        npy = os.path.join(d, "v.npy")
+        np.save(npy, vecs)
+        for py in candidates:
+            probe = subprocess.run([py, "-c", "import langchain_postgres"], capture_output=True)
+            if probe.returncode != 0:
+                continue
+            r = subprocess.run([py, __file__, "--langchain-worker", url, npy], capture_output=True, text=True)
+            if r.returncode != 0:
+                return None, f"LangChain run failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
+            ver = subprocess.run([py, "-c", "import importlib.metadata as m; print(m.version('langchain-postgres'))"],
+                                 capture_output=True, text=True).stdout.strip()
+            return json.loads(r.stdout.strip().splitlines()[-1])["rows_per_s"], f"langchain-postgres {ver} ({py})"
+    return None, "langchain-postgres is not importable (pass --langchain-python)"
+
+
+def writer_part(cfg: Config, url: str, wspace: str, args: argparse.Namespace, say_json: dict) -> None:
+    sp = cfg.space(wspace)
+    t = Target(cfg.source("documents"), sp)
+    fp = sp.fingerprint
+    with connect(url) as conn:
+        got = conn.execute(
+            sql.SQL("SELECT s.id, {} FROM ({}) AS s ORDER BY s.id").format(t.sha(), t.live_rows())
+        ).fetchall()
+    ids = [r[0] for r in got]
+    hashes = [bytes(r[1]) for r in got]
+    n = len(ids)
+    rng = np.random.default_rng(7)
+    vecs = rng.standard_normal((n, sp.dims)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rows = Rows(ids=ids, hashes=hashes, vectors=vecs, truncated=np.zeros(n, bool), tokens=None)
+    say(f"\n== store writes: {n} rows of {sp.dims}-d vectors, batches of {BATCH}, best of {args.repeat}")
+    with connect(url, autocommit=True) as conn:
+        ensure_hash_index(conn, t, concurrently=False)
+        for name in ("bench_raw_rows", "bench_raw_buf", "bench_many"):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("public", name)))
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(sql.Identifier("public", name), t.store)
+            )
+    types = ["text", "bytea", "text", "vector", "int4", "bool", "int8"]
+    results: dict[str, list[float]] = {"raw": [], "buf": [], "writer": []}
+    def settle(conn: psycopg.Connection) -> None:
+        """Start each measurement from a checkpoint, so WAL left by the previous one is not
+        flushed on the next one's time (needs superuser; skipped otherwise)."""
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.Error:
+            pass
+        conn.commit()
+
+    with connect(url) as conn:
+        for _ in range(args.repeat):  # interleaved, so background noise hits all three alike
+            for name, table in (("raw", "bench_raw_rows"), ("buf", "bench_raw_buf")):
+                conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("public", table)))
+                conn.commit()
+                settle(conn)
+                ident = sql.Identifier("public", table)
+                results[name].append(
+                    raw_rows(conn, ident, ids, hashes, fp, vecs, types) if name == "raw"
+                    else raw_buffer(conn, ident, rows, "text", fp)
+                )
+            conn.execute(sql.SQL("TRUNCATE {}").format(t.store))
+            conn.commit()
+            settle(conn)
+            results["writer"].append(store_writer(conn, t, rows))
+        raw, buf, wr = (max(results[k]) for k in ("raw", "buf", "writer"))
+        m = min(n, args.slow_rows)
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("public", "bench_many")))
+        conn.commit()
+        many = executemany_insert(conn, sql.Identifier("public", "bench_many"), ids[:m], hashes[:m], fp, vecs[:m])
+    lc, how = langchain(url, vecs[: min(n, args.slow_rows)], args.langchain_python)
+    say(f"raw COPY (write_row)   {raw:10.0f} rows/s   (median {statistics.median(results['raw']):.0f})")
+    say(f"raw COPY (numpy buf)   {buf:10.0f} rows/s   (median {statistics.median(results['buf']):.0f})")
+    say(f"store writer           {wr:10.0f} rows/s   (median {statistics.median(results['writer']):.0f})")
+    say(f"  writer / raw COPY          {wr / raw:6.2f} x   (target >= 0.8)")
+    say(f"  writer / raw COPY (buf)    {wr / buf:6.2f} x")
+    say(f"executemany INSERT     {many:10.0f} rows/s   ({m} rows)   writer is {wr / many:.1f} x")
+    if lc is not None:
+        say(f"LangChain add_embeddings {lc:8.0f} rows/s   ({m} rows, {how})   writer is {wr / lc:.1f} x (target >= 30)")
+    else:
+        say(f"LangChain: not measured ({how}); compare with executemany INSERT above")
+    say_json.update(writer={
+        "rows": n, "dims": sp.dims, "raw_copy_rows_per_s": round(raw), "raw_copy_buffer_rows_per_s": round(buf),
+        "writer_rows_per_s": round(wr), "writer_vs_raw": round(wr / raw, 3), "writer_vs_raw_buffer": round(wr / buf, 3),
+        "executemany_rows_per_s": round(many), "langchain_rows_per_s": round(lc) if lc else None,
+        "langchain": how,
+    })
+
+
+# ------------------------------------------------------------------------------ main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", choices=sorted(SCALES), default="small")
+    ap.add_argument("--space", default="e5_small", help="the space whose embedder part 1 measures")
+    ap.add_argument("--rows", type=int, default=None, help="documents in the corpus (default: the scale's)")
+    ap.add_argument("--encoder-rows", type=int, default=None,
+                    help="use only the first N documents for the encoder part (slow CPUs)")
+    ap.add_argument("--write-dims", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--slow-rows", type=int, default=2000, help="rows for the row-by-row / LangChain baselines")
+    ap.add_argument("--skip-encoder", action="store_true")
+    ap.add_argument("--db", default=None, help="an admin URL of a server to create a temp database on")
+    ap.add_argument("--langchain-python", default=os.environ.get("EMBED_BENCH_LANGCHAIN_PYTHON"),
+                    help="an interpreter with langchain-postgres installed, if this one lacks it")
+    ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
+    ap.add_argument("--langchain-worker", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.langchain_worker:
+        langchain_worker(*args.langchain_worker)
+        return
+    from embed import store
+    from embed.honcho.corpus import generate
+    from embed.honcho.seed import seed
+
+    docs, msgs = SCALES[args.scale]
+    docs = args.rows or docs
+    cfg, wspace = bench_config(args.space, args.write_dims)
+    url, cleanup = database(args)
+    out: dict = {"scale": args.scale, "documents": docs, "space": args.space, "cpus": os.cpu_count()}
+    try:
+        with connect(url, vector=False) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.commit()
+        t0 = time.monotonic()
+        with connect(url) as conn:
+            seed(conn, generate(seed=7, documents=docs, messages=min(msgs, 10)), dims=384)
+        with connect(url) as conn:
+            store.init(conn, cfg)  # not api.init_store: the bench space must stay out of external_models.yaml
+        say(f"seeded {docs} documents in {time.monotonic() - t0:.1f}s on {os.cpu_count()} cpus ({url.split('@')[-1]})")
+        if not args.skip_encoder:
+            encoder_part(cfg, url, args.space, args, out)
+        writer_part(cfg, url, wspace, args, out)
+        if args.json:
+            print(json.dumps(out))
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
