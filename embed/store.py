@@ -72,7 +72,57 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.skipped (
     at             timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source, space_fp, source_id)
 );
+-- Shadow validation (embed.shadow.run): one row per run, the result dict (ids and numbers only),
+-- and its numbers in long form so the gate audits (audits/embed_shadow_*.sql) can read them.
+CREATE TABLE IF NOT EXISTS {SCHEMA}.shadow_runs (
+    id            bigserial PRIMARY KEY,
+    started_at    timestamptz NOT NULL,
+    at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor         text NOT NULL,
+    source        text NOT NULL,
+    baseline_fp   text NOT NULL CHECK (baseline_fp ~ '^[0-9a-f]{{64}}$'),
+    candidate_fps text[] NOT NULL CHECK (cardinality(candidate_fps) > 0),
+    params        jsonb NOT NULL DEFAULT '{{}}',
+    result        jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_runs_source_started ON {SCHEMA}.shadow_runs (source, started_at DESC);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.shadow_metrics (
+    run_id      bigint NOT NULL REFERENCES {SCHEMA}.shadow_runs (id) ON DELETE CASCADE,
+    space_fp    text NOT NULL,
+    slice       text NOT NULL,
+    slice_value text NOT NULL,
+    metric      text NOT NULL,
+    n           integer,
+    value       double precision,
+    ci_low      double precision,
+    ci_high     double precision,
+    PRIMARY KEY (run_id, space_fp, slice, slice_value, metric)
+);
 """
+
+# Backups taken by `embed backup` (verified ones unlock `embed retire`) and pins that hold a
+# space's vectors past their retention window. Kept apart so those commands can create just
+# these in a database initialized before they existed.
+OPS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA}.backups (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL,
+    actor       text NOT NULL,
+    path        text NOT NULL,
+    manifest    jsonb NOT NULL CHECK (manifest ? 'backup_id'),
+    verified    boolean NOT NULL DEFAULT false,
+    verified_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS backups_backup_id ON {SCHEMA}.backups ((manifest ->> 'backup_id'));
+CREATE TABLE IF NOT EXISTS {SCHEMA}.pins (
+    space_fp text PRIMARY KEY,
+    name     text NOT NULL,
+    reason   text NOT NULL CHECK (length(reason) > 0),
+    actor    text NOT NULL,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+BOOKKEEPING += OPS_DDL
 
 
 def actor() -> str:
@@ -179,6 +229,8 @@ def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
             if new:
                 declared.append(space.name)
                 record_event(conn, "declared", "ok", space=space, details={"spec": space.spec()})
+            if retired(conn, space):
+                continue  # its tables were dropped on purpose: re-declaring it is a new decision
             for source in cfg.sources.values():
                 name = table_name(source, space)
                 if name not in existing:
@@ -208,6 +260,14 @@ def record_smoke(conn: psycopg.Connection, space: Space, evidence: dict[str, Any
         state=state if current in EARLY_STATES else None,
     )
     return row[0]
+
+
+def retired(conn: psycopg.Connection, space: Space) -> bool:
+    row = conn.execute(
+        sql.SQL("SELECT state = 'retired' FROM {}.spaces WHERE fingerprint = %s").format(sql.Identifier(SCHEMA)),
+        (space.fingerprint,),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def space_states(conn: psycopg.Connection) -> dict[str, str]:
