@@ -100,6 +100,12 @@ class Config:
             raise EmbedError(f"unknown gateway {gateway!r} (declared: {known})")
         return cls(project=project, gateway=gateway, raw=raw)
 
+    @classmethod
+    def from_variables(cls, variables: dict[str, Any], project: Path | None = None) -> Config:
+        """A Config over already-resolved variables (what a SQLMesh macro sees), no file read."""
+        return cls(project=project or Path("."), gateway="resolved", raw={"gateways": {"resolved": {}},
+                                                                          "variables": dict(variables)})
+
     @property
     def variables(self) -> dict[str, Any]:
         """Root variables overridden by the gateway's, as SQLMesh resolves them."""

@@ -28,6 +28,7 @@ from embed.progress import Progress
 from embed.status import status
 from embed.target import Target
 from embed.writer import Rows, Skip, StoreWriter, copy_statement, encode_copy
+from tests.gate_support import plant_gates
 from tests.test_backfill_support import (
     ROOT,
     SPACE,
@@ -177,6 +178,7 @@ def test_backfill_covers_both_sources_then_status_and_every_gate_pass(
         set_active(project, source, SPACE)
     moved = Config.load(project, "local")
     init_store(moved, db_url)
+    plant_gates(db_url, moved, moved.space(SPACE))  # smoke/shadow/backup inputs: their own tests
     mesh.plan(moved, db_url)
     results = mesh.audit(moved, db_url)
     assert results and all(r["passed"] for r in results), [r for r in results if not r["passed"]]

@@ -24,6 +24,7 @@ from embed.honcho.corpus import generate
 from embed.honcho.seed import seed
 from embed.store import table_name
 from tests.conftest import hashed_unit_vectors
+from tests.gate_support import plant_gates
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMS = 384
@@ -60,21 +61,26 @@ def active_space_fps(url: str, source: str = "documents") -> set[str]:
 
 
 def fill_store(url: str, cfg: Config, source: str, space: str) -> int:
-    """Write a vector for every live row with text into the (source, space) store table."""
+    """What a backfill leaves: a vector for every live row with text in the (source, space)
+    store table, and a skip record ('empty') for every blank one."""
     src, sp = cfg.source(source), cfg.space(space)
     with connect(url) as conn:
-        rows = conn.execute(
-            f"SELECT {src.id_column}, {src.text_column} FROM {src.table} "
-            f"WHERE {src.live_filter} AND btrim(coalesce({src.text_column}, '')) <> ''"
-        ).fetchall()
-        vecs = text_vectors([r[1] for r in rows], sp.dims)
+        rows = conn.execute(f"SELECT {src.id_column}, coalesce({src.text_column}, '') FROM {src.table} "
+                            f"WHERE {src.live_filter}").fetchall()
+        texts = [r for r in rows if r[1].strip()]
+        vecs = text_vectors([r[1] for r in texts], sp.dims)
         with conn.cursor().copy(
             f"COPY embed_store.{table_name(src, sp)} (source_id, content_sha256, space_fp, embedding) FROM STDIN"
         ) as cp:
-            for (rid, text), v in zip(rows, vecs, strict=True):
+            for (rid, text), v in zip(texts, vecs, strict=True):
                 cp.write_row((rid, hashlib.sha256(text.encode()).digest(), sp.fingerprint, v))
+        for rid, text in rows:
+            if not text.strip():
+                conn.execute("INSERT INTO embed_store.skipped (source, space_fp, source_id, content_sha256, reason) "
+                             "VALUES (%s, %s, %s, %s, 'empty')",
+                             (source, sp.fingerprint, str(rid), hashlib.sha256(text.encode()).digest()))
         conn.commit()
-    return len(rows)
+    return len(texts)
 
 
 def test_plan_builds_one_view_per_source_and_space(honcho_url: str, cfg: Config) -> None:
@@ -162,14 +168,15 @@ def test_missing_coverage_blocks_the_switch_and_prod_is_unchanged(
     set_active(project, "documents", "e5_small")
     moved = Config.load(project, "local")
     assert moved.active_space("documents").name == "e5_small"
-    with pytest.raises(EmbedError, match="prod views unchanged"):
-        mesh.plan(moved, honcho_url)  # the store for e5_small is empty: coverage audit fails
+    plant_gates(honcho_url, moved, moved.space("e5_small"), sources=["documents"])  # all but coverage
+    with pytest.raises(EmbedError, match=r"prod views unchanged: embed gate blocked the plan: documents\.coverage"):
+        mesh.plan(moved, honcho_url)  # the store for e5_small is empty: the coverage gate fails
     assert active_space_fps(honcho_url) == {cfg.space("minilm_l6").fingerprint}
-    # Planning again must not promote the version SQLMesh already built (and failed to audit):
-    # re-promotion runs no SQLMesh audit, so embed audits it before planning.
-    with pytest.raises(EmbedError, match=r"blocked before any change.*embed_coverage"):
-        mesh.plan(moved, honcho_url)
-    assert active_space_fps(honcho_url) == {cfg.space("minilm_l6").fingerprint}
+    # The before_all guard stopped the plan before SQLMesh built anything: only the legacy version exists.
+    with connect(honcho_url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_views WHERE viewname LIKE 'embed__documents_active__%'"
+        ).fetchone()[0] == 1
 
     n = fill_store(honcho_url, cfg, "documents", "e5_small")
     assert n > 0

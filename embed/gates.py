@@ -1,0 +1,187 @@
+"""The cutover gates: what must hold before a space may serve a source's reads (invariant 3).
+
+Each gate is one SQL query that returns exactly one row `(gate, passed, measured)`, so a gate
+whose input is missing (no smoke run, no shadow run, no backup) is a row with passed = false,
+never an absent row. The same SQL is used three ways, so the gates cannot drift apart:
+
+- as SQLMesh audits on `embed.<source>_active` (audits/embed_<gate>.sql, via macros/embed_gates.py);
+- as the project's `before_all` guard, which runs at the start of *every* `sqlmesh plan` —
+  including one that re-promotes a version SQLMesh built and audited earlier and would
+  therefore not audit again (DESIGN §6);
+- directly by `embed gate`, which prints the measured values.
+
+Time-dependent gates are anchored: while a space is the one the last successful cutover or
+rollback of the source switched to, they are judged as of that moment (a backup that was fresh
+at cutover does not expire the active space a day later); otherwise as of now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from embed.config import Config
+from embed.endpoint import IN_PROCESS, LOOPBACK, PRIVATE
+from embed.errors import EmbedError
+from embed.spaces import Space
+from embed.store import SCHEMA
+from embed.target import Target
+
+GATES = ("smoke", "coverage", "shadow_fresh", "shadow_ndcg", "shadow_ann_recall", "backup")
+DEFAULT_ENDPOINT_CLASSES = (IN_PROCESS, LOOPBACK, PRIVATE)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """`embed_gates` from config.yaml, with defaults; validated once."""
+
+    max_ndcg_drop: float = 0.02
+    min_ann_recall: float = 0.95
+    k: int = 10
+    labelled_sources: tuple[str, ...] = ("documents",)
+    endpoint_classes: tuple[str, ...] = DEFAULT_ENDPOINT_CLASSES
+    max_backup_age_hours: float = 24.0
+
+    @classmethod
+    def from_variables(cls, variables: Mapping[str, Any]) -> GateConfig:
+        raw = variables.get("embed_gates") or {}
+        try:
+            out = cls(
+                max_ndcg_drop=float(raw.get("max_ndcg_drop", cls.max_ndcg_drop)),
+                min_ann_recall=float(raw.get("min_ann_recall", cls.min_ann_recall)),
+                k=int(raw.get("k", cls.k)),
+                labelled_sources=tuple(raw.get("labelled_sources", cls.labelled_sources) or ()),
+                endpoint_classes=tuple(raw.get("endpoint_classes", cls.endpoint_classes) or ()),
+                max_backup_age_hours=float(raw.get("max_backup_age_hours", cls.max_backup_age_hours)),
+            )
+        except (TypeError, ValueError) as e:
+            raise EmbedError(f"config.yaml embed_gates: {e}") from None
+        if not (0 <= out.max_ndcg_drop <= 1 and 0 <= out.min_ann_recall <= 1 and out.k > 0
+                and out.max_backup_age_hours > 0):
+            raise EmbedError("config.yaml embed_gates: max_ndcg_drop and min_ann_recall must be in [0, 1], "
+                             "k and max_backup_age_hours positive")
+        return out
+
+
+def _ref(name: str) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, name)
+
+
+# The moment a gate is judged at (see the module docstring), as a one-row derived table `a`.
+_ANCHOR = """(SELECT CASE WHEN {anchored} THEN coalesce((
+    SELECT CASE WHEN e.details ->> 'to_fp' = {fp} THEN e.at END FROM {events} AS e
+    WHERE e.kind IN ('cutover', 'rollback') AND e.outcome = 'ok' AND e.source = {source}
+    ORDER BY e.at DESC, e.id DESC LIMIT 1), now()) ELSE now() END AS at) AS a"""
+
+# The shadow run a gate reads: the newest one of this source against the legacy space with the
+# space among its candidates, started no later than the anchor.
+_SHADOW = """LEFT JOIN {runs} AS sh ON sh.id = (
+    SELECT r.id FROM {runs} AS r WHERE r.source = {source} AND r.baseline_fp = {legacy_fp}
+      AND {fp} = ANY(r.candidate_fps) AND r.at <= a.at ORDER BY r.started_at DESC, r.id DESC LIMIT 1)"""
+
+_METRIC = """LEFT JOIN {metrics} AS m ON m.run_id = sh.id AND m.space_fp = {fp}
+    AND m.slice = 'all' AND m.slice_value = 'all' AND m.metric = {metric}"""
+
+_SQL = {
+    "smoke": """SELECT 'smoke' AS gate,
+      coalesce(s.passed AND s.endpoint_class = ANY({classes}), false) AS passed,
+      CASE WHEN s.id IS NULL THEN 'no smoke run for this fingerprint'
+           ELSE 'smoke #' || s.id || ' ' || CASE WHEN s.passed THEN 'passed' ELSE 'FAILED' END
+                || ', endpoint ' || s.endpoint_class END AS measured
+    FROM {anchor} LEFT JOIN {smoke} AS s ON s.id = (
+      SELECT r.id FROM {smoke} AS r WHERE r.space_fp = {fp} AND r.at <= a.at ORDER BY r.at DESC, r.id DESC LIMIT 1)""",
+    "coverage": """SELECT 'coverage' AS gate, p.n = 0 AS passed,
+      CASE WHEN p.n = 0 THEN 'every live row has a current vector'
+           ELSE p.n || ' live row(s) lack a current vector: run embed sync' END AS measured
+    FROM ({pending}) AS p(n, first_id)""",
+    "shadow_fresh": """SELECT 'shadow_fresh' AS gate,
+      sh.id IS NOT NULL AND (b.at IS NULL OR sh.started_at > b.at) AS passed,
+      CASE WHEN sh.id IS NULL THEN 'no shadow run against the legacy space'
+           ELSE 'shadow #' || sh.id || ' started ' || to_char(sh.started_at, 'YYYY-MM-DD HH24:MI:SS')
+                || coalesce(', last backfill ' || to_char(b.at, 'YYYY-MM-DD HH24:MI:SS'), '') END AS measured
+    FROM {anchor} {shadow} LEFT JOIN LATERAL (
+      SELECT max(x.finished_at) AS at FROM {runs_} AS x WHERE x.kind = 'backfill' AND x.status = 'ok'
+        AND x.space_fp = {fp} AND x.source = {source} AND x.finished_at <= a.at) AS b ON true""",
+    "shadow_ndcg": """SELECT 'shadow_ndcg' AS gate,
+      NOT {labelled} OR coalesce(m.ci_low >= -{max_drop}, false) AS passed,
+      CASE WHEN NOT {labelled} THEN 'not required for this source (embed_gates.labelled_sources)'
+           WHEN sh.id IS NULL THEN 'no shadow run against the legacy space'
+           WHEN m.run_id IS NULL THEN 'shadow #' || sh.id || ' has no labelled queries'
+           ELSE 'delta nDCG ' || round(m.value::numeric, 3) || ' [' || round(m.ci_low::numeric, 3) || ', '
+                || round(m.ci_high::numeric, 3) || '], floor -' || {max_drop} END AS measured
+    FROM {anchor} {shadow} {metric_join}""",
+    "shadow_ann_recall": """SELECT 'shadow_ann_recall' AS gate, coalesce(m.value >= {min_recall}, false) AS passed,
+      CASE WHEN sh.id IS NULL THEN 'no shadow run against the legacy space'
+           WHEN m.run_id IS NULL THEN 'shadow #' || sh.id || ' has no ANN recall for this space'
+           ELSE 'ANN recall ' || round(m.value::numeric, 3) || ', minimum ' || {min_recall} END AS measured
+    FROM {anchor} {shadow} {metric_join}""",
+    "backup": """SELECT 'backup' AS gate, b.id IS NOT NULL AS passed,
+      CASE WHEN b.id IS NULL THEN 'no verified backup in the ' || {hours} || ' h before'
+           ELSE 'backup #' || b.id || ' verified, taken ' || to_char(b.at, 'YYYY-MM-DD HH24:MI:SS') END AS measured
+    FROM {anchor} LEFT JOIN {backups} AS b ON b.id = (
+      SELECT x.id FROM {backups} AS x WHERE x.verified AND x.at <= a.at
+        AND x.at >= a.at - {hours} * INTERVAL '1 hour' ORDER BY x.at DESC, x.id DESC LIMIT 1)""",
+}
+
+
+def gate_query(cfg: Config, gate: str, source: str, space: Space, *, anchored: bool = True) -> sql.Composed:
+    """The one-row query `(gate, passed, measured)` of one gate for (source, space)."""
+    if gate not in _SQL:
+        raise EmbedError(f"unknown gate {gate!r} (gates: {', '.join(GATES)})")
+    gc = GateConfig.from_variables(cfg.variables)
+    src = cfg.source(source)
+    fp, source_lit = sql.Literal(space.fingerprint), sql.Literal(src.name)
+    common = {"fp": fp, "source": source_lit, "runs": _ref("shadow_runs")}
+    metric = {"shadow_ndcg": f"delta_ndcg@{gc.k}", "shadow_ann_recall": f"ann_recall@{gc.k}"}.get(gate, "")
+    parts: dict[str, sql.Composable] = {
+        **common,
+        "anchor": sql.SQL(_ANCHOR).format(anchored=sql.Literal(anchored), events=_ref("events"), **common),
+        "shadow": sql.SQL(_SHADOW).format(legacy_fp=sql.Literal(cfg.legacy_space.fingerprint), **common),
+        "metric_join": sql.SQL(_METRIC).format(metrics=_ref("shadow_metrics"), metric=sql.Literal(metric), fp=fp),
+        "smoke": _ref("smoke_runs"),
+        "backups": _ref("backups"),
+        "runs_": _ref("runs"),
+        "classes": sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, gc.endpoint_classes))),
+        "labelled": sql.Literal(src.name in gc.labelled_sources),
+        "max_drop": sql.Literal(gc.max_ndcg_drop),
+        "min_recall": sql.Literal(gc.min_ann_recall),
+        "hours": sql.Literal(gc.max_backup_age_hours),
+    }
+    if gate == "coverage":
+        parts["pending"] = Target(src, space).pending_query(count=True)
+    return sql.SQL(_SQL[gate]).format(**{k: v for k, v in parts.items() if "{" + k + "}" in _SQL[gate]})
+
+
+def guard_query(cfg: Config) -> sql.Composed | None:
+    """The `before_all` statement: raises, naming every failed gate, when the gateway's
+    `embed_active` puts any source on a non-legacy space whose gates do not all pass."""
+    legacy = cfg.legacy_space
+    rows = [
+        sql.SQL("SELECT {} AS source, g.* FROM ({}) AS g").format(sql.Literal(name), gate_query(cfg, gate, name, sp))
+        for name in cfg.sources
+        for sp in [cfg.active_space(name)]
+        if sp.fingerprint != legacy.fingerprint
+        for gate in GATES
+    ]
+    if not rows:
+        return None
+    # An impossible cast is the portable way to make a plain SELECT fail with a readable message.
+    return sql.SQL(
+        "SELECT CAST('embed gate blocked the plan: ' || string_agg(f.source || '.' || f.gate || ' (' || f.measured || ')',"
+        " '; ') AS integer) AS embed_gate_guard FROM ({}) AS f WHERE NOT f.passed HAVING count(*) > 0"
+    ).format(sql.SQL(" UNION ALL ").join(rows))
+
+
+def evaluate(conn: psycopg.Connection, cfg: Config, space: Space, sources: list[str] | None = None,
+             *, anchored: bool = False) -> list[dict[str, Any]]:
+    """Every gate of `space` for each source, judged now: one dict per (source, gate)."""
+    out = []
+    for name in sources or list(cfg.sources):
+        for gate in GATES:
+            row = conn.execute(gate_query(cfg, gate, name, space, anchored=anchored)).fetchone()
+            out.append({"source": name, "gate": row[0], "passed": bool(row[1]), "measured": row[2]})
+    return out

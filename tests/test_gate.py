@@ -1,0 +1,248 @@
+"""`embed gate`, `embed cutover --mode view`, `embed rollback` and the before_all guard, on a real
+embedded Postgres with real `sqlmesh plan`s.
+
+One database per module (seeded, both spaces' vectors present, views planned); each test plants
+the gate inputs it needs (tests/gate_support.py) after wiping the previous test's, so one gate
+at a time can be made to fail. Vectors are `hashed_unit_vectors` test data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from embed import mesh
+from embed.api import init_store
+from embed.cli import cli
+from embed.config import Config
+from embed.cutover import cutover, gate, rollback
+from embed.database import connect, sqlmesh_env
+from embed.errors import EmbedError
+from embed.honcho.corpus import generate
+from embed.honcho.seed import seed
+from embed.localdb import LocalServer
+from embed.store import table_name
+from tests.conftest import PROJECT_FILES, ROOT, new_database
+from tests.gate_support import plant_backup, plant_gates, plant_shadow, plant_smoke
+from tests.test_sqlmesh_gates import DIMS, active_space_fps, fill_store, text_vectors
+
+SPACE = "e5_small"
+LEGACY = "minilm_l6"
+INPUTS = ("smoke_runs", "shadow_runs", "backups", "runs", "events")
+
+
+@pytest.fixture(scope="module")
+def world(pg_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    project = tmp_path_factory.mktemp("gate") / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
+    url = new_database(pg_server)
+    with connect(url, vector=False) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.commit()
+    with connect(url) as conn:
+        seed(conn, generate(seed=5, documents=50, messages=20), dims=DIMS, vectors=text_vectors)
+    cfg = Config.load(project, "local")
+    init_store(cfg, url)
+    mesh.plan(cfg, url)
+    yield project, url
+
+
+@pytest.fixture
+def env(world: tuple[Path, str]) -> Iterator[tuple[Config, str]]:
+    """The world with no gate inputs and the legacy space active again."""
+    project, url = world
+    cfg = Config.load(project, "local")
+    if cfg.active_space("documents").name != LEGACY:
+        from embed.activeconfig import set_active
+
+        cfg, _ = set_active(cfg, {s: LEGACY for s in cfg.sources})
+        mesh.plan(cfg, url)
+    with connect(url) as conn:
+        for table in (*INPUTS, "skipped", *(table_name(cfg.source(s), cfg.space(SPACE)) for s in cfg.sources)):
+            conn.execute(f"DELETE FROM embed_store.{table}")
+        conn.commit()
+    for source in cfg.sources:
+        fill_store(url, cfg, source, SPACE)
+    yield cfg, url
+
+
+def failed(result: dict) -> set[str]:
+    return {f"{g['source']}.{g['gate']}" for g in result["gates"] if not g["passed"]}
+
+
+def events(url: str, kind: str) -> list[tuple]:
+    with connect(url) as conn:
+        return conn.execute(
+            "SELECT source, outcome, details ->> 'from_fp', details ->> 'to_fp' FROM embed_store.events "
+            "WHERE kind = %s ORDER BY id", (kind,)).fetchall()
+
+
+def age_backfill(url: str, cfg: Config, source: str) -> None:
+    """A backfill of the space that finished after the planted shadow run started."""
+    with connect(url) as conn:
+        conn.execute("INSERT INTO embed_store.runs (kind, space_fp, source, actor, status, finished_at) "
+                     "VALUES ('backfill', %s, %s, 'test', 'ok', clock_timestamp())",
+                     (cfg.space(SPACE).fingerprint, source))
+        conn.commit()
+
+
+def delete_one_vector(url: str, cfg: Config) -> None:
+    with connect(url) as conn:
+        conn.execute(f"DELETE FROM embed_store.{table_name(cfg.source('documents'), cfg.space(SPACE))} "
+                     "WHERE source_id = (SELECT min(id) FROM documents WHERE deleted_at IS NULL AND content <> '')")
+        conn.commit()
+
+
+def documents_shadow(cfg: Config, url: str, **kw: object) -> None:
+    """Every input passing, except that the documents shadow run has the given values."""
+    plant_gates(url, cfg, cfg.space(SPACE), omit=["shadow"])
+    plant_shadow(url, cfg, "message_embeddings", cfg.space(SPACE))
+    plant_shadow(url, cfg, "documents", cfg.space(SPACE), **kw)  # type: ignore[arg-type]
+
+
+# each case: how to break exactly one gate, and the gate that must then fail
+CASES = {
+    "no smoke run": (lambda cfg, url: plant_gates(url, cfg, cfg.space(SPACE), omit=["smoke"]), "smoke"),
+    "failed smoke": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE), omit=["smoke"]),
+                                       plant_smoke(url, cfg.space(SPACE), passed=False)), "smoke"),
+    "cloud endpoint": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE), omit=["smoke"]),
+                                         plant_smoke(url, cfg.space(SPACE), endpoint_class="cloud")), "smoke"),
+    "sync lag": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE)), delete_one_vector(url, cfg)), "coverage"),
+    "no shadow run": (lambda cfg, url: plant_gates(url, cfg, cfg.space(SPACE), omit=["shadow"]),
+                      "shadow_fresh shadow_ndcg shadow_ann_recall"),
+    "stale shadow run": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE)),
+                                           age_backfill(url, cfg, "documents")), "shadow_fresh"),
+    "nDCG below margin": (lambda cfg, url: documents_shadow(cfg, url, ndcg_ci_low=-0.05), "shadow_ndcg"),
+    "unlabelled shadow run": (lambda cfg, url: documents_shadow(cfg, url, labelled=False), "shadow_ndcg"),
+    "ANN recall low": (lambda cfg, url: documents_shadow(cfg, url, ann_recall=0.9), "shadow_ann_recall"),
+    "no backup": (lambda cfg, url: plant_gates(url, cfg, cfg.space(SPACE), omit=["backup"]), "backup"),
+    "unverified backup": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE), omit=["backup"]),
+                                            plant_backup(url, verified=False)), "backup"),
+    "backup too old": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE), omit=["backup"]),
+                                         plant_backup(url, age_hours=30)), "backup"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_failing_gate_blocks_the_cutover_and_changes_nothing(env: tuple[Config, str], case: str) -> None:
+    cfg, url = env
+    breaks, gate_name = CASES[case]
+    breaks(cfg, url)
+    checked = gate(cfg, url, SPACE)
+    assert not checked["passed"]
+    bad = failed(checked)
+    assert {b.split(".", 1)[1] for b in bad} == set(gate_name.split()), bad
+    config_before = (Path(cfg.project) / "config.yaml").read_text()
+    with pytest.raises(EmbedError, match=rf"cutover blocked, nothing changed: .*{gate_name.split()[0]}"):
+        cutover(cfg, url, SPACE)
+    assert (Path(cfg.project) / "config.yaml").read_text() == config_before
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+    assert [e[1] for e in events(url, "cutover")] == ["blocked", "blocked"]
+
+
+def test_gate_command_prints_every_gate_and_sets_the_exit_status(env: tuple[Config, str]) -> None:
+    cfg, url = env
+    runner = CliRunner()
+    args = ["--project", str(cfg.project), "--db", url, "gate", "--space", SPACE]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 1 and "BLOCKED" in r.output and "FAIL  documents" in r.output
+    assert "no verified backup" in r.output and "no smoke run" in r.output
+    plant_gates(url, cfg, cfg.space(SPACE))
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "FAIL" not in r.output and r.output.count("PASS  ") >= 12
+    with connect(url) as conn:
+        outcomes = [x[0] for x in conn.execute("SELECT outcome FROM embed_store.events WHERE kind = 'gate' ORDER BY id")]
+    assert outcomes == ["blocked", "ok"]
+
+
+def test_cutover_switches_the_views_and_rollback_switches_back(env: tuple[Config, str]) -> None:
+    cfg, url = env
+    plant_gates(url, cfg, cfg.space(SPACE))
+    out = cutover(cfg, url, SPACE)
+    assert out["switched"]["documents"] == {"from": LEGACY, "to": SPACE}
+    assert active_space_fps(url) == {cfg.space(SPACE).fingerprint}
+    assert active_space_fps(url, "message_embeddings") == {cfg.space(SPACE).fingerprint}
+    moved = Config.load(cfg.project, "local")
+    assert moved.active_space("documents").name == SPACE
+    legacy_fp, new_fp = cfg.space(LEGACY).fingerprint, cfg.space(SPACE).fingerprint
+    assert sorted(events(url, "cutover")) == [("documents", "ok", legacy_fp, new_fp),
+                                               ("message_embeddings", "ok", legacy_fp, new_fp)]
+    with pytest.raises(EmbedError, match="already serves"):
+        cutover(moved, url, SPACE)
+
+    back = rollback(moved, url)
+    assert back["switched"]["documents"] == {"from": SPACE, "to": LEGACY}
+    assert active_space_fps(url) == {legacy_fp}
+    assert Config.load(cfg.project, "local").active_space("documents").name == LEGACY
+    assert sorted(events(url, "rollback")) == [("documents", "ok", new_fp, legacy_fp),
+                                                ("message_embeddings", "ok", new_fp, legacy_fp)]
+
+
+def test_gates_of_the_active_space_are_judged_at_its_cutover(env: tuple[Config, str]) -> None:
+    cfg, url = env
+    plant_gates(url, cfg, cfg.space(SPACE))
+    cutover(cfg, url, SPACE)
+    moved = Config.load(cfg.project, "local")
+    age_backfill(url, cfg, "documents")  # a new backfill after the cutover's shadow run
+    mesh.plan(moved, url)  # the active space stays valid: it was gated when it became active
+    assert active_space_fps(url) == {cfg.space(SPACE).fingerprint}
+    assert failed(gate(moved, url, SPACE)) == {"documents.shadow_fresh"}  # but making it active *now* would not be
+
+
+def test_plain_sqlmesh_plan_cannot_re_promote_a_version_whose_gates_fail(env: tuple[Config, str]) -> None:
+    cfg, url = env
+    plant_gates(url, cfg, cfg.space(SPACE))
+    cutover(cfg, url, SPACE)  # builds (and audits) the e5 version of the active views
+    rollback(Config.load(cfg.project, "local"), url)
+    with connect(url) as conn:
+        conn.execute("DELETE FROM embed_store.backups")  # the backup gate now fails
+        conn.commit()
+    from embed.activeconfig import set_active
+
+    set_active(cfg, {s: SPACE for s in cfg.sources})  # an operator's hand edit, then plain sqlmesh
+    sqlmesh = str(Path(sys.executable).with_name("sqlmesh"))
+    env_vars = {**os.environ, **sqlmesh_env(url), "EMBED_GATEWAY": "local"}
+    p = subprocess.run([sqlmesh, "--gateway", "local", "plan", "--auto-apply", "--no-prompts"], cwd=cfg.project,
+                       env=env_vars, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0
+    assert "embed gate blocked the plan" in p.stdout + p.stderr and "backup" in p.stdout + p.stderr
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+    moved = Config.load(cfg.project, "local")
+    with pytest.raises(EmbedError, match=r"plan blocked before any change: .*embed_backup on embed\.documents_active"):
+        mesh.plan(moved, url)  # embed plan re-audits the version SQLMesh would re-promote
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+
+
+def test_a_second_cutover_at_the_same_time_exits_clearly(env: tuple[Config, str]) -> None:
+    cfg, url = env
+    plant_gates(url, cfg, cfg.space(SPACE))
+    with connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext('embed.cutover'))")
+        with pytest.raises(EmbedError, match="another embed cutover or rollback is running"):
+            cutover(cfg, url, SPACE)
+        with pytest.raises(EmbedError, match="another embed cutover or rollback is running"):
+            rollback(cfg, url)
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+    assert events(url, "cutover") == []
+
+
+def test_rollback_without_a_cutover_and_unknown_spaces_change_nothing(env: tuple[Config, str]) -> None:
+    cfg, url = env
+    with pytest.raises(EmbedError, match="nothing to roll back"):
+        rollback(cfg, url)
+    with pytest.raises(EmbedError, match="unknown space"):
+        cutover(cfg, url, "nope")
+    with pytest.raises(EmbedError, match="unknown mode"):
+        cutover(cfg, url, SPACE, mode="sideways")
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
