@@ -1,12 +1,23 @@
-"""`embed demo`: the whole procedure on the embedded default, one line per step with its key number.
+"""`embed demo`: the whole migration on the embedded default, one line per step with its key number.
 
-Safe to re-run: every step is idempotent (the corpus is seeded once, init and plan converge).
+backup → smoke → backfill → sync under a live writer → shadow (HTML) → gate (blocked, then
+passing) → cutover → the Honcho-style query in the new space → rollback → cutover again →
+retire dry-run → evidence bundle. Legacy vectors come from the English-only MiniLM, the
+candidate is the multilingual e5-small (both real offline models); BGE-M3 joins as a second
+candidate when its weights are on disk ($EMBED_BGE_M3_PATH).
+
+It works on a copy of the project in <home>/demo/project, so the demo's cutovers rewrite that
+copy's config.yaml, never the operator's. Safe to re-run: every step is idempotent, and a
+second run first rolls back to the legacy space to replay the procedure.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from psycopg import sql
@@ -16,50 +27,244 @@ from embed.config import Config
 from embed.database import connect, mask
 from embed.localdb import LocalServer
 
+CANDIDATE = "e5_small"
+BGE_M3 = "bge_m3"
+PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "macros", "audits")
+Say = Callable[[str], None]
 
-def _step(say: Callable[[str], None], name: str, fn: Callable[[], str]) -> None:
+
+def _step(say: Say, name: str, fn: Callable[[], str]) -> None:
     t0 = time.monotonic()
     line = fn()
-    say(f"[{name:<6}] {line}  ({time.monotonic() - t0:.1f}s)")
+    say(f"[{name:<8}] {line}  ({time.monotonic() - t0:.1f}s)")
 
 
-def run(cfg: Config, db: str | None, *, scale: str, say: Callable[[str], None]) -> dict[str, Any]:
-    state: dict[str, Any] = {}
+def demo_project(cfg: Config, workdir: Path) -> Config:
+    """A copy of the project for the demo (its config.yaml keeps the demo's own cutovers).
+    Models, macros and audits are refreshed on every run; config.yaml only on the first."""
+    dest = workdir / "project"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src, out = Path(cfg.project) / name, dest / name
+        if src.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__"))
+        elif name != "config.yaml" or not out.exists():
+            shutil.copy(src, out)
+    return Config.load(dest, cfg.gateway)
+
+
+def _bge_m3_weights() -> Path | None:
+    path = os.environ.get("EMBED_BGE_M3_PATH")
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
+    st: dict[str, Any] = {}
+    legacy = cfg.legacy_space.name
+    candidates = [CANDIDATE] + ([BGE_M3] if _bge_m3_weights() else [])
 
     def database() -> str:
         if db:
-            state["url"] = db
+            st["url"], st["work"] = db, Path(cfg.project) / ".embed" / "demo"
             return f"using {mask(db)}"
-        state["url"] = LocalServer.default(cfg.project).up()
-        return f"embedded PostgreSQL + pgvector at {state['url']}"
+        server = LocalServer.default(cfg.project)
+        st["url"], st["work"] = server.up(), server.home / "demo"
+        return f"embedded PostgreSQL + pgvector at {st['url']}"
+
+    def project() -> str:
+        st["cfg"] = demo_project(cfg, st["work"])
+        return f"demo project (a copy; its config.yaml records the demo's cutovers): {st['cfg'].project}"
+
+    def redis() -> str:
+        from embed.localredis import LocalRedis
+
+        if not LocalRedis.available():
+            st["redis"] = None
+            return "redis-server is not on this machine: the backup covers PostgreSQL only"
+        r = LocalRedis(st["work"] / "redis")
+        st["redis"] = r.up()
+        port = int(st["redis"].rsplit(":", 1)[1].split("/")[0])
+        for i in range(20):  # what Honcho's cache holds: short-lived keys under honcho:v2:
+            r.cli(port, "SET", f"honcho:v2:demo:peer:{i}", f"cached-{i}", "EX", "3600")
+        return f"private redis-server (Honcho's cache) at {st['redis']}, 20 cache keys"
 
     def seed() -> str:
-        with connect(state["url"]) as conn:
+        with connect(st["url"]) as conn:
             exists = conn.execute("SELECT to_regclass('public.documents') IS NOT NULL").fetchone()[0]
             n = conn.execute("SELECT count(*) FROM public.documents").fetchone()[0] if exists else 0
         if n > 0:
             return f"corpus already seeded ({n} documents), kept"
-        out = api.seed_honcho(cfg, state["url"], scale=scale)
+        out = api.seed_honcho(cfg, st["url"], scale=scale)
         c = out["counts"]
-        return (
-            f"seeded {c.get('documents', 0)} documents + {c.get('message_embeddings', 0)} message embeddings, "
-            f"legacy vectors from {out['legacy_space']} ({out['dims']}d)"
-        )
+        return (f"seeded {c.get('documents', 0)} documents + {c.get('message_embeddings', 0)} message embeddings, "
+                f"legacy vectors from {out['legacy_space']} ({out['dims']}d)")
 
     def init() -> str:
-        out = api.init_store(cfg, state["url"])
+        out = api.init_store(st["cfg"], st["url"])
         return f"embed_store: {len(out['created_tables'])} table(s) created, {len(cfg.spaces)} spaces declared"
 
     def plan() -> str:
-        out = mesh.plan(cfg, state["url"])
+        out = mesh.plan(st["cfg"], st["url"])
         return f"sqlmesh plan applied: {len(out['new_snapshots'])} view(s) built; audits passed"
 
-    def query() -> str:
-        return _honcho_style_query(cfg, state["url"])
+    def reset() -> str:
+        from embed.cutover import rollback
 
-    for name, fn in (("db", database), ("seed", seed), ("init", init), ("plan", plan), ("query", query)):
-        _step(say, name, fn)
-    return state
+        dcfg = st["cfg"]
+        if all(dcfg.active_space(s).name == legacy for s in dcfg.sources):
+            return f"production reads {legacy} (the legacy space)"
+        rollback(dcfg, st["url"])
+        st["cfg"] = Config.load(dcfg.project, dcfg.gateway)
+        return f"a previous demo left {CANDIDATE} active: rolled back to {legacy} to replay the procedure"
+
+    def backup() -> str:
+        from embed.backup import human_bytes, take_backup
+
+        out = st["work"] / "backups" / time.strftime("%Y%m%dT%H%M%S")
+        m = take_backup(st["cfg"], st["url"], out, redis_url=st["redis"])
+        size = sum(f["bytes"] for f in m["files"].values())
+        return f"backup verified ({len(m['database']['tables'])} tables, {human_bytes(size)}" + (
+            ", Redis RDB" if st["redis"] else "") + f") in {out}"
+
+    def smoke() -> str:
+        lines = []
+        for name in candidates:
+            ev = api.smoke(st["cfg"], name, url=st["url"], out=st["work"] / f"smoke-{name}.json")
+            per_text = (ev.get("latency_ms") or {}).get("per_text") or {}
+            lines.append(f"{name} {'PASSED' if ev['passed'] else 'FAILED'} (p50 {per_text.get('p50')} ms/text, "
+                         f"endpoint {ev['endpoint_class']})")
+        if BGE_M3 not in candidates:
+            lines.append("bge_m3 not run: no local weights ($EMBED_BGE_M3_PATH)")
+        return "; ".join(lines)
+
+    def backfill() -> str:
+        from embed.backfill import backfill as fill
+
+        outs = [fill(st["cfg"], st["url"], name, progress=False) for name in candidates]
+        return "; ".join(f"{o['space']}: {o['rows_written']} rows written, {o['rows_reused']} reused, "
+                         f"{o['rows_per_s']} rows/s" for o in outs)
+
+    def sync() -> str:
+        from embed.backfill import Options
+        from embed.embedders import get_embedder
+        from embed.honcho.live import LiveWriter
+        from embed.sync import sync_once
+
+        st["legacy_embedder"] = emb = get_embedder(st["cfg"].legacy_space)
+        st["writer"] = writer = LiveWriter(st["url"], lambda t: emb.embed(t, "passage").vectors)
+        written = 0
+        with writer:
+            for _ in range(2):
+                for name in candidates:
+                    written += sync_once(st["cfg"], st["url"], name, opts=Options(progress=False))["rows_written"]
+        for name in candidates:
+            out = sync_once(st["cfg"], st["url"], name, opts=Options(progress=False))
+            written += out["rows_written"]
+        c = writer.counts
+        return (f"a live writer added {c['inserted']}, edited {c['edited']}, deleted {c['deleted']} documents; "
+                f"sync wrote {written} vector(s); lag now {out['rows_pending']}")
+
+    def shadow() -> str:
+        from embed.shadow.report import render_html
+        from embed.shadow.run import shadow as compare
+
+        results = compare(st["cfg"], st["url"], baseline=legacy, candidates=candidates, queries=200)
+        html = st["work"] / "shadow-documents.html"
+        api.write_private(html, render_html(results["documents"]))
+        st["report"] = html
+        return _shadow_line(results["documents"], legacy) + f"; report {html}"
+
+    def gate_blocked() -> str:
+        from embed.cutover import gate, summary
+
+        st["writer"].burst(3)  # Honcho kept writing after the last sync
+        r = gate(st["cfg"], st["url"], CANDIDATE)
+        return ("BLOCKED: " + summary(r["gates"])) if not r["passed"] else "passed (expected a lag)"
+
+    def gate_passing() -> str:
+        from embed.backfill import Options
+        from embed.cutover import gate
+        from embed.sync import sync_once
+
+        n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False))["rows_written"]
+        r = gate(st["cfg"], st["url"], CANDIDATE)
+        verdict = "PASS" if r["passed"] else "BLOCKED"
+        return f"after `embed sync` ({n} written): {verdict}, {sum(g['passed'] for g in r['gates'])}/{len(r['gates'])} gates"
+
+    def cutover() -> str:
+        from embed.cutover import cutover as switch
+
+        out = switch(st["cfg"], st["url"], CANDIDATE)
+        st["cfg"] = Config.load(st["cfg"].project, st["cfg"].gateway)
+        moved = ", ".join(f"{s} {v['from']} -> {v['to']}" for s, v in out["switched"].items())
+        return f"view mode: {moved} in {out['seconds']} s"
+
+    def query() -> str:
+        return _honcho_style_query(st["cfg"], st["url"])
+
+    def rollback() -> str:
+        from embed.cutover import rollback as back
+
+        out = back(st["cfg"], st["url"])
+        st["cfg"] = Config.load(st["cfg"].project, st["cfg"].gateway)
+        moved = ", ".join(f"{s} -> {v['to']}" for s, v in out["switched"].items())
+        return f"{moved} in {out['seconds']} s (the legacy column is kept current by Honcho itself)"
+
+    def retire() -> str:
+        from embed.backup import human_bytes
+        from embed.retire import retire_plan
+
+        p = retire_plan(st["cfg"], st["url"], legacy)
+        why = p["blockers"][0] if p["blockers"] else "allowed"
+        return f"dry run for {legacy}: would free {human_bytes(p['bytes'])}; {why}"
+
+    def evidence() -> str:
+        from embed.evidence import write_bundle
+
+        out = st["work"] / "evidence"
+        idx = write_bundle(st["cfg"], st["url"], CANDIDATE, out)
+        return f"{len(idx['files'])} file(s) in {out} (index.md lists their sha256)"
+
+    steps: list[tuple[str, Callable[[], str]]] = [
+        ("db", database), ("project", project), ("redis", redis), ("seed", seed), ("init", init),
+        ("plan", plan), ("reset", reset), ("backup", backup), ("smoke", smoke), ("backfill", backfill),
+        ("sync", sync), ("shadow", shadow), ("gate", gate_blocked), ("gate", gate_passing),
+        ("cutover", cutover), ("query", query), ("rollback", rollback), ("cutover", cutover), ("query", query),
+        ("retire", retire), ("evidence", evidence),
+    ]
+    try:
+        for name, fn in steps:
+            _step(say, name, fn)
+    finally:
+        if "legacy_embedder" in st:
+            st["legacy_embedder"].close()
+    say(f"evidence: {st['work'] / 'evidence'}  report: {st.get('report')}")
+    return st
+
+
+def _metric(result: dict[str, Any], key: str, metric: str, who: str, slice_value: str = "all") -> dict | None:
+    col = "space" if key == "quality" else "candidate"
+    return next((r for r in result.get(key, []) if r[col] == who and r["metric"] == metric
+                 and r["slice_value"] == slice_value), None)
+
+
+def _shadow_line(result: dict[str, Any], legacy: str) -> str:
+    k = result["run"]["k"]
+    cand = result["run"]["candidates"][0]["space"]
+    base, new = _metric(result, "quality", f"ndcg@{k}", legacy), _metric(result, "quality", f"ndcg@{k}", cand)
+    delta = _metric(result, "deltas", f"ndcg@{k}", cand)
+    cross = _metric(result, "deltas", f"ndcg@{k}", cand, "en->pl")
+    recall = next((r for r in result.get("ann_recall", []) if r["space"] == cand), None)
+    parts = [f"{legacy} vs {cand}"]
+    if base and new and delta:
+        parts.append(f"nDCG@{k} {base['value']:.3f} -> {new['value']:.3f} "
+                     f"(delta {delta['value']:+.3f} [{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}])")
+    if cross:
+        parts.append(f"EN->PL delta {cross['value']:+.3f}")
+    if recall:
+        parts.append(f"ANN recall {recall['value']:.3f}")
+    return ", ".join(parts)
 
 
 def _honcho_style_query(cfg: Config, url: str) -> str:
@@ -71,19 +276,18 @@ def _honcho_style_query(cfg: Config, url: str) -> str:
         row = conn.execute(
             "SELECT text, workspace_name, observer, observed FROM embed_eval.queries ORDER BY qid LIMIT 1"
         ).fetchone()
-        embedder = get_embedder(space)
-        try:
+        with get_embedder(space) as embedder:
             qvec = embedder.embed([row[0]], "query").vectors[0]
-        finally:
-            embedder.close()
         t0 = time.perf_counter()
-        ids = conn.execute(
+        rows = conn.execute(
             sql.SQL(
-                "SELECT source_id FROM embed.documents_active "
+                "SELECT source_id, space_fp FROM embed.documents_active "
                 "WHERE workspace_name = %s AND observer = %s AND observed = %s "
                 "ORDER BY embedding OPERATOR(public.<=>) %s LIMIT 10"
             ),
             (row[1], row[2], row[3], qvec),
         ).fetchall()
         ms = (time.perf_counter() - t0) * 1000
-    return f"Honcho-style top-10 through embed.documents_active ({space.name}): {len(ids)} ids in {ms:.1f} ms"
+    fps = {r[1][:12] for r in rows}
+    return (f"Honcho-style top-10 through embed.documents_active: {len(rows)} ids in {ms:.1f} ms, "
+            f"all from {space.name} ({', '.join(sorted(fps))})")

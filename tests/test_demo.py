@@ -29,16 +29,32 @@ def demo_env():
     LocalServer(home=home, port=int(env["EMBED_PGPORT"])).destroy()
 
 
+STEPS = ("[db", "[project", "[redis", "[seed", "[init", "[plan", "[reset", "[backup", "[smoke", "[backfill",
+         "[sync", "[shadow", "[gate", "[cutover", "[query", "[rollback", "[retire", "[evidence")
+
+
 def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
     first = run([*EMBED, "demo", "--scale", "tiny"], demo_env)
     assert first.returncode == 0, first.stderr[-2000:]
-    for step in ("[db", "[seed", "[init", "[plan", "[query"):
-        assert step in first.stdout
-    assert "legacy vectors from minilm_l6 (384d)" in first.stdout
-    assert "10 ids" in first.stdout
+    out = first.stdout
+    for step in STEPS:
+        assert step in out, step
+    assert "legacy vectors from minilm_l6 (384d)" in out
+    assert "BLOCKED: 1 gate(s) failed: documents.coverage" in out  # the live writer's lag, visibly
+    assert "PASS, 16/16 gates" in out
+    assert out.count("all from e5_small") == 2 and "e5_small PASSED" in out
+    assert "ANN recall 1.000" in out and "nDCG@10" in out and "Redis RDB" in out
+    work = Path(demo_env["EMBED_HOME"]) / "demo"
+    assert (work / "shadow-documents.html").read_text().count("<svg") >= 3
+    assert (work / "evidence" / "index.md").is_file()
+    assert "embed_active" in (work / "project" / "config.yaml").read_text()
+    assert "documents: minilm_l6" in (ROOT / "config.yaml").read_text()  # the operator's file is untouched
+
     again = run([*EMBED, "demo", "--scale", "tiny"], demo_env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "corpus already seeded" in again.stdout and "0 table(s) created" in again.stdout
+    assert "rolled back to minilm_l6 to replay" in again.stdout
+    assert again.stdout.count("all from e5_small") == 2
 
     exports = run([*EMBED, "db", "env"], demo_env).stdout
     env = dict(demo_env)
@@ -46,7 +62,9 @@ def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
         key, _, value = line.removeprefix("export ").partition("=")
         env[key] = value.strip("'")
     sqlmesh = [str(Path(sys.executable).parent / "sqlmesh")]
-    plan = run([*sqlmesh, "plan", "--auto-apply", "--no-prompts"], env)
+    project = work / "project"
+    plan = subprocess.run([*sqlmesh, "plan", "--auto-apply", "--no-prompts"], env=env, cwd=project,
+                          capture_output=True, text=True, timeout=600)
     assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
-    audit = run([*sqlmesh, "audit"], env)
+    audit = subprocess.run([*sqlmesh, "audit"], env=env, cwd=project, capture_output=True, text=True, timeout=600)
     assert audit.returncode == 0 and "0 audit errors" in audit.stdout, audit.stdout[-2000:]

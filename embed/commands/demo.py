@@ -15,12 +15,18 @@ from embed.cli import Env, cli, fail_cleanly
 def demo(env: Env, scale: str) -> None:
     """Run the whole procedure on the embedded PostgreSQL (or --db), printing one line per step.
 
-    Starts the embedded server, seeds the Honcho-shaped PL/EN corpus with legacy vectors from an
-    offline model, creates the store, plans the SQLMesh views behind their audits and runs a
-    Honcho-style query through the active view. Re-running it is safe.
+    \b
+    Starts the embedded server (and a private redis-server when the machine has one), seeds
+    the Honcho-shaped PL/EN corpus with legacy vectors from the English-only MiniLM, then:
+      backup -> smoke -> backfill e5-small -> sync under a live writer -> shadow (HTML)
+      -> gate (blocked by the writer's lag, then passing) -> cutover -> Honcho-style query
+      -> rollback -> cutover -> retire dry-run -> evidence bundle.
+    BGE-M3 joins as a second candidate when $EMBED_BGE_M3_PATH holds its weights. The demo
+    works on a copy of the project (<home>/demo/project), so your config.yaml is untouched.
+    Re-running it is safe: it rolls back first and replays the procedure.
     """
     from embed import demo as demo_mod
 
     cfg = env.config()
     demo_mod.run(cfg, env.db, scale=scale, say=click.echo)
-    click.echo("demo finished: `embed spaces` lists the spaces, `embed audit` re-checks every gate")
+    click.echo("demo finished: `embed history` shows every step's event, `embed audit` re-checks every gate")
