@@ -35,8 +35,9 @@ def _find(lines: list[str], lo: int, hi: int, key: str, indent: int | None = Non
     raise KeyError(key)
 
 
-def rewrite_active(text: str, gateway: str, mapping: dict[str, str]) -> str:
-    """config.yaml text with gateways.<gateway>.variables.embed_active.<source> set per mapping."""
+def rewrite_mapping(text: str, gateway: str, var: str, mapping: dict[str, str | None]) -> str:
+    """config.yaml text with gateways.<gateway>.variables.<var>.<key> set per mapping (None
+    removes the key). A missing block is added after embed_active; an emptied one is removed."""
     lines = text.splitlines(keepends=True)
     try:
         g, gi = _find(lines, 0, len(lines), "gateways", 0)
@@ -48,33 +49,57 @@ def rewrite_active(text: str, gateway: str, mapping: dict[str, str]) -> str:
             f"{CONFIG_FILE}: gateway {gateway!r} has no variables.embed_active block ({e.args[0]} missing); "
             "add one with a line per source"
         ) from None
-    end = _block_end(lines, a, ai)
+    try:
+        b, bi = _find(lines, v + 1, _block_end(lines, v, vi), var, ai)
+    except KeyError:
+        if all(val is None for val in mapping.values()):
+            return text
+        b, bi = _block_end(lines, a, ai), ai
+        lines[b:b] = [f"{' ' * bi}{var}:\n"]
+    end = _block_end(lines, b, bi)
     todo = dict(mapping)
-    child_indent = ai + 2
-    for i in range(a + 1, end):
-        m = _KEY.match(lines[i].rstrip("\n"))
+    kept: list[str] = []
+    for line in lines[b + 1 : end]:
+        m = _KEY.match(line.rstrip("\n"))
         if m and m["key"] in todo:
-            child_indent = len(m["indent"])
-            comment = f"  {m['comment']}" if m["comment"] else ""
-            lines[i] = f"{m['indent']}{m['key']}: {todo.pop(m['key'])}{comment}\n"
-    insert = [f"{' ' * child_indent}{src}: {space}\n" for src, space in todo.items()]
-    lines[end:end] = insert
+            value = todo.pop(m["key"])
+            if value is not None:
+                comment = f"  {m['comment']}" if m["comment"] else ""
+                kept.append(f"{m['indent']}{m['key']}: {value}{comment}\n")
+        else:
+            kept.append(line)
+    kept += [f"{' ' * (bi + 2)}{k}: {val}\n" for k, val in todo.items() if val is not None]
+    if not any(_KEY.match(x.rstrip("\n")) for x in kept):
+        lines[b:end] = []  # nothing left in the block: drop its header too
+    else:
+        lines[b + 1 : end] = kept
     return "".join(lines)
 
 
-def set_active(cfg: Config, mapping: dict[str, str]) -> tuple[Config, str]:
-    """Write the new mapping into the project's config.yaml; returns (the reloaded config, the
-    previous file text, for `restore`). The file is replaced atomically."""
+def set_variables(cfg: Config, mappings: dict[str, dict[str, str | None]]) -> tuple[Config, str]:
+    """Write gateway variable mappings (e.g. embed_active) into the project's config.yaml;
+    returns (the reloaded config, the previous file text, for `restore`). Replaced atomically,
+    and put back as it was when the reloaded file does not say what was asked."""
     path = Path(cfg.project) / CONFIG_FILE
     before = path.read_text()
-    after = rewrite_active(before, cfg.gateway, mapping)
+    after = before
+    for var, mapping in mappings.items():
+        after = rewrite_mapping(after, cfg.gateway, var, mapping)
     _write(path, after)
-    new = Config.load(cfg.project, cfg.gateway)
-    wrong = {s: new.active_space(s).name for s, sp in mapping.items() if new.active_space(s).name != sp}
-    if wrong:
+    try:
+        new = Config.load(cfg.project, cfg.gateway)
+        got = {var: {k: (new.variables.get(var) or {}).get(k) for k in m} for var, m in mappings.items()}
+    except EmbedError:
+        got = {}
+    if got != mappings:
         _write(path, before)
-        raise EmbedError(f"{CONFIG_FILE}: rewriting embed_active did not take ({wrong}); file left unchanged")
+        raise EmbedError(f"{CONFIG_FILE}: rewriting {', '.join(mappings)} did not take; file left unchanged")
     return new, before
+
+
+def set_active(cfg: Config, mapping: dict[str, str]) -> tuple[Config, str]:
+    """Point each source's `embed.<source>_active` view at a space (see set_variables)."""
+    return set_variables(cfg, {"embed_active": dict(mapping)})
 
 
 def restore(cfg: Config, text: str) -> None:

@@ -143,6 +143,21 @@ class Config:
         """The space whose vectors already sit in the sources' own vector columns."""
         return self.space(self.variables.get("embed_legacy_space", ""))
 
+    def space_by_fp(self, fingerprint: str | None) -> Space:
+        """The declared space with this fingerprint (the legacy space for None)."""
+        if fingerprint is None:
+            return self.legacy_space
+        for sp in self.spaces.values():
+            if sp.fingerprint == fingerprint:
+                return sp
+        raise EmbedError(f"no declared space has fingerprint {fingerprint[:12]} (was its spec changed?)")
+
+    def legacy_column(self, source: str) -> str | None:
+        """The source column holding the legacy space: its vector column, or after a Honcho
+        in-place cutover the space-tagged column it was renamed to (`embed_legacy_columns`)."""
+        moved = (self.variables.get("embed_legacy_columns") or {}).get(source)
+        return moved or self.source(source).vector_column
+
     def active_space(self, source: str) -> Space:
         active = self.variables.get("embed_active") or {}
         return self.space(active.get(source) or self.legacy_space.name)

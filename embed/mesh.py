@@ -46,8 +46,8 @@ def external_models(cfg: Config) -> list[dict[str, Any]]:
         cols.update({c: "text" for c in src.tenant_columns})
         for col in re.findall(r"\b([a-z_][a-z0-9_]*)\s+IS\b", src.live_filter, flags=re.I):
             cols.setdefault(col, "timestamptz" if col.endswith("_at") else "text")
-        if src.vector_column:
-            cols[src.vector_column] = "vector"
+        for col in dict.fromkeys(c for c in (src.vector_column, cfg.legacy_column(src.name)) if c):
+            cols[col] = "vector"
         models.append({"name": src.table, "description": f"source {src.name} (read-only)", "columns": cols})
     for src in cfg.sources.values():
         for sp in cfg.spaces.values():

@@ -27,6 +27,7 @@ from embed.config import Config
 from embed.database import connect
 from embed.errors import EmbedError
 from embed.idents import qualified
+from embed.inplace_exec import live_fp
 from embed.spaces import Space, parse_space
 
 DEFAULT_RETENTION_DAYS = 14
@@ -171,11 +172,11 @@ def _plan(conn: psycopg.Connection, cfg: Config, space: Space) -> tuple[dict[str
     legacy_name = cfg.variables.get("embed_legacy_space")
     legacy_fp = cfg.spaces[legacy_name].fingerprint if legacy_name in cfg.spaces else None
     is_legacy = legacy_fp == space.fingerprint or (legacy_fp is None and legacy_name == space.name)
-    holders = [s.name for s in cfg.sources.values() if s.vector_column]
+    holders = [s.name for s in cfg.sources.values() if s.vector_column and live_fp(conn, cfg, s) == legacy_fp]
     if is_legacy and holders:
         blockers.append(
             f"space {space.name} is the legacy space of gateway {cfg.gateway}: the vector columns of "
-            f"{', '.join(holders)} still hold it (finish the in-place cutover first)"
+            f"{', '.join(holders)} still hold it (an in-place cutover moves it to a retirable column)"
         )
     pin = conn.execute(
         sql.SQL("SELECT reason, actor, at FROM {}.pins WHERE space_fp = %s").format(sql.Identifier(store.SCHEMA)),

@@ -23,7 +23,7 @@ def _declared(evaluator: MacroEvaluator) -> tuple[dict, dict]:
     return spaces, sources
 
 
-def _blueprint(source: t.Any, space: t.Any, legacy: str) -> exp.Tuple:
+def _blueprint(source: t.Any, space: t.Any, legacy: str, columns: dict) -> exp.Tuple:
     from embed.store import SCHEMA, table_name
 
     values = {
@@ -37,7 +37,8 @@ def _blueprint(source: t.Any, space: t.Any, legacy: str) -> exp.Tuple:
         "src_table": source.table.split(".")[-1],
         "id_col": source.id_column,
         "text_col": source.text_column,
-        "vec_col": source.vector_column or "",
+        # after a Honcho in-place cutover the legacy vectors sit in a renamed column
+        "vec_col": columns.get(source.name) or source.vector_column or "",
         "is_legacy": space.name == legacy,
     }
     return exp.Tuple(
@@ -53,10 +54,11 @@ def embed_space_blueprints(evaluator: MacroEvaluator, kind: exp.Expression) -> e
     vector columns, 'store' for every other space (its rows live in embed_store)."""
     spaces, sources = _declared(evaluator)
     legacy = evaluator.var("embed_legacy_space")
+    columns = evaluator.var("embed_legacy_columns") or {}
     want_legacy = kind.name == "legacy"
     return exp.Array(
         expressions=[
-            _blueprint(src, sp, legacy)
+            _blueprint(src, sp, legacy, columns)
             for src in sources.values()
             for sp in spaces.values()
             if (sp.name == legacy) == want_legacy and (src.vector_column or not want_legacy)
@@ -70,12 +72,13 @@ def embed_active_blueprints(evaluator: MacroEvaluator) -> exp.Array:
     spaces, sources = _declared(evaluator)
     legacy = evaluator.var("embed_legacy_space")
     active = evaluator.var("embed_active") or {}
+    columns = evaluator.var("embed_legacy_columns") or {}
     rows = []
     for src in sources.values():
         name = active.get(src.name) or legacy
         if name not in spaces:
             raise ValueError(f"embed_active.{src.name} names an undeclared space {name!r}")
-        rows.append(_blueprint(src, spaces[name], legacy))
+        rows.append(_blueprint(src, spaces[name], legacy, columns))
     return exp.Array(expressions=rows)
 
 
