@@ -18,3 +18,15 @@ extra=models
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extra]"
 echo "setup: embed installed in .venv ($extra)"
+
+# The HTML report test (tests/test_shadow_html.py) renders the page in Debian's headless Chromium.
+if [ "$extra" = test ] && [ ! -x /usr/bin/chromium ]; then
+    install_chromium() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null && { install_chromium || { apt-get update -qq && install_chromium; }; }; then
+        echo "setup: chromium installed for the HTML report test"
+    else
+        echo "setup: /usr/bin/chromium is missing and could not be installed (needs root and apt-get):" \
+             "install Debian's chromium package, or tests/test_shadow_html.py fails" >&2
+        exit 1
+    fi
+fi

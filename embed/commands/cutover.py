@@ -9,6 +9,8 @@ import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
 
+LOCK_TIMEOUT = click.option("--lock-timeout", default=2.0, show_default=True, metavar="SECONDS",
+                            help="honcho-inplace: give up (nothing changed) if Honcho's tables stay locked this long.")
 SOURCE = click.option("--source", "sources", multiple=True, metavar="NAME",
                       help="Only this source (repeatable; default: every source in config.yaml).")
 
@@ -69,8 +71,7 @@ def _switch_lines(r: dict[str, Any]) -> list[str]:
               help="view: switch embed.<source>_active; honcho-inplace: swap Honcho's own vector columns.")
 @click.option("--stage-only", is_flag=True,
               help="honcho-inplace: only stage the shadow columns and their HNSW indexes (ahead of time).")
-@click.option("--lock-timeout", default=2.0, show_default=True, metavar="SECONDS",
-              help="honcho-inplace: give up (nothing changed) if Honcho's tables stay locked this long.")
+@LOCK_TIMEOUT
 @SOURCE
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -99,8 +100,7 @@ def cutover(env: Env, space_name: str, mode: str, stage_only: bool, lock_timeout
 
 
 @cli.command()
-@click.option("--lock-timeout", default=2.0, show_default=True, metavar="SECONDS",
-              help="honcho-inplace: give up (nothing changed) if Honcho's tables stay locked this long.")
+@LOCK_TIMEOUT
 @SOURCE
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj

@@ -2,8 +2,11 @@
 
 DB-free core (DESIGN §8): `metrics` (agreement, labelled metrics, bootstrap CIs, index health),
 `recalibrate` (distance thresholds mapped by quantile), `report` (result dict + HTML/terminal).
+Database side: `inputs` (one reader per space, query sets), `run` (`shadow()`: rank, compare,
+persist to embed_store.shadow_runs / shadow_metrics).
 """
 
+from embed.shadow.inputs import CrossSpaceError, SpaceReader, vector_location
 from embed.shadow.metrics import (
     ShadowInputError,
     aggregate,
@@ -20,16 +23,20 @@ from embed.shadow.metrics import (
 )
 from embed.shadow.recalibrate import Recalibration, recalibrate_threshold, recalibrate_thresholds
 from embed.shadow.report import SCHEMA, build_result, render_html, render_table
+from embed.shadow.run import metric_rows, shadow
 
 __all__ = [
     "SCHEMA",
+    "CrossSpaceError",
     "Recalibration",
     "ShadowInputError",
+    "SpaceReader",
     "aggregate",
     "ann_recall",
     "bootstrap_mean_ci",
     "build_result",
     "latency_summary",
+    "metric_rows",
     "neighbour_retention",
     "neighbour_retention_per_item",
     "paired_deltas",
@@ -39,6 +46,8 @@ __all__ = [
     "relevance_metrics",
     "render_html",
     "render_table",
+    "shadow",
     "validate_qrels",
     "validate_rankings",
+    "vector_location",
 ]

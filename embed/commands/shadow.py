@@ -1,0 +1,164 @@
+"""`embed shadow`: a thin wrapper over embed.shadow.run.shadow (terminal table, --json, --html)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from embed.cli import Env, cli, fail_cleanly
+
+
+def _paths(path: Path, names: list[str]) -> dict[str, Path]:
+    """One report file per source: FILE itself for one source, FILE.<source>.ext for several."""
+    if len(names) == 1:
+        return {names[0]: path}
+    return {n: path.with_name(f"{path.stem}.{n}{path.suffix}") for n in names}
+
+
+@cli.command()
+@click.option("--baseline", metavar="SPACE", help="The space to compare against (default: the legacy space).")
+@click.option(
+    "--candidate", "candidates", multiple=True, required=True, metavar="SPACE", help="A space to validate (repeatable)."
+)
+@click.option(
+    "--source",
+    "source",
+    default="all",
+    show_default=True,
+    metavar="NAME|all",
+    help="Which source to compare: a declared source name, or all of them.",
+)
+@click.option(
+    "--queries",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Stored rows sampled as label-free queries (each queried with its own vector in each space).",
+)
+@click.option(
+    "--query-set",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="JSONL text queries (qid, text, optional lang/doc_langs, the source's tenant columns); "
+    "default for documents: the seeded embed_eval set when the database has one.",
+)
+@click.option(
+    "--qrels",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Relevance judgments for the text queries: JSONL {qid, doc_id, relevance} or TREC lines.",
+)
+@click.option("--k", type=int, default=10, show_default=True, help="Depth of every ranking compared.")
+@click.option(
+    "--sample-tenants",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Sample the label-free queries from N random tenants (first tenant column) only.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and of the bootstrap.")
+@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples per CI.")
+@click.option("--allow-cloud", is_flag=True, help="Allow sending query texts to an endpoint classified as cloud.")
+@click.option("--json", "as_json", is_flag=True, help="Print {source: result} as JSON instead of tables.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a self-contained HTML report here (mode 0600; FILE.<source>.html per source when several).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write {source: result} as JSON here (mode 0600).",
+)
+@click.pass_obj
+@fail_cleanly
+def shadow(
+    env: Env,
+    baseline: str | None,
+    candidates: tuple[str, ...],
+    source: str,
+    queries: int,
+    query_set: Path | None,
+    qrels: Path | None,
+    k: int,
+    sample_tenants: int | None,
+    seed: int,
+    n_boot: int,
+    allow_cloud: bool,
+    as_json: bool,
+    html_path: Path | None,
+    out: Path | None,
+) -> None:
+    """Compare retrieval in the baseline space and each candidate, per source, without mixing them.
+
+    \b
+    What is compared: the same queries under the same tenant filters the application uses
+    (Honcho: workspace/observer/observed for documents, workspace/session/peer for messages):
+      - text queries (the seeded PL/EN set, or --query-set), embedded by EACH space's own
+        embedder: nDCG/recall/MRR/hit@k with bootstrap CIs per language pair and tenant
+        when judged (--qrels or the seeded qrels), and the paired candidate-baseline delta;
+      - --queries stored rows, each queried with its own stored vector in each space:
+        top-k overlap, Jaccard, RBO, Kendall tau, neighbour retention;
+      - index health per space: served query (the planner's plan) vs an exact scan, tie-aware
+        ANN recall@k and latency p50/p95, plus an unfiltered probe with the HNSW index forced;
+      - distance thresholds (embed_gates.thresholds) mapped to each candidate by quantile.
+    \b
+    What never meets: vectors of two spaces. Each query vector is tagged with its space's
+    fingerprint and refused by any other space's reader; spaces are compared only as ranked
+    id lists. No memory text is printed, stored or written: ids, counts and numbers only.
+    \b
+    Where results go: embed_store.shadow_runs (one row per source: spaces by fingerprint,
+    parameters, the whole result) and embed_store.shadow_metrics (one row per metric, slice and
+    space), plus a 'shadow' event per candidate. The cutover gates (embed/gates.py, the
+    audits/embed_shadow_*.sql audits and `sqlmesh plan`) read the newest run against the
+    legacy space: delta_ndcg@k CI floor, ann_recall@k, and freshness after the last backfill.
+    """
+    from embed.api import write_private
+    from embed.config import Config
+    from embed.shadow import render_html, render_table
+    from embed.shadow.run import shadow as run
+
+    cfg: Config = env.config()
+    results = run(
+        cfg,
+        env.url(cfg),
+        baseline=baseline,
+        candidates=list(candidates),
+        sources=None if source == "all" else [source],
+        queries=queries,
+        query_set=query_set,
+        qrels=qrels,
+        k=k,
+        sample_tenants=sample_tenants,
+        seed=seed,
+        n_boot=n_boot,
+        allow_cloud=allow_cloud,
+        say=lambda line: click.echo(line, err=True),
+    )
+    if out is not None:
+        write_private(out, json.dumps(results, indent=2, allow_nan=False) + "\n")
+        click.echo(f"shadow: result JSON written to {out}", err=True)
+    if html_path is not None:
+        for name, path in _paths(html_path, list(results)).items():
+            write_private(path, render_html(results[name]))
+            click.echo(f"shadow: HTML report for {name} written to {path}", err=True)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, allow_nan=False))
+        return
+    for i, (name, result) in enumerate(results.items()):
+        click.echo(
+            ("\n" if i else "") + f"== {name} (run #{result['run']['run_id']})\n" + render_table(result), nl=False
+        )
+        probe = [_ci_text(g) for g in result.get("ann_recall_global", [])]
+        if probe:
+            click.echo("unfiltered HNSW probe (index forced) vs exact: " + ", ".join(probe))
+
+
+def _ci_text(row: dict[str, Any]) -> str:
+    """`space ann_recall_global@k 0.981 [0.975, 0.987]` (the report module's tables lack this metric)."""
+    nums = [row.get(f) for f in ("value", "ci_low", "ci_high")]
+    if any(v is None for v in nums):
+        return f"{row['space']} ann_recall_global@{row['k']} —"
+    return f"{row['space']} ann_recall_global@{row['k']} {nums[0]:.3f} [{nums[1]:.3f}, {nums[2]:.3f}]"
