@@ -246,3 +246,17 @@ def test_rollback_without_a_cutover_and_unknown_spaces_change_nothing(env: tuple
     with pytest.raises(EmbedError, match="unknown mode"):
         cutover(cfg, url, SPACE, mode="sideways")
     assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+
+
+@pytest.mark.parametrize("case", ["no shadow run", "stale shadow run", "nDCG below margin", "ANN recall low"])
+def test_shadow_gates_block_sqlmesh_plan_itself(env: tuple[Config, str], case: str) -> None:
+    """Through `sqlmesh plan` (embed plan), not `embed gate`: the hand-edited switch is refused."""
+    from embed.activeconfig import set_active
+
+    cfg, url = env
+    breaks, gate_name = CASES[case]
+    breaks(cfg, url)
+    moved, _ = set_active(cfg, {s: SPACE for s in cfg.sources})
+    with pytest.raises(EmbedError, match=rf"embed gate blocked the plan: documents\.{gate_name.split()[0]}"):
+        mesh.plan(moved, url)
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
