@@ -186,6 +186,7 @@ def test_reports_carry_no_memory_text(world: dict) -> None:
         no_text(json.dumps(result, ensure_ascii=False), world["texts"])
         no_text(render_html(result), world["texts"])
         no_text(render_table(result), world["texts"])
+        assert "ann_recall_global@10" in render_table(result)
     no_text("\n".join(world["lines"]), world["texts"])
     with connect(world["url"]) as conn:
         stored = conn.execute("SELECT params::text || result::text FROM embed_store.shadow_runs").fetchall()
@@ -228,6 +229,7 @@ def test_cli_json_and_html(world: dict, tmp_path: Path) -> None:
     assert out["documents"]["run"]["n_labelled_queries"] >= 100
     assert "shadow documents: ann" in p.stderr and "written to" in p.stderr
     assert stat.S_IMODE(html.stat().st_mode) == 0o600 and "<svg" in html.read_text()
+    assert "HNSW recall@10, unfiltered, index forced" in html.read_text()
     assert stat.S_IMODE((tmp_path / "shadow.json").stat().st_mode) == 0o600
     assert json.loads((tmp_path / "shadow.json").read_text()) == out
     for blob in (p.stdout, p.stderr, html.read_text()):

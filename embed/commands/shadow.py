@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -151,14 +150,3 @@ def shadow(
         click.echo(
             ("\n" if i else "") + f"== {name} (run #{result['run']['run_id']})\n" + render_table(result), nl=False
         )
-        probe = [_ci_text(g) for g in result.get("ann_recall_global", [])]
-        if probe:
-            click.echo("unfiltered HNSW probe (index forced) vs exact: " + ", ".join(probe))
-
-
-def _ci_text(row: dict[str, Any]) -> str:
-    """`space ann_recall_global@k 0.981 [0.975, 0.987]` (the report module's tables lack this metric)."""
-    nums = [row.get(f) for f in ("value", "ci_low", "ci_high")]
-    if any(v is None for v in nums):
-        return f"{row['space']} ann_recall_global@{row['k']} —"
-    return f"{row['space']} ann_recall_global@{row['k']} {nums[0]:.3f} [{nums[1]:.3f}, {nums[2]:.3f}]"

@@ -34,7 +34,8 @@ Result shape (schema ``embed.shadow.result/1``; lists of flat rows so each maps 
       "overlap_hist": [{"candidate", "k", "counts": [int] * (k + 1)}],   # counts[j]: overlap ≈ j/k
       "worst_queries": [{"candidate", "qid", "overlap", "rbo"}],         # lowest RBO first
       "neighbour_retention": [{"candidate", "k", "n", "value", "ci_low", "ci_high"}],
-      "ann_recall": [{"space", "k", "n", "value", "ci_low", "ci_high"}],
+      "ann_recall": [{"space", "k", "n", "value", "ci_low", "ci_high"}],   # served (tenant-filtered) reads
+      "ann_recall_global": [...],   # same shape; unfiltered probe, HNSW forced (added by embed.shadow.run)
       "latency_ms": [{"space", "n", "p50", "p95", "mean", "max"}],
       "thresholds": [{"candidate", "name", **Recalibration.to_dict()}],
       "distance_hist": [{"candidate", "edges": [float], "baseline_counts": [int],
@@ -726,6 +727,8 @@ def render_html(result: Mapping[str, Any]) -> str:
         health.append([_e(f"neighbour retention@{r['k']}"), _e(f"{base} → {r['candidate']}"), _e(_ci(r)), _e(r["n"])])
     for r in result.get("ann_recall", []):
         health.append([_e(f"ANN recall@{r['k']} (vs exact)"), _e(r["space"]), _e(_ci(r)), _e(r["n"])])
+    for r in result.get("ann_recall_global", []):
+        health.append([_e(f"HNSW recall@{r['k']}, unfiltered, index forced"), _e(r["space"]), _e(_ci(r)), _e(r["n"])])
     lat = result.get("latency_ms", [])
     if health or lat:
         add("<h2>Index health and latency</h2>")
@@ -843,6 +846,8 @@ def render_table(result: Mapping[str, Any]) -> str:
         for r in result.get("neighbour_retention", [])
     ]
     health += [[f"ann_recall@{r['k']}", str(r["space"]), str(r["n"]), _ci(r)] for r in result.get("ann_recall", [])]
+    health += [[f"ann_recall_global@{r['k']}", str(r["space"]), str(r["n"]), _ci(r)]
+               for r in result.get("ann_recall_global", [])]
     if health:
         out += ["", "index health", _text_table(["metric", "space", "n", "value [CI]"], health)]
     if result.get("latency_ms"):
