@@ -192,13 +192,9 @@ def _switch_views(cfg: Config, url: str, mapping: dict[str, Space], *, kind: str
     new_cfg, before = activeconfig.set_variables(cfg, wanted)
     pause_point("switch_config_written")
     try:
-        if columns is not None:
-            mesh.write_external_models(new_cfg)
         planned = mesh.plan(new_cfg, url)
     except BaseException as e:
         activeconfig.restore(cfg, before)
-        if columns is not None:
-            mesh.write_external_models(cfg)
         for s, sp in mapping.items():
             _record(url, kind, "failed", sp, [s], reason=str(e).splitlines()[0] if str(e) else type(e).__name__,
                     details={**extra, "from_fp": previous[s].fingerprint, "to_fp": sp.fingerprint})

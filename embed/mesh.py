@@ -46,8 +46,14 @@ def external_models(cfg: Config) -> list[dict[str, Any]]:
         cols.update({c: "text" for c in src.tenant_columns})
         for col in re.findall(r"\b([a-z_][a-z0-9_]*)\s+IS\b", src.live_filter, flags=re.I):
             cols.setdefault(col, "timestamptz" if col.endswith("_at") else "text")
-        for col in dict.fromkeys(c for c in (src.vector_column, cfg.legacy_column(src.name)) if c):
-            cols[col] = "vector"
+        if src.vector_column:
+            cols[src.vector_column] = "vector"
+            # Every space's in-place column (`embed cutover --mode honcho-inplace` renames the
+            # legacy column to one of these) is declared up front: a cutover that changed this
+            # file would make SQLMesh rebuild every view downstream of the source, dropping the
+            # active view with CASCADE for as long as that takes.
+            for sp in cfg.spaces.values():
+                cols[f"{src.vector_column}__{sp.ident}"] = "vector"
         models.append({"name": src.table, "description": f"source {src.name} (read-only)", "columns": cols})
     for src in cfg.sources.values():
         for sp in cfg.spaces.values():
