@@ -55,6 +55,7 @@ from embed.target import Target
 from embed.writer import Rows, Skip, StoreWriter
 
 MODEL, STORED, CACHED = 0, 1, 2  # where a row's vector came from
+RESPONSE_RETRIES = 3  # retries of one text whose response was malformed, before it is skipped
 
 
 @dataclass
@@ -564,11 +565,14 @@ class SourcePass:
         An embedder that rejects every text is a configuration problem, not bad rows: that
         stops the run instead of skipping the whole source.
         """
+        from embed.embedders import EmbedResponseError
+
         n, dims = len(texts), self.t.space.dims
         vecs = np.zeros((n, dims), np.float32)
         toks = np.full(n, -1, np.int64)
         trunc = np.zeros(n, bool)
         rejected: dict[int, str] = {}
+        malformed: list[int] = []  # positions rejected for a malformed response: retried below
         state = {"ok": 0, "bad_in_a_row": 0}
 
         def go(lo: int, hi: int) -> None:
@@ -579,6 +583,8 @@ class SourcePass:
                     raise
                 if hi - lo == 1:
                     rejected[lo] = f"rejected by embedder ({type(e).__name__})"
+                    if isinstance(e, EmbedResponseError):
+                        malformed.append(lo)
                     state["bad_in_a_row"] += 1
                     if state["ok"] == 0 and state["bad_in_a_row"] >= 8:
                         raise EmbedError(
@@ -598,6 +604,24 @@ class SourcePass:
                 toks[lo:hi] = res.tokens
 
         go(0, n)
+        # A malformed response (NaN, wrong dims, a count mismatch) for one text is more often a
+        # glitching endpoint than a property of the text: retry those texts alone, after the rest,
+        # with a short backoff, before skipping them for good (found by the fault suite, seed 3:
+        # a burst of NaN responses skipped a healthy row, which then never reached the new space).
+        for pos in malformed:
+            for attempt in range(RESPONSE_RETRIES):
+                time.sleep(0.1 * 2**attempt)
+                try:
+                    res = self.embedder.embed(texts[pos : pos + 1], "passage")
+                except Exception as e:
+                    if not _is_rejection(e):
+                        raise
+                    continue
+                del rejected[pos]
+                vecs[pos], trunc[pos] = res.vectors[0], res.truncated[0]
+                if res.tokens is not None:
+                    toks[pos] = res.tokens[0]
+                break
         return vecs, toks, trunc, rejected
 
     # -- writer ------------------------------------------------------------------------------

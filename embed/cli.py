@@ -35,7 +35,9 @@ class Env:
 
 
 def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn EmbedError into one line on stderr and exit status 1 (no traceback, no secrets)."""
+    """Turn EmbedError into one line on stderr and exit status 1 (no traceback, no secrets); so
+    too a database connection lost mid-command (server restart, terminated backend), which the
+    fault suite (tests/faults) showed reaching the user as a traceback."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,8 +46,21 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except EmbedError as e:
             click.echo(f"embed: error: {e}", err=True)
             sys.exit(1)
+        except Exception as e:
+            if not _lost_connection(e):
+                raise
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+            click.echo(f"embed: error: lost the database connection ({type(e).__name__}: {first}); "
+                       "run the same command again", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+def _lost_connection(e: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(e, psycopg.OperationalError)
 
 
 def emit(data: Any, as_json: bool, lines: Callable[[Any], list[str]]) -> None:
@@ -73,12 +88,18 @@ def cli(ctx: click.Context, db: str | None, gateway: str | None, project: Path |
     own typed store table; SQLMesh views serve exactly one space per source, behind audits.
 
     \b
-    Typical flow:
-      embed db up                 start the embedded PostgreSQL + pgvector
-      embed honcho seed           create a Honcho-shaped PL/EN corpus (demo / tests)
-      embed init                  create embed_store tables for every declared space
-      embed plan                  audit, then `sqlmesh plan` the views
-      embed demo                  all of the above, end to end
+    The procedure (docs/runbook.md):
+      embed init                  embed_store tables for every declared space
+      embed backup --out DIR      verified pg_dump (+ Redis RDB) before anything else
+      embed smoke --space S       evidence that S's embedder works (dims, PL/EN, latency)
+      embed backfill --space S    fill S's store tables (resumable, binary COPY)
+      embed sync --space S        keep up with the live source (--watch)
+      embed shadow --candidate S  compare retrieval with the legacy space, from ids only
+      embed gate --space S        every blocking gate, with measured values
+      embed cutover --space S     switch what production reads (view or Honcho in place)
+      embed rollback              back to the previous space
+      embed retire --space S      drop old vectors after the retention window
+    `embed demo` walks all of it on an embedded PostgreSQL with a seeded corpus.
     """
     ctx.obj = Env(project=project, gateway=gateway, db=db)
 

@@ -55,7 +55,8 @@ def vector_for(text: str, dims: int) -> np.ndarray:
 
 class BadServer:
     def __init__(
-        self, dims: int = 16, default: str = "ok", retry_after: str | None = None, slow_s: float = 2.0
+        self, dims: int = 16, default: str = "ok", retry_after: str | None = None, slow_s: float = 2.0,
+        port: int = 0,
     ) -> None:
         self.dims = dims
         self.default = default
@@ -91,7 +92,8 @@ class BadServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # port 0: the OS picks one; a fixed port lets a killed server process come back at the same URL
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(

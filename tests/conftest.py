@@ -92,3 +92,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("EMBED_"):
             monkeypatch.delenv(key)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of the fault suite (tests/faults, docs/faults.md); env vars EMBED_FAULT_* work too."""
+    group = parser.getgroup("faults", "end-to-end fault suite")
+    group.addoption("--fault-seeds", default=None, help="seeds to run, e.g. 1-50 or 3,7 (default: the CI seeds)")
+    group.addoption("--fault-seconds", default=None, type=float, help="minimum seconds of lifecycle per seed")
+    group.addoption("--fault-report", default=None, help="append one JSON line per run to this file")
+    group.addoption("--fault-inplace", default=None, help="0: leave out the Honcho in-place phase")

@@ -1,0 +1,170 @@
+"""The bugs the fault suite found, each pinned down deterministically (the seeds that found them
+stay in test_lifecycle.CI_SEEDS; docs/faults.md lists them).
+
+- seed 1: a backend terminated during a view cutover dropped the cutover lock with its
+  connection while the switch went on, then the unlock raised a traceback although the switch
+  had happened; and a switch killed between `sqlmesh plan` and its event left config.yaml and
+  the views ahead of the event log, after which every rerun said "already serves" (cutover)
+  or "fix embed_active by hand" (rollback), so the log never caught up.
+- seed 1, in-place phase: the rerun of an in-place cutover/rollback that failed or was killed
+  after its swap swapped again (a rollback's rerun put the new space back in Honcho's column).
+- seed 3: a short burst of malformed (NaN) responses from the endpoint skipped a healthy row
+  for good, so the new space never had it although coverage said 100 %.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from embed.backfill import Options, run_pass
+from embed.config import Config
+from tests.badserver import BadServer
+from tests.faults import checker
+from tests.faults.endpoint import Endpoint
+from tests.faults.injectors import terminate_backends
+from tests.faults.world import API_KEY_ENV, DIMS, HTTP, LEGACY, World
+from tests.gate_support import plant_gates
+from tests.test_backfill_support import Proc
+from tests.test_sqlmesh_gates import fill_store
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def run(fault_world: World, tmp_path: Path) -> tuple[Config, str]:
+    project, url = fault_world.new_run(tmp_path)
+    return Config.load(project, "local"), url
+
+
+@pytest.fixture
+def ready(run: tuple[Config, str], fault_world: World, tmp_path: Path) -> Iterator[tuple[Config, str, dict[str, str]]]:
+    """A database where every gate for the HTTP space passes (planted inputs, filled store), and
+    the endpoint up (an in-place rollback embeds the rows written since with the legacy model)."""
+    cfg, url = run
+    for source in cfg.sources:
+        fill_store(url, cfg, source, HTTP)
+    plant_gates(url, cfg, cfg.space(HTTP))
+    endpoint = Endpoint(fault_world.port, DIMS, tmp_path, tmp_path / "endpoint.log")
+    endpoint.start()
+    try:
+        yield cfg, url, {"EMBED_PROJECT": str(cfg.project), API_KEY_ENV: fault_world.api_key}
+    finally:
+        endpoint.stop()
+
+
+def test_a_burst_of_malformed_responses_skips_no_row(run: tuple[Config, str]) -> None:
+    cfg, url = run
+    with BadServer(dims=cfg.space(HTTP).dims) as bad:
+        bad.plan = ["ok", "nan", "nan", "nan", "wrong_dims"]
+        space = cfg.space(HTTP)
+        space = dataclasses.replace(space, options={**space.options, "endpoint": bad.url, "api_key_env": None})
+        out = run_pass(cfg, url, space, opts=Options(progress=False, chunk_rows=8))
+    assert set(out["skipped"]) <= {"empty"}, out["skipped"]
+    for source in cfg.sources:
+        assert checker.check_store(cfg, url, HTTP, source) == []
+
+
+def _switch(url: str, env: dict[str, str], *args: str, pause: str | None = None,
+            resume: Path | None = None) -> Proc:
+    extra = {**env, **({"EMBED_TEST_PAUSE_AT": pause} if pause else {}),
+             **({"EMBED_TEST_RESUME_FILE": str(resume)} if resume else {})}
+    return Proc(url, *args, env=extra)
+
+
+def test_a_switch_killed_before_its_event_is_completed_by_the_rerun(
+        ready: tuple[Config, str, dict[str, str]]) -> None:
+    cfg, url, env = ready
+    p = _switch(url, env, "cutover", "--space", HTTP, pause="switch_views_done")
+    p.wait_for("embed-test: paused at switch_views_done")
+    p.kill9()
+    behind = checker.check_active(cfg, url, cfg.project)
+    assert {v["recorded"] for v in behind} == {LEGACY} and {v["config"] for v in behind} == {HTTP}
+
+    again = _switch(url, env, "cutover", "--space", HTTP)
+    again.p.wait(300)
+    assert again.p.returncode == 0, again.err[-3:]
+    assert f"documents: {LEGACY} -> {HTTP}" in again.out
+    assert checker.check_active(cfg, url, cfg.project) == [] and checker.check_events(cfg, url) == []
+
+    p = _switch(url, env, "rollback", pause="switch_config_written")  # killed before its plan
+    p.wait_for("embed-test: paused at switch_config_written")
+    p.kill9()
+    again = _switch(url, env, "rollback")
+    again.p.wait(300)
+    assert again.p.returncode == 0, again.err[-3:]
+    assert f"documents: {HTTP} -> {LEGACY}" in again.out
+    assert checker.check_active(cfg, url, cfg.project) == [] and checker.check_events(cfg, url) == []
+
+
+def test_a_lost_lock_connection_stops_the_switch_before_it_happens(
+        ready: tuple[Config, str, dict[str, str]], fault_world: World, tmp_path: Path) -> None:
+    cfg, url, env = ready
+    resume = tmp_path / "resume"
+    p = _switch(url, env, "cutover", "--space", HTTP, pause="cutover_gated", resume=resume)
+    p.wait_for("embed-test: paused at cutover_gated")
+    assert terminate_backends(fault_world.server, url) >= 1  # the lock's connection among them
+    resume.touch()
+    p.p.wait(120)
+    for t in p._t:
+        t.join(5)
+    assert p.p.returncode == 1 and not any("Traceback" in ln for ln in p.err), p.err[-5:]
+    assert p.err[-1] == ("embed: error: lost the database connection holding the cutover lock; "
+                         "nothing switched: run it again")
+    assert checker.check_active(cfg, url, cfg.project) == []
+    assert Config.load(cfg.project, "local").active_space("documents").name == LEGACY
+
+
+def test_an_inplace_switch_killed_after_its_swap_is_finished_not_swapped_again(
+        ready: tuple[Config, str, dict[str, str]]) -> None:
+    """Found in the in-place phase (seed 1): the rerun of an in-place switch that failed or died
+    after its swap swapped again: a rollback's rerun put the cutover's space back in Honcho's
+    column under a 'rollback' event, a cutover's rerun was stuck ("already live: nothing to
+    stage"). The rerun now finishes the switch instead."""
+    cfg, url, env = ready
+    p = _switch(url, env, "cutover", "--space", HTTP, "--mode", "honcho-inplace", pause="switch_config_written")
+    p.wait_for("embed-test: paused at switch_config_written")
+    p.kill9()
+    assert {v["source"] for v in checker.check_inplace(cfg, url)} == set(cfg.sources)  # swapped, not recorded
+    again = _switch(url, env, "cutover", "--space", HTTP, "--mode", "honcho-inplace")
+    again.p.wait(300)
+    for t in again._t:
+        t.join(5)
+    assert again.p.returncode == 0, again.err[-3:]
+    assert checker.check_inplace(cfg, url) == [] and checker.check_events(cfg, url) == []
+    assert checker.check_active(cfg, url, cfg.project) == []
+
+    p = _switch(url, env, "rollback", pause="switch_config_written")  # swapped back, nothing recorded
+    p.wait_for("embed-test: paused at switch_config_written")
+    p.kill9()
+    again = _switch(url, env, "rollback")
+    again.p.wait(300)
+    for t in again._t:
+        t.join(5)
+    assert again.p.returncode == 0, again.err[-3:]
+    assert f"documents: {HTTP} -> {LEGACY}" in again.out
+    assert checker.check_inplace(cfg, url) == [] and checker.check_events(cfg, url) == []  # legacy, not swapped twice
+    assert checker.check_active(cfg, url, cfg.project) == []
+
+
+def test_a_connection_lost_mid_command_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by seed 3 (pg_restart during an in-place swap's batches): the lost connection
+    reached the operator as a psycopg traceback. Now any command says it in one line."""
+    import psycopg
+    from click.testing import CliRunner
+
+    import embed.status
+    from embed.cli import cli
+
+    def lost(*args: object, **kwargs: object) -> None:
+        raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    monkeypatch.setattr(embed.status, "status", lost)
+    r = CliRunner().invoke(cli, ["--db", "postgresql://u:secret@127.0.0.1:1/x", "status"])
+    assert r.exit_code == 1 and "Traceback" not in r.output and "secret" not in r.output
+    assert r.output.strip().splitlines()[-1] == ("embed: error: lost the database connection (AdminShutdown: "
+                                                  "terminating connection due to administrator command); "
+                                                  "run the same command again")
