@@ -229,7 +229,8 @@ def _swap_inplace(cfg: Config, url: str, space: Space, sources: list[str], lock_
     from embed import inplace
 
     before = inplace.state(cfg, url)
-    previous = {s: _column_space(cfg, before, s) or cfg.legacy_space for s in sources}
+    # an undeclared space in Honcho's column is an error, never silently taken for the legacy one
+    previous = {s: cfg.space_by_fp((before["sources"].get(s) or {}).get("live_fp")) for s in sources}
     with connect(url) as conn:
         recorded = {s: cfg.space_by_fp((last_switch(conn, s, mode="honcho-inplace") or {}).get("to_fp"))
                     for s in sources}
@@ -263,11 +264,6 @@ def _views_after_swap(cfg: Config, url: str, mapping: dict[str, Space], kind: st
     except EmbedError as e:
         raise EmbedError(f"Honcho's columns were swapped, but the views and the event log were not updated ({e}); "
                          f"run the same `embed {kind}` again to finish") from None
-
-
-def _column_space(cfg: Config, state: dict[str, Any], source: str) -> Space | None:
-    fp = (state.get("sources", {}).get(source) or {}).get("live_fp")
-    return next((s for s in cfg.spaces.values() if s.fingerprint == fp), cfg.legacy_space)
 
 
 def last_switch(conn: psycopg.Connection, source: str, mode: str | None = None) -> dict[str, Any] | None:
