@@ -136,7 +136,7 @@ def encoder_part(cfg: Config, url: str, space: str, args: argparse.Namespace, sa
     def backfill(dedupe: bool) -> dict:
         fresh()
         opts = Options(dedupe=dedupe, progress=False, chunk_rows=BATCH)
-        return run_pass(cfg, url, sp, sources=["documents"], opts=opts, embedder=emb)["sources"]["documents"]
+        return run_pass(cfg, url, sp, sources=["documents"], opts=opts, embedder=emb).sources["documents"]
 
     try:
         emb.embed(texts[:8], "passage")  # load/warm once, outside every measurement

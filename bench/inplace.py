@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench.backfill import SCALES, database, say  # noqa: E402
 from embed import inplace  # noqa: E402
 from embed.config import Config  # noqa: E402
-from tests.test_inplace_support import NEW, Writer, fill_store, honcho_db  # noqa: E402
+from tests.test_inplace_support import LEGACY, NEW, Writer, fill_store, honcho_db  # noqa: E402
 
 
 def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
@@ -50,7 +50,7 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
         locks: list[float] = []
         waits: list[float] = []
         for _ in range(args.cycles):
-            for r in (inplace.swap(cfg, url, NEW), inplace.swap_back(cfg, url, embed_missing=False)):
+            for r in (inplace.swap(cfg, url, NEW), inplace.swap_back(cfg, url, cfg.space(LEGACY), embed_missing=False)):
                 locks.append(r["lock_ms"])
                 waits.append(r["lock_wait_ms"])
     finally:

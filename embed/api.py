@@ -7,17 +7,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from embed import mesh, store
+from embed import mesh, serving, store
 from embed.config import Config
 from embed.database import connect, ensure_pgvector, resolve_url
 from embed.errors import EmbedError
+from embed.location import check_legacy
 
 
 def init_store(cfg: Config, url: str) -> dict[str, Any]:
-    """Create embed_store and every (source, space) table; sync external_models.yaml."""
+    """Create embed_store and every (source, space) table; sync external_models.yaml. Refuses a
+    legacy space whose dims do not fit the column holding it, before creating anything."""
     ensure_pgvector(url)
     with connect(url) as conn:
+        check_legacy(conn, cfg)
         out: dict[str, Any] = store.init(conn, cfg)
+        serving.ensure(conn, cfg)
     out["external_models_changed"] = mesh.write_external_models(cfg)
     return out
 
@@ -25,16 +29,17 @@ def init_store(cfg: Config, url: str) -> dict[str, Any]:
 def list_spaces(cfg: Config, db: str | None = None) -> list[dict[str, Any]]:
     """Declared spaces with their role (legacy/active/candidate) and state in the database."""
     states: dict[str, str] = {}
+    active = {cfg.legacy_space.fingerprint}  # what an unreachable database is assumed to read
     try:
         with connect(resolve_url(cfg, db)) as conn:
             if store.is_initialized(conn):
                 states = store.space_states(conn)
+            active = {st.space_fp for st in serving.read(conn, cfg).values()}
     except EmbedError:
         states = {}
-    active = {cfg.active_space(s).name for s in cfg.sources}
     rows = []
     for sp in cfg.spaces.values():
-        role = "active" if sp.name in active else "legacy" if sp.name == cfg.legacy_space.name else "-"
+        role = "active" if sp.fingerprint in active else "legacy" if sp.name == cfg.legacy_space.name else "-"
         rows.append(
             {
                 "name": sp.name,

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -678,7 +678,7 @@ def run_pass(
     cfg: Config, url: str, space: str | Space, *, sources: list[str] | None = None, kind: str = BACKFILL,
     opts: Options | None = None, embedder: Any = None,
     before: Callable[[psycopg.Connection, Target], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> PassResult:
     """One pass of `kind` over the sources for one space; returns the summary (see backfill)."""
     opts = opts or Options()
     if opts.limit is not None and opts.limit < 0:
@@ -708,32 +708,55 @@ def run_pass(
     return summarize(sp, kind, per, time.monotonic() - t0)
 
 
-def summarize(sp: Space, kind: str, per: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PassResult:
+    """What one backfill or sync pass did, over every source it covered."""
+
+    kind: str
+    space: str
+    fingerprint: str
+    rows_written: int
+    rows_embedded: int
+    rows_reused: int
+    rows_dropped: int
+    texts_embedded: int
+    truncated: int
+    skipped: dict[str, int]
+    seconds: float
+    rows_per_s: float
+    complete: bool
+    interrupted: bool
+    sources: dict[str, dict[str, Any]]  # per source: SourcePass.as_dict() (+ a sync pass's lag)
+    rows_pending: int | None = None  # sync: live rows still without a current vector
+    store_rows_deleted: int = 0  # sync: vectors of deleted or soft-deleted rows removed
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.rows_pending is None:
+            del out["rows_pending"], out["store_rows_deleted"]
+        return out
+
+
+def summarize(sp: Space, kind: str, per: dict[str, dict[str, Any]], seconds: float) -> PassResult:
     skipped: Counter = Counter()
     for s in per.values():
         skipped.update(s["skipped"])
     total = {k: sum(s[k] for s in per.values()) for k in
              ("rows_written", "rows_embedded", "rows_reused", "rows_dropped", "texts_embedded", "truncated")}
     handled = total["rows_written"] + sum(skipped.values())
-    return {
-        "kind": kind,
-        "space": sp.name,
-        "fingerprint": sp.fingerprint,
-        **total,
-        "skipped": dict(skipped),
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(handled / seconds, 1) if seconds > 0 else 0.0,
-        "complete": all(s["complete"] for s in per.values()) if per else False,
-        "interrupted": any(s["interrupted"] for s in per.values()),
-        "sources": per,
-    }
+    return PassResult(
+        kind=kind, space=sp.name, fingerprint=sp.fingerprint, **total, skipped=dict(skipped),
+        seconds=round(seconds, 3), rows_per_s=round(handled / seconds, 1) if seconds > 0 else 0.0,
+        complete=all(s["complete"] for s in per.values()) if per else False,
+        interrupted=any(s["interrupted"] for s in per.values()), sources=per,
+    )
 
 
 def backfill(
     cfg: Config, url: str, space: str, *, sources: list[str] | None = None, limit: int | None = None,
     workers: int = 1, chunk_rows: int = 4096, progress: bool = True, stop: threading.Event | None = None,
     **more: Any,
-) -> dict[str, Any]:
+) -> PassResult:
     """Embed every live source row that has no current vector in `space` and store it.
 
     Idempotent and resumable; several processes can run it at once and share the work.

@@ -64,8 +64,9 @@ def _lost_connection(e: BaseException) -> bool:
 
 
 def emit(data: Any, as_json: bool, lines: Callable[[Any], list[str]]) -> None:
+    """Lines for a person, or JSON for a machine (a typed result gives its `as_dict()`)."""
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(data.as_dict() if hasattr(data, "as_dict") else data, indent=2, default=str))
     else:
         for line in lines(data):
             click.echo(line)
@@ -169,13 +170,16 @@ def db_url(env: Env) -> None:
 @click.pass_obj
 @fail_cleanly
 def db_env(env: Env) -> None:
-    """Print `export` lines so a plain `sqlmesh` reaches the same database: eval "$(embed db env)"."""
+    """Print `export` lines so a plain `sqlmesh` reaches the same database and renders the views
+    as production reads them (embed_store.serving): eval "$(embed db env)"."""
     import shlex
 
+    from embed import mesh, serving
     from embed.database import sqlmesh_env
 
     cfg = env.config()
-    for k, v in {**sqlmesh_env(env.url(cfg)), "EMBED_GATEWAY": cfg.gateway}.items():
+    url = env.url(cfg)
+    for k, v in {**sqlmesh_env(url), "EMBED_GATEWAY": cfg.gateway, serving.ENV: mesh.rendering(cfg, url)}.items():
         click.echo(f"export {k}={shlex.quote(v)}")
 
 
@@ -225,7 +229,13 @@ def init(env: Env, as_json: bool) -> None:
 def plan(env: Env) -> None:
     """Audit the store tables, then `sqlmesh plan --auto-apply` the views on prod.
 
-    A failing blocking audit stops the plan before any view changes.
+    The views are rendered from what the database says production reads (embed_store.serving),
+    so a plan never switches production; it also finishes the views of an in-place switch
+    that stopped after its swap. A failing blocking audit stops the plan before any change.
+
+    \b
+    Example:
+      embed --gateway honcho plan
     """
     from embed import mesh
 
@@ -239,17 +249,27 @@ def plan(env: Env) -> None:
 @click.pass_obj
 @fail_cleanly
 def audit(env: Env, as_json: bool) -> None:
-    """Run every audit now (views and store tables) and print pass/fail; exit 1 on a failure."""
+    """Run every audit now (views and store tables); exit 1 unless every one ran and passed.
+
+    An audit of a version no plan has built yet prints NOT RUN, which is not a pass: run
+    `embed plan` first.
+
+    \b
+    Example:
+      embed audit --json
+    """
+    from dataclasses import asdict
+
     from embed import mesh
 
     cfg = env.config()
     results = mesh.audit(cfg, env.url(cfg))
-    emit(results, as_json, lambda rs: [
-        f"{'PASS' if r['passed'] else 'FAIL'}  {r['audit']:<20} {r['model']}"
+    emit([asdict(r) for r in results], as_json, lambda rs: [
+        f"{r['status']:<8} {r['audit']:<20} {r['model']}"
         + (f"  ({r['count']} row(s))" if r["count"] else "") + (f"  {r['error']}" if r["error"] else "")
         for r in rs
     ])
-    if any(not r["passed"] for r in results):
+    if not results or any(not r.passed for r in results):
         sys.exit(1)
 
 

@@ -152,15 +152,12 @@ class Config:
                 return sp
         raise EmbedError(f"no declared space has fingerprint {fingerprint[:12]} (was its spec changed?)")
 
-    def legacy_column(self, source: str) -> str | None:
-        """The source column holding the legacy space: its vector column, or after a Honcho
-        in-place cutover the space-tagged column it was renamed to (`embed_legacy_columns`)."""
-        moved = (self.variables.get("embed_legacy_columns") or {}).get(source)
-        return moved or self.source(source).vector_column
-
-    def active_space(self, source: str) -> Space:
-        active = self.variables.get("embed_active") or {}
-        return self.space(active.get(source) or self.legacy_space.name)
+    def label(self, fingerprint: str | None) -> str:
+        """A fingerprint as an operator reads it: the declared space's name, else its first 12 hex."""
+        for sp in self.spaces.values():
+            if sp.fingerprint == fingerprint:
+                return sp.name
+        return f"undeclared space {str(fingerprint)[:12]}"
 
     @property
     def index_params(self) -> dict[str, int]:

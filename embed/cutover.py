@@ -1,24 +1,23 @@
 """`embed gate`, `embed cutover` and `embed rollback`: switch what production reads, behind gates.
 
-- gate: every blocking gate of embed/gates.py for making a space active now, plus the dims and
-  single-space audits of its per-space views and store tables, run explicitly (SQLMesh would
-  skip them when re-promoting a version it built before). Recorded as a 'gate' event.
-- cutover --mode view: gate, then rewrite `embed_active` in config.yaml and `sqlmesh plan` it
-  (the plan's own audits and before_all guard run the same gates again); config.yaml is
-  restored when the plan fails. --mode honcho-inplace: gate, then embed.inplace stages the
-  space into shadow columns of the Honcho tables and swaps them in one short transaction.
-- rollback: back to the space the last cutover/rollback came from, in the mode it used. Rows
-  written since the cutover get vectors in the space rolled back to *before* the switch: the
-  legacy column is written by the application itself (view mode), a store-backed space by one
-  `embed sync` pass, an in-place column by embed.inplace.swap_back.
+What production reads is embed_store.serving (embed.serving); every command here starts from it,
+so whatever a crash or a failure left, `cutover` can finish and `rollback` can undo it.
 
-Only one cutover or rollback runs per database at a time (a session advisory lock); a second
-one exits at once with a clear message and changes nothing. A lock whose connection died
-(server restart, terminated backend) is noticed before the switch, which then does not happen.
-Every outcome is an event whose details carry from_fp/to_fp, which `embed retire` reads to
-start the retention clock. The event log is the truth about what was switched: a view switch
-rewrites config.yaml, plans, then records its event, so a process killed in between leaves
-config.yaml ahead of the log, and the next cutover (or rollback) to that same space completes it.
+- gate: every blocking gate of embed/gates.py for making a space active now, plus the dims and
+  single-space audits of its per-space views and store tables (a gate that did not run fails).
+- cutover --mode view: gate, then a SQLMesh plan that points `embed.<source>_active` at the
+  space (built before anything changes, so a configuration error changes nothing); recorded
+  in embed_store.serving and the event log once the views serve it.
+- cutover --mode honcho-inplace: gate, stage, check who writes, build the views' plan, then swap
+  Honcho's columns in one short transaction that also records the switch (serving, event); only
+  then apply the views' plan. After that commit nothing is left that can fail for a configuration
+  reason; a transient failure leaves the views behind, which the same command finishes.
+- rollback: back to what production read before the last cutover, in the mode that cutover
+  used; rows written since get vectors in that space before the switch. A second rollback finds
+  production there and says so. Going forward is only ever `embed cutover`, with its gates.
+
+Only one cutover or rollback runs per database at a time (a session advisory lock); a lock
+whose connection died (server restart, terminated backend) is noticed before the switch.
 """
 
 from __future__ import annotations
@@ -26,18 +25,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import psycopg
 
-from embed import activeconfig, gates, mesh, store
+from embed import gates, inplace, lifecycle, mesh, serving, store, writers
 from embed.config import Config
 from embed.database import connect
-from embed.errors import EmbedError
+from embed.errors import EmbedError, SwitchIncomplete
 from embed.hooks import pause_point
+from embed.inplace_honcho import HonchoSettings, honcho_settings
+from embed.inplace_sql import tagged_column
+from embed.location import check_legacy, live_fp
+from embed.serving import Serving
 from embed.spaces import Space
 
 MODES = ("view", "honcho-inplace")
+VIEW, INPLACE = MODES
 LOCK = "embed.cutover"
 
 
@@ -73,12 +78,49 @@ def _still_exclusive(conn: psycopg.Connection) -> None:
         raise EmbedError("lost the database connection holding the cutover lock; nothing switched: run it again")
 
 
-def _require_store(conn: psycopg.Connection) -> None:
-    if not store.is_initialized(conn):
-        raise EmbedError("embed_store is missing in this database: run `embed init` first")
+def _ready(cfg: Config, url: str) -> None:
+    """What every command here needs before it looks at anything else."""
+    with connect(url) as conn:
+        check_legacy(conn, cfg)
+        if not store.is_initialized(conn):
+            raise EmbedError("embed_store is missing in this database: run `embed init` first")
+        serving.ensure(conn, cfg)
 
 
-def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str]) -> list[dict[str, Any]]:
+# ---------------------------------------------------------------------------------------- gate
+@dataclass(frozen=True)
+class GateRow:
+    source: str
+    gate: str
+    status: str  # PASS | FAIL | NOT RUN
+    measured: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == mesh.PASS
+
+
+@dataclass(frozen=True)
+class GateResult:
+    space: str
+    fingerprint: str
+    gates: tuple[GateRow, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def summary(self) -> str:
+        failed = [g for g in self.gates if not g.passed]
+        shown = "; ".join(f"{g.source}.{g.gate} ({g.status}: {g.measured})" for g in failed[:4])
+        return f"{len(failed)} gate(s) failed: {shown}" + ("; ..." if len(failed) > 4 else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "fingerprint": self.fingerprint, "passed": self.passed,
+                "gates": [{**asdict(g), "passed": g.passed} for g in self.gates]}
+
+
+def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str]) -> list[GateRow]:
     """The dims / single-space audits of the space's per-space views and store tables, run now."""
     models = [f"embed.{s}__{space.name}" for s in sources]
     if space.fingerprint != cfg.legacy_space.fingerprint:
@@ -86,90 +128,122 @@ def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str]) -> list
     try:
         results = mesh.audit(cfg, url, models)
     except Exception as e:  # a model SQLMesh does not know yet: the views were never planned
-        return [{"source": "*", "gate": "audits", "passed": False,
-                 "measured": f"cannot audit the space's views ({str(e).splitlines()[0]}): run `embed plan`"}]
-    return [
-        {"source": r["model"], "gate": f"audit {r['audit']}", "passed": r["passed"],
-         "measured": r["error"] or (f"{r['count']} bad row(s)" if r["count"] else "ok")}
-        for r in results
-    ]
+        return [GateRow("*", "audits", mesh.NOT_RUN,
+                        f"cannot audit the space's views ({str(e).splitlines()[0]}): run `embed plan`")]
+    return [GateRow(r.model, f"audit {r.audit}", r.status,
+                    r.error or (f"{r.count} bad row(s)" if r.count else "ok")) for r in results]
 
 
-def gate(cfg: Config, url: str, space_name: str, sources: list[str] | None = None) -> dict[str, Any]:
+def gate(cfg: Config, url: str, space_name: str, sources: list[str] | None = None) -> GateResult:
     """Every blocking gate for making `space_name` active now; recorded as a 'gate' event."""
     space = cfg.space(space_name)
     names = [cfg.source(s).name for s in sources] if sources else list(cfg.sources)
+    _ready(cfg, url)
     with connect(url) as conn:
-        _require_store(conn)
-        rows = gates.evaluate(conn, cfg, space, names)
-    rows += _audit_rows(cfg, url, space, names)
-    passed = all(r["passed"] for r in rows)
+        rows = [GateRow(r["source"], r["gate"], mesh.PASS if r["passed"] else mesh.FAIL, r["measured"])
+                for r in gates.evaluate(conn, cfg, space, names)]
+    result = GateResult(space.name, space.fingerprint, tuple(rows + _audit_rows(cfg, url, space, names)))
     with connect(url) as conn, conn.transaction():
-        store.record_event(conn, "gate", "ok" if passed else "blocked", space=space,
-                           reason=None if passed else summary(rows), details={"gates": rows, "sources": names},
-                           state="gated" if passed and space.fingerprint not in _active_fps(cfg) else None)
-    return {"space": space.name, "fingerprint": space.fingerprint, "passed": passed, "gates": rows}
+        store.record_event(conn, "gate", "ok" if result.passed else "blocked", space=space,
+                           reason=None if result.passed else result.summary(),
+                           details={"gates": result.as_dict()["gates"], "sources": names},
+                           move="gate" if result.passed else None)
+    return result
 
 
-def summary(rows: list[dict[str, Any]]) -> str:
-    failed = [r for r in rows if not r["passed"]]
-    shown = "; ".join(f"{r['source']}.{r['gate']} ({r['measured']})" for r in failed[:4])
-    return f"{len(failed)} gate(s) failed: {shown}" + ("; ..." if len(failed) > 4 else "")
+# ------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class SwitchResult:
+    """What a cutover or rollback did. outcome: 'switched'; 'finished' (production read the
+    space already: the views or the settings of an interrupted switch were completed); 'already'
+    (nothing to do)."""
+
+    kind: str
+    mode: str
+    outcome: str
+    switched: dict[str, tuple[str, str]]  # source -> (from space, to space)
+    views_rebuilt: tuple[str, ...] = ()
+    seconds: float = 0.0
+    gates: GateResult | None = None
+    staged: dict[str, Any] | None = None
+    swap: dict[str, Any] | None = None
+    caught_up: dict[str, int] = field(default_factory=dict)  # rows embedded into the target first
+    writers: writers.Writers | None = None
+    honcho: HonchoSettings | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "mode": self.mode, "outcome": self.outcome,
+                "switched": {s: {"from": a, "to": b} for s, (a, b) in self.switched.items()},
+                "views_rebuilt": list(self.views_rebuilt), "seconds": self.seconds,
+                "gates": self.gates.as_dict() if self.gates else None, "staged": self.staged, "swap": self.swap,
+                "caught_up": self.caught_up, "writers": asdict(self.writers) if self.writers else None,
+                "honcho_settings": self.honcho.as_dict() if self.honcho else None}
 
 
-def _active_fps(cfg: Config) -> set[str]:
-    return {cfg.active_space(s).fingerprint for s in cfg.sources}
+def _names(cfg: Config, sources: list[str] | None, mode: str) -> list[str]:
+    names = [cfg.source(s).name for s in sources] if sources else list(cfg.sources)
+    if mode == INPLACE:
+        every = [s for s, src in cfg.sources.items() if src.vector_column]
+        if sorted(names) != sorted(every):
+            raise EmbedError("--mode honcho-inplace moves every source with a vector column together (Honcho needs "
+                             f"both tables at the same dims): drop --source ({', '.join(every)}); nothing changed")
+    return names
 
 
-def cutover(
-    cfg: Config, url: str, space_name: str, *, mode: str = "view", sources: list[str] | None = None,
-    lock_timeout_s: float = 2.0, stage_only: bool = False,
-) -> dict[str, Any]:
-    """Make `space_name` what each source's production reads see, if and only if every gate passes."""
+def _moves(conn: psycopg.Connection, cfg: Config, kind: str, to: dict[str, Space], before: dict[str, Serving]) -> None:
+    """Lifecycle after a switch: the spaces now read become active; a space no source reads any
+    more is replaced (cutover: retiring) or undone (rollback: back to gated)."""
+    now = serving.read(conn, cfg)
+    for sp in {s.fingerprint: s for s in to.values()}.values():
+        lifecycle.move(conn, sp.fingerprint, "activate")
+    for fp in {st.space_fp for st in before.values()} - {st.space_fp for st in now.values()}:
+        lifecycle.move(conn, fp, "replace" if kind == "cutover" else "undo")
+
+
+# -------------------------------------------------------------------------------------- cutover
+def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources: list[str] | None = None,
+            lock_timeout_s: float = 2.0, stage_only: bool = False, writers_policy: str = writers.CHECK
+            ) -> SwitchResult | dict[str, Any]:
+    """Make `space_name` what each source's production reads, if and only if every gate passes;
+    or finish a switch to it that a crash or a failure left half-done."""
     if mode not in MODES:
         raise EmbedError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
     space = cfg.space(space_name)
-    names = [cfg.source(s).name for s in sources] if sources else list(cfg.sources)
-    if mode == "honcho-inplace" and stage_only:
-        from embed import inplace
-
-        return {"space": space.name, "mode": mode, "staged": inplace.stage(cfg, url, space.name, sources=names)}
-    with exclusive(url) as lock_conn:
-        previous = _view_recorded(cfg, lock_conn, names, space) if mode == "view" else {}
+    names = _names(cfg, sources, mode)
+    _ready(cfg, url)
+    if stage_only:
+        if mode != INPLACE:
+            raise EmbedError("--stage-only stages Honcho's columns: it needs --mode honcho-inplace")
+        return inplace.stage(cfg, url, space.name, sources=names)
+    with exclusive(url) as lock:
+        states = serving.read(lock, cfg)
+        column = {s: live_fp(lock, cfg, cfg.source(s)) for s in names if cfg.source(s).vector_column}
+        other = [f"{s} ({cfg.label(states[s].space_fp)}, {states[s].mode} mode)" for s in names
+                 if states[s].mode not in (None, mode) and states[s].space_fp != column.get(s)]
+        if other:  # the views read another space than Honcho's column: switch them back together first
+            raise EmbedError(f"production reads {', '.join(other)}: `embed rollback` before switching in {mode} "
+                             "mode; nothing changed")
+        if all(states[s].space_fp == space.fingerprint for s in names):
+            return _settle(cfg, url, "cutover", names, states, space)
+        blocked = [f"{s} (to {cfg.label(states[s].target_fp)})" for s in names
+                   if states[s].switch_pending and states[s].target_fp != space.fingerprint]
+        if blocked:
+            raise EmbedError(f"a switch of {', '.join(blocked)} was interrupted: finish it with `embed cutover` to "
+                             "that space or undo it with `embed rollback` first; nothing changed")
+        if mode == INPLACE:  # who writes is the first question (again right before the swap)
+            _writers(cfg, url, writers_policy)
         checked = gate(cfg, url, space.name, names)
-        if not checked["passed"]:
-            _record(url, "cutover", "blocked", space, names, reason=summary(checked["gates"]), details={"mode": mode})
-            raise EmbedError(f"cutover blocked, nothing changed: {summary(checked['gates'])}")
+        if not checked.passed:
+            _record(url, "cutover", "blocked", space, names, reason=checked.summary(), details={"mode": mode})
+            raise EmbedError(f"cutover blocked, nothing changed: {checked.summary()}")
         pause_point("cutover_gated")
-        _still_exclusive(lock_conn)
-        if mode == "view":
-            out = _switch_views(cfg, url, {s: space for s in names}, kind="cutover", previous=previous)
-        else:
-            out = _swap_inplace(cfg, url, space, names, lock_timeout_s)
-    return {"space": space.name, "fingerprint": space.fingerprint, "mode": mode, "gates": checked["gates"], **out}
-
-
-def _view_recorded(cfg: Config, conn: psycopg.Connection, names: list[str], space: Space) -> dict[str, Space]:
-    """The space each source's last recorded switch made active (legacy when none), checked
-    against config.yaml. The log is the truth; config.yaml is rewritten before `sqlmesh plan` and
-    the event recorded after it, so a switch killed in between leaves config.yaml ahead of the
-    log. When config.yaml already names `space`, that interrupted switch is completed now (the
-    plan is idempotent); when it names a third space, nothing is done."""
-    by_fp = {s.fingerprint: s for s in cfg.spaces.values()}
-    recorded: dict[str, Space] = {}
-    for s in names:
-        ev = last_switch(conn, s) or {}  # an in-place switch moves the views too
-        recorded[s] = by_fp.get(ev.get("to_fp") or "", cfg.legacy_space)
-    if all(recorded[s].fingerprint == space.fingerprint == cfg.active_space(s).fingerprint for s in names):
-        raise EmbedError(f"{space.name} already serves {', '.join(names)}; nothing to do")
-    stray = [s for s in names if cfg.active_space(s).fingerprint not in (recorded[s].fingerprint, space.fingerprint)]
-    if stray:
-        shown = ", ".join(f"{s}: {cfg.active_space(s).name} (recorded: {recorded[s].name})" for s in stray)
-        raise EmbedError(
-            f"config.yaml names a space no recorded switch made active ({shown}): an interrupted cutover/rollback "
-            "to it, or a hand edit; complete that switch or put embed_active back first; nothing changed"
-        )
-    return recorded
+        _still_exclusive(lock)
+        to = {s: space for s in names}
+        if mode == VIEW:
+            return replace(_switch_views(cfg, url, lock, "cutover", to, states), gates=checked)
+        staged = inplace.stage(cfg, url, space.name, sources=names)
+        out = _switch_inplace(cfg, url, lock, "cutover", space, states, writers_policy, lock_timeout_s)
+        return replace(out, gates=checked, staged=staged)
 
 
 def _record(url: str, kind: str, outcome: str, space: Space, sources: list[str], **kw: Any) -> None:
@@ -178,168 +252,205 @@ def _record(url: str, kind: str, outcome: str, space: Space, sources: list[str],
             store.record_event(conn, kind, outcome, space=space, source=s, **kw)
 
 
-def _switch_views(cfg: Config, url: str, mapping: dict[str, Space], *, kind: str,
-                  previous: dict[str, Space], columns: dict[str, str | None] | None = None,
-                  details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Rewrite embed_active (and, after an in-place swap, embed_legacy_columns: where the legacy
-    vectors now sit) and plan it; config.yaml goes back as it was if the plan fails.
-    `previous`: what each source's last recorded switch made active (the event's from_fp)."""
-    started = time.monotonic()
-    extra = {"mode": "view", **(details or {})}
-    wanted: dict[str, dict[str, str | None]] = {"embed_active": {s: sp.name for s, sp in mapping.items()}}
-    if columns is not None:
-        wanted["embed_legacy_columns"] = dict(columns)
-    new_cfg, before = activeconfig.set_variables(cfg, wanted)
-    pause_point("switch_config_written")
+def _settle(cfg: Config, url: str, kind: str, names: list[str], states: dict[str, Serving], space: Space
+            ) -> SwitchResult:
+    """Production reads `space` already: bring the views in line and deliver the Honcho settings
+    where a switch stopped before doing so; 'already' when there is nothing left."""
+    mode = states[names[0]].mode or VIEW
+    behind = [s for s in names if states[s].views_behind]
+    rebuilt: tuple[str, ...] = ()
+    t0 = time.monotonic()
+    if behind:
+        rebuilt = _plan_views(cfg, url, names, states)
+    honcho = None
+    if any(states[s].untold for s in names) or (behind and mode == INPLACE):
+        honcho = _told(cfg, url, names, space)
+    outcome = "finished" if behind or honcho else "already"
+    return SwitchResult(kind, mode, outcome, {s: (space.name, space.name) for s in names}, rebuilt,
+                        round(time.monotonic() - t0, 3), honcho=honcho)
+
+
+def _plan_views(cfg: Config, url: str, names: list[str], states: dict[str, Serving]) -> tuple[str, ...]:
+    """Give the views what the database says (idempotent: a plan that changes nothing is cheap)."""
+    with mesh.Switch(cfg, url, serving.render(states)) as sw:
+        rebuilt = sw.apply()
+    with connect(url) as conn, conn.transaction():
+        for s in names:
+            serving.views_planned(conn, cfg, s, states[s].views_expected)
+    return tuple(rebuilt)
+
+
+def _told(cfg: Config, url: str, names: list[str], space: Space) -> HonchoSettings:
+    honcho = honcho_settings(cfg, url, space)
+    with connect(url) as conn, conn.transaction():
+        for s in names:
+            serving.told(conn, cfg, s, space.fingerprint)
+    return honcho
+
+
+# ----------------------------------------------------------------------------------- the switches
+def _switch_views(cfg: Config, url: str, lock: psycopg.Connection, kind: str, to: dict[str, Space],
+                  states: dict[str, Serving], caught_up: dict[str, int] | None = None) -> SwitchResult:
+    """Point `embed.<source>_active` at `to` with one SQLMesh plan, built before anything changes."""
+    t0 = time.monotonic()
+    after = {s: replace(st, target_fp=to[s].fingerprint) if s in to else st for s, st in states.items()}
+    with mesh.Switch(cfg, url, serving.render(after)) as sw:
+        with connect(url) as conn, conn.transaction():
+            for s, sp in to.items():
+                serving.aim_views(conn, cfg, s, sp.fingerprint)
+        pause_point("switch_aimed")
+        _still_exclusive(lock)
+        try:
+            rebuilt = sw.apply()
+        except EmbedError as e:
+            restored = _restore_views(cfg, url, list(to), states)
+            for s, sp in to.items():
+                _record(url, kind, "failed", sp, [s], reason=str(e), details={"mode": VIEW})
+            raise EmbedError(f"{kind} failed: {e}; " + (
+                "the views were put back, nothing switched" if restored else
+                "the views may be half-switched: `embed rollback` puts them back")) from None
+    pause_point("switch_views_done")
+    seconds = round(time.monotonic() - t0, 3)
+    with connect(url) as conn, conn.transaction():
+        for s, sp in to.items():
+            before = states[s]
+            ev = store.record_event(conn, kind, "ok", space=sp, source=s, details={
+                "mode": VIEW, "from_fp": before.space_fp, "to_fp": sp.fingerprint,
+                "from_space": cfg.label(before.space_fp), "to_space": sp.name, "seconds": seconds})
+            serving.switched(conn, cfg, s, to_fp=sp.fingerprint, mode=VIEW, kind=kind,
+                             legacy_column=before.legacy_column, event_id=ev, views_done=True)
+        _moves(conn, cfg, kind, to, states)
+    return SwitchResult(kind, VIEW, "switched", {s: (cfg.label(states[s].space_fp), sp.name) for s, sp in to.items()},
+                        tuple(rebuilt), seconds, caught_up=caught_up or {})
+
+
+def _restore_views(cfg: Config, url: str, names: list[str], states: dict[str, Serving]) -> bool:
+    """After a failed or interrupted view switch: the views back on what production reads."""
     try:
-        planned = mesh.plan(new_cfg, url)
-    except BaseException as e:
-        activeconfig.restore(cfg, before)
-        for s, sp in mapping.items():
-            _record(url, kind, "failed", sp, [s], reason=str(e).splitlines()[0] if str(e) else type(e).__name__,
-                    details={**extra, "from_fp": previous[s].fingerprint, "to_fp": sp.fingerprint})
-        if isinstance(e, EmbedError):
-            raise EmbedError(f"{kind} failed, config.yaml restored: {e}") from None
-        raise
-    seconds = round(time.monotonic() - started, 3)
+        with connect(url) as conn, conn.transaction():
+            for s in names:
+                serving.aim_views(conn, cfg, s, None)
+        _plan_views(cfg, url, names, {s: replace(st, target_fp=None) for s, st in states.items()})
+        return True
+    except (EmbedError, psycopg.Error):
+        with connect(url) as conn, conn.transaction():  # still unknown: keep the switch visible as pending
+            for s in names:
+                serving.aim_views(conn, cfg, s, states[s].target_fp or states[s].space_fp)
+        return False
+
+
+def _writers(cfg: Config, url: str, policy: str) -> writers.Writers:
+    """Who else is connected and writing to the source tables; refused unless `policy` allows it."""
+    with connect(url, autocommit=True) as conn:
+        seen = writers.observe(conn, cfg)
+    writers.require(policy, seen)
+    return seen
+
+
+def _legacy_after(cfg: Config, st: Serving, to: Space) -> str | None:
+    """Where the legacy space's vectors sit once `to` is in the live column."""
+    src = cfg.source(st.source)
+    legacy = cfg.legacy_space
+    if to.fingerprint == legacy.fingerprint:
+        return src.vector_column
+    if st.space_fp == legacy.fingerprint:  # the live column holds it now: the swap parks it
+        return tagged_column(src, legacy)
+    return st.legacy_column
+
+
+def _switch_inplace(cfg: Config, url: str, lock: psycopg.Connection, kind: str, to: Space,
+                    states: dict[str, Serving], policy: str, lock_timeout_s: float) -> SwitchResult:
+    """Swap Honcho's columns to `to` in one transaction that records the switch, then the views."""
+    names = list(states)
+    seen = _writers(cfg, url, policy)
+    after = {s: replace(st, space_fp=to.fingerprint, legacy_column=_legacy_after(cfg, st, to),
+                        target_fp=to.fingerprint) for s, st in states.items()}
+    t0 = time.monotonic()
+    with mesh.Switch(cfg, url, serving.render(after)) as sw:  # a configuration error stops here
+        _still_exclusive(lock)
+
+        def record(conn: psycopg.Connection, per: dict[str, dict[str, Any]]) -> None:
+            for s in names:
+                ev = store.record_event(conn, kind, "ok", space=to, source=s, details={
+                    **(per.get(s) or {}), "mode": INPLACE, "from_fp": states[s].space_fp, "to_fp": to.fingerprint,
+                    "from_space": cfg.label(states[s].space_fp), "to_space": to.name})
+                serving.switched(conn, cfg, s, to_fp=to.fingerprint, mode=INPLACE, kind=kind,
+                                 legacy_column=after[s].legacy_column, event_id=ev, views_done=False)
+            _moves(conn, cfg, kind, {s: to for s in names}, states)
+
+        try:
+            if kind == "cutover":
+                swapped = inplace.swap(cfg, url, to.name, lock_timeout_s=lock_timeout_s, record=record)
+            else:
+                swapped = inplace.swap_back(cfg, url, to, lock_timeout_s=lock_timeout_s, record=record)
+        except EmbedError as e:
+            _record(url, kind, "failed", to, names, reason=str(e), details={"mode": INPLACE})
+            raise
+        pause_point("switch_committed")
+        honcho = honcho_settings(cfg, url, to)
+        came = {s: (cfg.label(states[s].space_fp), to.name) for s in names}
+        try:
+            rebuilt = sw.apply()
+        except EmbedError as e:
+            raise SwitchIncomplete(
+                f"Honcho's columns now hold {to.name} (committed, recorded), but the views still serve "
+                f"{cfg.label(states[names[0]].space_fp)}: {e}. `embed {kind}` again finishes it; `embed rollback` "
+                "undoes it", honcho) from None
     pause_point("switch_views_done")
     with connect(url) as conn, conn.transaction():
-        for s, sp in mapping.items():
-            store.record_event(conn, kind, "ok", space=sp, source=s, state="active", details={
-                **extra, "from_fp": previous[s].fingerprint, "to_fp": sp.fingerprint,
-                "from_space": previous[s].name, "to_space": sp.name, "seconds": seconds,
-            })
-    return {"switched": {s: {"from": previous[s].name, "to": sp.name} for s, sp in mapping.items()},
-            "views_rebuilt": planned["new_snapshots"], "seconds": seconds}
+        for s in names:
+            serving.views_planned(conn, cfg, s, to.fingerprint)
+    _told(cfg, url, names, to)
+    return SwitchResult(kind, INPLACE, "switched", came, tuple(rebuilt), round(time.monotonic() - t0, 3),
+                        swap=swapped, writers=seen, honcho=honcho)
 
 
-def _legacy_columns(cfg: Config, url: str, sources: list[str]) -> dict[str, str | None]:
-    """Where each source's legacy vectors sit after a swap: None when back in the live column."""
-    from embed import inplace, inplace_sql
-
-    live = inplace.state(cfg, url)["sources"]
-    legacy = cfg.legacy_space
-    return {s: None if (live.get(s) or {}).get("live_fp") == legacy.fingerprint
-            else inplace_sql.tagged_column(cfg.source(s), legacy) for s in sources}
-
-
-def _swap_inplace(cfg: Config, url: str, space: Space, sources: list[str], lock_timeout_s: float) -> dict[str, Any]:
-    """Swap Honcho's columns (the short lock), then point the views at the same space, so every
-    reader (Honcho and embed.<source>_active) agrees on one space per source."""
-    from embed import inplace
-
-    before = inplace.state(cfg, url)
-    # an undeclared space in Honcho's column is an error, never silently taken for the legacy one
-    previous = {s: cfg.space_by_fp((before["sources"].get(s) or {}).get("live_fp")) for s in sources}
-    with connect(url) as conn:
-        recorded = {s: cfg.space_by_fp((last_switch(conn, s, mode="honcho-inplace") or {}).get("to_fp"))
-                    for s in sources}
-    staged: dict[str, Any] = {}
-    if all(previous[s].fingerprint == space.fingerprint for s in sources):
-        if all(recorded[s].fingerprint == space.fingerprint for s in sources):
-            raise EmbedError(f"{space.name} is already live in Honcho's columns of {', '.join(sources)}; nothing to do")
-        # The swap is done but no cutover recorded it: one that died (or failed) after its swap.
-        previous, swapped = recorded, {"completed": "the swap of an interrupted cutover"}
-    else:
-        staged = inplace.stage(cfg, url, space.name, sources=sources)
-        try:
-            swapped = inplace.swap(cfg, url, space.name, lock_timeout_s=lock_timeout_s)
-        except EmbedError as e:
-            _record(url, "cutover", "failed", space, sources, reason=str(e), details={"mode": "honcho-inplace"})
-            raise
-    views = _views_after_swap(cfg, url, {s: space for s in sources}, "cutover", previous, swapped)
-    return {"staged": staged, "swap": swapped, **views,
-            "honcho_settings": inplace.honcho_settings(cfg, url, space.name)}
-
-
-def _views_after_swap(cfg: Config, url: str, mapping: dict[str, Space], kind: str, previous: dict[str, Space],
-                      swapped: dict[str, Any]) -> dict[str, Any]:
-    """The views and the event after an in-place swap. The swap is committed by then: a failure
-    here must say so, and rerunning the same command finishes the switch (it finds the columns
-    swapped and does not swap them again)."""
-    try:
-        return _switch_views(cfg, url, mapping, kind=kind, previous=previous,
-                             columns=_legacy_columns(cfg, url, list(mapping)),
-                             details={"mode": "honcho-inplace", "lock_ms": swapped.get("lock_ms")})
-    except EmbedError as e:
-        raise EmbedError(f"Honcho's columns were swapped, but the views and the event log were not updated ({e}); "
-                         f"run the same `embed {kind}` again to finish") from None
-
-
-def last_switch(conn: psycopg.Connection, source: str, mode: str | None = None) -> dict[str, Any] | None:
-    """The newest successful cutover/rollback of a source (in `mode`, if given): its event row as a dict."""
-    row = conn.execute(
-        f"SELECT id, kind, details FROM {store.SCHEMA}.events WHERE kind IN ('cutover', 'rollback') "
-        "AND outcome = 'ok' AND source = %s AND (%s::text IS NULL OR coalesce(details ->> 'mode', 'view') = %s) "
-        "ORDER BY at DESC, id DESC LIMIT 1",
-        (source, mode, mode),
-    ).fetchone()
-    return {"id": row[0], "kind": row[1], **row[2]} if row else None
-
-
-def rollback(cfg: Config, url: str, *, sources: list[str] | None = None, lock_timeout_s: float = 2.0) -> dict[str, Any]:
-    """Back to the space each source's last cutover/rollback came from, in the mode it used."""
-    names = [cfg.source(s).name for s in sources] if sources else list(cfg.sources)
-    by_fp = {s.fingerprint: s for s in cfg.spaces.values()}
-    with exclusive(url) as lock_conn:
-        _require_store(lock_conn)
-        last = {s: last_switch(lock_conn, s) for s in names}
-        missing = [s for s, ev in last.items() if ev is None]
-        if missing:
-            raise EmbedError(f"nothing to roll back for {', '.join(missing)}: no cutover recorded; nothing changed")
-        modes = {ev.get("mode", "view") for ev in last.values()}
+# ------------------------------------------------------------------------------------- rollback
+def rollback(cfg: Config, url: str, *, sources: list[str] | None = None, lock_timeout_s: float = 2.0,
+             writers_policy: str = writers.CHECK) -> SwitchResult:
+    """Back to what production read before the last cutover, in that cutover's mode. Idempotent:
+    when production reads it already, only what an interrupted rollback left undone is done."""
+    _ready(cfg, url)
+    with exclusive(url) as lock:
+        states = serving.read(lock, cfg)
+        names = [cfg.source(s).name for s in sources] if sources else list(states)
+        back = {s: cfg.space_by_fp(states[s].from_fp or states[s].space_fp) for s in names}
+        pending = [s for s in names if states[s].switch_pending and states[s].target_fp != back[s].fingerprint]
+        if pending:  # an interrupted cutover's view switch: production still reads what it read before
+            t0 = time.monotonic()
+            if not _restore_views(cfg, url, pending, states):
+                raise EmbedError("the views could not be planned back yet; run `embed rollback` again")
+            return SwitchResult("rollback", VIEW, "finished",
+                                {s: (cfg.label(states[s].target_fp), cfg.label(states[s].space_fp)) for s in pending},
+                                seconds=round(time.monotonic() - t0, 3))
+        moving = [s for s in names if back[s].fingerprint != states[s].space_fp]
+        if not moving:
+            if len({back[s].fingerprint for s in names}) == 1:
+                return _settle(cfg, url, "rollback", names, states, back[names[0]])
+            return SwitchResult("rollback", states[names[0]].mode or VIEW, "already",
+                                {s: (back[s].name, back[s].name) for s in names})
+        modes = {states[s].mode for s in moving}
         if len(modes) > 1:
             raise EmbedError("the sources were switched in different modes; roll back one --source at a time")
-        mode = modes.pop()
-        targets: dict[str, Space] = {}
-        for s, ev in last.items():
-            to = by_fp.get(ev.get("from_fp") or "")
-            if to is None:
-                raise EmbedError(f"{s}: the space it came from ({str(ev.get('from_fp'))[:12]}) is no longer declared")
-            # config.yaml names the rollback's target already: a rollback killed between rewriting
-            # it and recording the event; completing it is this rollback.
-            if mode == "view" and cfg.active_space(s).fingerprint not in (ev["to_fp"], to.fingerprint):
-                raise EmbedError(
-                    f"{s}: config.yaml serves {cfg.active_space(s).name}, but the last {ev['kind']} switched to "
-                    f"{by_fp.get(ev['to_fp'], ev['to_fp'])}; fix embed_active by hand first (nothing changed)"
-                )
-            targets[s] = to
-        if mode == "view":
-            synced = _catch_up(cfg, url, targets)
-            _still_exclusive(lock_conn)
-            out = _switch_views(cfg, url, targets, kind="rollback",
-                                previous={s: by_fp.get(ev["to_fp"], cfg.legacy_space) for s, ev in last.items()})
-            return {"mode": mode, "synced_before_switch": synced, **out}
-        _still_exclusive(lock_conn)
-        return _swap_back(cfg, url, targets, lock_timeout_s)
+        mode = modes.pop() or VIEW
+        _still_exclusive(lock)
+        if mode == VIEW:
+            caught = _catch_up(cfg, url, {s: back[s] for s in moving})
+            return _switch_views(cfg, url, lock, "rollback", {s: back[s] for s in moving}, states, caught)
+        targets = {back[s].fingerprint for s in moving}
+        if len(targets) > 1 or sorted(moving) != sorted(_names(cfg, None, INPLACE)):
+            raise EmbedError("the in-place sources came from different spaces: roll back by hand; nothing changed")
+        return _switch_inplace(cfg, url, lock, "rollback", back[moving[0]], {s: states[s] for s in moving},
+                               writers_policy, lock_timeout_s)
 
 
-def _catch_up(cfg: Config, url: str, targets: dict[str, Space]) -> dict[str, Any]:
+def _catch_up(cfg: Config, url: str, targets: dict[str, Space]) -> dict[str, int]:
     """Vectors for rows written since the cutover, in each store-backed space rolled back to,
     before the switch (the legacy column is the application's own, always current)."""
     from embed.sync import sync_once
 
-    out: dict[str, Any] = {}
+    out: dict[str, int] = {}
     for s, sp in targets.items():
         if sp.fingerprint != cfg.legacy_space.fingerprint:
-            res = sync_once(cfg, url, sp, sources=[s])
-            out[s] = {"written": res.get("written", 0), "rows_pending": res["rows_pending"]}
+            out[s] = sync_once(cfg, url, sp, sources=[s]).rows_written
     return out
-
-
-def _swap_back(cfg: Config, url: str, targets: dict[str, Space], lock_timeout_s: float) -> dict[str, Any]:
-    """Swap Honcho's columns back (rows written since the cutover are embedded in the old space
-    before the swap, by embed.inplace.swap_back), then point the views back the same way."""
-    from embed import inplace
-
-    with connect(url) as conn:
-        previous = {s: cfg.space_by_fp((last_switch(conn, s) or {}).get("to_fp")) for s in targets}
-    live = inplace.state(cfg, url)["sources"]
-    if all((live.get(s) or {}).get("live_fp") == to.fingerprint for s, to in targets.items()):
-        # Swapped back already by a rollback that died (or failed) before recording it: swapping
-        # "back" again would put the cutover's space in the column under a rollback event.
-        out: dict[str, Any] = {"completed": "the swap of an interrupted rollback"}
-    else:
-        out = inplace.swap_back(cfg, url, lock_timeout_s=lock_timeout_s)
-    views = _views_after_swap(cfg, url, targets, "rollback", previous, out)
-    return {"mode": "honcho-inplace", "swap": out, **views}

@@ -6,8 +6,8 @@ retire dry-run → evidence bundle. Legacy vectors come from the English-only Mi
 candidate is the multilingual e5-small (both real offline models); BGE-M3 joins as a second
 candidate when its weights are on disk ($EMBED_BGE_M3_PATH).
 
-It works on a copy of the project in <home>/demo/project, so the demo's cutovers rewrite that
-copy's config.yaml, never the operator's. Safe to re-run: every step is idempotent, and a
+It works on a copy of the project in <home>/demo/project, so nothing it writes (external models,
+SQLMesh's cache) lands in the operator's checkout. Safe to re-run: every step is idempotent, and a
 second run first rolls back to the legacy space to replay the procedure.
 """
 
@@ -40,8 +40,8 @@ def _step(say: Say, name: str, fn: Callable[[], str]) -> None:
 
 
 def demo_project(cfg: Config, workdir: Path) -> Config:
-    """A copy of the project for the demo (its config.yaml keeps the demo's own cutovers).
-    Models, macros and audits are refreshed on every run; config.yaml only on the first."""
+    """A copy of the project for the demo, refreshed on every run (what production reads lives
+    in the database, never in these files)."""
     dest = workdir / "project"
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
@@ -49,7 +49,7 @@ def demo_project(cfg: Config, workdir: Path) -> Config:
         if src.is_dir():
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__"))
-        elif name != "config.yaml" or not out.exists():
+        else:
             shutil.copy(src, out)
     return Config.load(dest, cfg.gateway)
 
@@ -74,7 +74,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
 
     def project() -> str:
         st["cfg"] = demo_project(cfg, st["work"])
-        return f"demo project (a copy; its config.yaml records the demo's cutovers): {st['cfg'].project}"
+        return f"demo project (a copy of the checkout's project files): {st['cfg'].project}"
 
     def redis() -> str:
         from embed.localredis import LocalRedis
@@ -112,10 +112,9 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         from embed.cutover import rollback
 
         dcfg = st["cfg"]
-        if all(dcfg.active_space(s).name == legacy for s in dcfg.sources):
+        if all(name == legacy for name in _reads(dcfg, st["url"]).values()):
             return f"production reads {legacy} (the legacy space)"
         rollback(dcfg, st["url"])
-        st["cfg"] = Config.load(dcfg.project, dcfg.gateway)
         return f"a previous demo left {CANDIDATE} active: rolled back to {legacy} to replay the procedure"
 
     def backup() -> str:
@@ -142,8 +141,8 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         from embed.backfill import backfill as fill
 
         outs = [fill(st["cfg"], st["url"], name, progress=False) for name in candidates]
-        return "; ".join(f"{o['space']}: {o['rows_written']} rows written, {o['rows_reused']} reused, "
-                         f"{o['rows_per_s']} rows/s" for o in outs)
+        return "; ".join(f"{o.space}: {o.rows_written} rows written, {o.rows_reused} reused, "
+                         f"{o.rows_per_s} rows/s" for o in outs)
 
     def sync() -> str:
         from embed.backfill import Options
@@ -157,13 +156,13 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         with writer:
             for _ in range(2):
                 for name in candidates:
-                    written += sync_once(st["cfg"], st["url"], name, opts=Options(progress=False))["rows_written"]
+                    written += sync_once(st["cfg"], st["url"], name, opts=Options(progress=False)).rows_written
         for name in candidates:
             out = sync_once(st["cfg"], st["url"], name, opts=Options(progress=False))
-            written += out["rows_written"]
+            written += out.rows_written
         c = writer.counts
         return (f"a live writer added {c['inserted']}, edited {c['edited']}, deleted {c['deleted']} documents; "
-                f"sync wrote {written} vector(s); lag now {out['rows_pending']}")
+                f"sync wrote {written} vector(s); lag now {out.rows_pending}")
 
     def shadow() -> str:
         from embed.shadow.report import render_html
@@ -176,29 +175,28 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return _shadow_line(results["documents"], legacy) + f"; report {html}"
 
     def gate_blocked() -> str:
-        from embed.cutover import gate, summary
+        from embed.cutover import gate
 
         st["writer"].burst(3)  # Honcho kept writing after the last sync
         r = gate(st["cfg"], st["url"], CANDIDATE)
-        return ("BLOCKED: " + summary(r["gates"])) if not r["passed"] else "passed (expected a lag)"
+        return ("BLOCKED: " + r.summary()) if not r.passed else "passed (expected a lag)"
 
     def gate_passing() -> str:
         from embed.backfill import Options
         from embed.cutover import gate
         from embed.sync import sync_once
 
-        n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False))["rows_written"]
+        n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False)).rows_written
         r = gate(st["cfg"], st["url"], CANDIDATE)
-        verdict = "PASS" if r["passed"] else "BLOCKED"
-        return f"after `embed sync` ({n} written): {verdict}, {sum(g['passed'] for g in r['gates'])}/{len(r['gates'])} gates"
+        verdict = "PASS" if r.passed else "BLOCKED"
+        return f"after `embed sync` ({n} written): {verdict}, {sum(g.passed for g in r.gates)}/{len(r.gates)} gates"
 
     def cutover() -> str:
         from embed.cutover import cutover as switch
 
         out = switch(st["cfg"], st["url"], CANDIDATE)
-        st["cfg"] = Config.load(st["cfg"].project, st["cfg"].gateway)
-        moved = ", ".join(f"{s} {v['from']} -> {v['to']}" for s, v in out["switched"].items())
-        return f"view mode: {moved} in {out['seconds']} s"
+        moved = ", ".join(f"{s} {a} -> {b}" for s, (a, b) in out.switched.items())
+        return f"view mode: {moved} in {out.seconds} s"
 
     def query() -> str:
         return _honcho_style_query(st["cfg"], st["url"])
@@ -207,9 +205,10 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         from embed.cutover import rollback as back
 
         out = back(st["cfg"], st["url"])
-        st["cfg"] = Config.load(st["cfg"].project, st["cfg"].gateway)
-        moved = ", ".join(f"{s} -> {v['to']}" for s, v in out["switched"].items())
-        return f"{moved} in {out['seconds']} s (the legacy column is kept current by Honcho itself)"
+        moved = ", ".join(f"{s} -> {b}" for s, (_, b) in out.switched.items())
+        again = back(st["cfg"], st["url"])  # a retry is not a new action
+        return (f"{moved} in {out.seconds} s (the legacy column is kept current by Honcho itself); "
+                f"again: {again.outcome}")
 
     def retire() -> str:
         from embed.backup import human_bytes
@@ -267,11 +266,19 @@ def _shadow_line(result: dict[str, Any], legacy: str) -> str:
     return ", ".join(parts)
 
 
+def _reads(cfg: Config, url: str) -> dict[str, str]:
+    """source -> the space production reads (embed_store.serving)."""
+    from embed import serving
+
+    with connect(url) as conn:
+        return {s: cfg.label(st.space_fp) for s, st in serving.read(conn, cfg).items()}
+
+
 def _honcho_style_query(cfg: Config, url: str) -> str:
     """Run Honcho's read (tenant filters, ORDER BY distance LIMIT k) through `embed.documents_active`."""
     from embed.embedders import get_embedder
 
-    space = cfg.active_space("documents")
+    space = cfg.space(_reads(cfg, url)["documents"])
     with connect(url) as conn:
         row = conn.execute(
             "SELECT text, workspace_name, observer, observed FROM embed_eval.queries ORDER BY qid LIMIT 1"

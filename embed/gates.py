@@ -10,20 +10,23 @@ never an absent row. The same SQL is used three ways, so the gates cannot drift 
   therefore not audit again (DESIGN §6);
 - directly by `embed gate`, which prints the measured values.
 
-Time-dependent gates are anchored: while a space is the one the last successful cutover or
-rollback of the source switched to, they are judged as of that moment (a backup that was fresh
-at cutover does not expire the active space a day later); otherwise as of now.
+Gates judge a switch. While a space is what production reads for the source (or what a
+rollback in flight goes back to; embed_store.serving), its time-dependent gates are judged as
+of the switch that made it active (a backup fresh at cutover does not expire the active space
+a day later) and coverage and orphans are not judged again (rows Honcho writes after the switch
+are `embed sync`'s business, not a reason to refuse the next plan); otherwise, as of now.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from embed import serving
 from embed.config import Config
 from embed.endpoint import IN_PROCESS, LOOPBACK, PRIVATE
 from embed.errors import EmbedError
@@ -31,7 +34,9 @@ from embed.spaces import Space
 from embed.store import SCHEMA
 from embed.target import Target
 
-GATES = ("smoke", "coverage", "shadow_fresh", "shadow_ndcg", "shadow_ann_recall", "backup")
+BLOCKED = "embed gate blocked the plan: "
+Fetch = Callable[[str], list[tuple[Any, ...]]]
+GATES = ("smoke", "coverage", "no_orphans", "shadow_fresh", "shadow_ndcg", "shadow_ann_recall", "backup")
 DEFAULT_ENDPOINT_CLASSES = (IN_PROCESS, LOOPBACK, PRIVATE)
 
 
@@ -71,11 +76,15 @@ def _ref(name: str) -> sql.Identifier:
     return sql.Identifier(SCHEMA, name)
 
 
-# The moment a gate is judged at (see the module docstring), as a one-row derived table `a`.
-_ANCHOR = """(SELECT CASE WHEN {anchored} THEN coalesce((
-    SELECT CASE WHEN e.details ->> 'to_fp' = {fp} THEN e.at END FROM {events} AS e
-    WHERE e.kind IN ('cutover', 'rollback') AND e.outcome = 'ok' AND e.source = {source}
-    ORDER BY e.at DESC, e.id DESC LIMIT 1), now()) ELSE now() END AS at) AS a"""
+# The moment a gate is judged at (see the module docstring), as a one-row derived table `a`;
+# a.serving: the space is what production reads for the source, or what a rollback in flight
+# goes back to (embed_store.serving): gated at its switch, it is not gated again.
+_ANCHOR = """(SELECT CASE WHEN s.source IS NULL THEN now() ELSE coalesce((
+    SELECT e.at FROM {events} AS e WHERE e.kind IN ('cutover', 'rollback') AND e.outcome = 'ok'
+      AND e.source = {source} AND e.details ->> 'to_fp' = {fp} ORDER BY e.at DESC, e.id DESC LIMIT 1), now()) END AS at,
+    s.source IS NOT NULL AS serving
+  FROM (SELECT 1) AS one LEFT JOIN {serving} AS s ON {anchored} AND s.source = {source}
+    AND (s.space_fp = {fp} OR (s.target_fp = {fp} AND s.from_fp = {fp}))) AS a"""
 
 # The shadow run a gate reads: the newest one of this source against the legacy space with the
 # space among its candidates, started no later than the anchor.
@@ -94,10 +103,16 @@ _SQL = {
                 || ', endpoint ' || s.endpoint_class END AS measured
     FROM {anchor} LEFT JOIN {smoke} AS s ON s.id = (
       SELECT r.id FROM {smoke} AS r WHERE r.space_fp = {fp} AND r.at <= a.at ORDER BY r.at DESC, r.id DESC LIMIT 1)""",
-    "coverage": """SELECT 'coverage' AS gate, p.n = 0 AS passed,
-      CASE WHEN p.n = 0 THEN 'every live row has a current vector'
+    "coverage": """SELECT 'coverage' AS gate, a.serving OR p.n = 0 AS passed,
+      CASE WHEN a.serving THEN 'serving since ' || to_char(a.at, 'YYYY-MM-DD HH24:MI:SS') || ': gated at the switch'
+           WHEN p.n = 0 THEN 'every live row has a current vector'
            ELSE p.n || ' live row(s) lack a current vector: run embed sync' END AS measured
-    FROM ({pending}) AS p(n, first_id)""",
+    FROM {anchor} CROSS JOIN ({pending}) AS p(n, first_id)""",
+    "no_orphans": """SELECT 'no_orphans' AS gate, a.serving OR o.n = 0 AS passed,
+      CASE WHEN a.serving THEN 'serving since ' || to_char(a.at, 'YYYY-MM-DD HH24:MI:SS') || ': gated at the switch'
+           WHEN o.n = 0 THEN 'no stored vector of a deleted or soft-deleted row'
+           ELSE o.n || ' stored vector(s) of rows no longer live: run embed sync' END AS measured
+    FROM {anchor} CROSS JOIN ({orphans}) AS o(n)""",
     "shadow_fresh": """SELECT 'shadow_fresh' AS gate,
       sh.id IS NOT NULL AND (b.at IS NULL OR sh.started_at > b.at) AS passed,
       CASE WHEN sh.id IS NULL THEN 'no shadow run against the legacy space'
@@ -139,7 +154,8 @@ def gate_query(cfg: Config, gate: str, source: str, space: Space, *, anchored: b
     metric = {"shadow_ndcg": f"delta_ndcg@{gc.k}", "shadow_ann_recall": f"ann_recall@{gc.k}"}.get(gate, "")
     parts: dict[str, sql.Composable] = {
         **common,
-        "anchor": sql.SQL(_ANCHOR).format(anchored=sql.Literal(anchored), events=_ref("events"), **common),
+        "anchor": sql.SQL(_ANCHOR).format(anchored=sql.Literal(anchored), events=_ref("events"),
+                                          serving=_ref("serving"), **common),
         "shadow": sql.SQL(_SHADOW).format(legacy_fp=sql.Literal(cfg.legacy_space.fingerprint), **common),
         "metric_join": sql.SQL(_METRIC).format(metrics=_ref("shadow_metrics"), metric=sql.Literal(metric), fp=fp),
         "smoke": _ref("smoke_runs"),
@@ -153,27 +169,41 @@ def gate_query(cfg: Config, gate: str, source: str, space: Space, *, anchored: b
     }
     if gate == "coverage":
         parts["pending"] = Target(src, space).pending_query(count=True)
+    if gate == "no_orphans":
+        t = Target(src, space)
+        parts["orphans"] = sql.SQL(
+            "SELECT count(*) FROM {store} AS v WHERE NOT EXISTS (SELECT 1 FROM ({rows}) AS s WHERE s.id = v.source_id)"
+        ).format(store=t.store, rows=t.live_rows())
     return sql.SQL(_SQL[gate]).format(**{k: v for k, v in parts.items() if "{" + k + "}" in _SQL[gate]})
 
 
-def guard_query(cfg: Config) -> sql.Composed | None:
-    """The `before_all` statement: raises, naming every failed gate, when the gateway's
-    `embed_active` puts any source on a non-legacy space whose gates do not all pass."""
-    legacy = cfg.legacy_space
-    rows = [
-        sql.SQL("SELECT {} AS source, g.* FROM ({}) AS g").format(sql.Literal(name), gate_query(cfg, gate, name, sp))
-        for name in cfg.sources
-        for sp in [cfg.active_space(name)]
-        if sp.fingerprint != legacy.fingerprint
-        for gate in GATES
-    ]
+def guard_query(cfg: Config, rendered: Mapping[str, serving.Rendered], fetch: Fetch) -> sql.Composed | None:
+    """The `before_all` statement: raises, naming what is wrong, when the plan's rendering of
+    `embed_serving` differs from what the database says the views must serve (a plain `sqlmesh
+    plan` can never switch production), or when it switches a source forward to a space whose
+    gates do not all pass. Going back (rollback's target, or the legacy space) is not gated.
+    `fetch` runs plain SQL on the target database."""
+    wrong = serving.mismatch(cfg, rendered, fetch)
+    if wrong:
+        return sql.SQL("SELECT CAST({} AS integer) AS embed_gate_guard").format(sql.Literal(f"{BLOCKED}{wrong}"))
+    states = serving.from_rows(cfg, fetch(serving.READ_SQL)) if fetch(serving.EXISTS_SQL)[0][0] else {}
+    legacy = cfg.legacy_space.fingerprint
+    rows = []
+    for name, st in states.items():
+        fp = rendered[name].fp
+        if fp in (legacy, st.views_fp, st.from_fp):
+            continue
+        sp = cfg.space_by_fp(fp)
+        rows += [sql.SQL("SELECT {} AS source, g.* FROM ({}) AS g").format(sql.Literal(name),
+                                                                           gate_query(cfg, gate, name, sp))
+                 for gate in GATES]
     if not rows:
         return None
     # An impossible cast is the portable way to make a plain SELECT fail with a readable message.
     return sql.SQL(
-        "SELECT CAST('embed gate blocked the plan: ' || string_agg(f.source || '.' || f.gate || ' (' || f.measured || ')',"
+        "SELECT CAST({} || string_agg(f.source || '.' || f.gate || ' (' || f.measured || ')',"
         " '; ') AS integer) AS embed_gate_guard FROM ({}) AS f WHERE NOT f.passed HAVING count(*) > 0"
-    ).format(sql.SQL(" UNION ALL ").join(rows))
+    ).format(sql.Literal(BLOCKED), sql.SQL(" UNION ALL ").join(rows))
 
 
 def evaluate(conn: psycopg.Connection, cfg: Config, space: Space, sources: list[str] | None = None,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +46,11 @@ from embed.errors import EmbedError
 from embed.hooks import pause_point
 from embed.indexes import HNSW_MAX_DIMS
 from embed.inplace_exec import BATCH_ROWS, STAGE_ATTEMPTS, STAGE_LOCK_TIMEOUT_S, SYNC_COLUMNS
-from embed.inplace_honcho import honcho_settings
+from embed.location import live_fp, recorded
 from embed.spaces import Space
 from embed.target import Target
 
-__all__ = ["fill_column", "honcho_settings", "stage", "state", "swap", "swap_back"]
+__all__ = ["fill_column", "stage", "state", "swap", "swap_back"]
 
 
 # --------------------------------------------------------------------------------------- stage
@@ -82,7 +83,7 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
     t0 = time.monotonic()
     t = Target(src, space)
     live = q.live_column(src)
-    if x.live_fp(conn, cfg, src) == space.fingerprint:
+    if live_fp(conn, cfg, src) == space.fingerprint:
         raise EmbedError(f"space {space.name} is already live in {src.table}.{live}: nothing to stage")
     x.needs_store(conn, t)
     col = _ensure_column(conn, t)
@@ -109,7 +110,7 @@ def _ensure_column(conn: psycopg.Connection, t: Target) -> str:
     have = q.columns(conn, t.source)
     if q.live_column(t.source) not in have:
         raise EmbedError(f"{t.source.table} has no column {q.live_column(t.source)}")
-    rec = x.recorded(conn).get((t.source.name, col))
+    rec = recorded(conn).get((t.source.name, col))
     if rec and rec[0] != t.space.fingerprint:
         raise EmbedError(f"{t.source.table}.{col} is recorded for another space ({rec[0][:12]}): rename the space")
     if col in have and have[col].dims != t.space.dims:
@@ -131,7 +132,7 @@ def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, *, batch_rows: in
            attempts: int = STAGE_ATTEMPTS, busy: str | None = None) -> int:
     """Copy the live column's trusted vectors into its own space's store table (see q.adopt)."""
     live = q.live_column(src)
-    old = x.space_of(conn, cfg, x.live_fp(conn, cfg, src))
+    old = x.space_of(conn, cfg, live_fp(conn, cfg, src))
     t = Target(src, old)
     x.needs_store(conn, t)
     dims = q.columns(conn, src)[live].dims
@@ -198,7 +199,7 @@ class _Plan:
 def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Plan:
     """Every refusal of a swap, before anything changes."""
     live = q.live_column(src)
-    old_fp = x.live_fp(conn, cfg, src)
+    old_fp = live_fp(conn, cfg, src)
     if old_fp == new.fingerprint:
         raise EmbedError(f"space {new.name} is already live in {src.table}.{live}; nothing changed")
     old = x.space_of(conn, cfg, old_fp)
@@ -236,8 +237,11 @@ def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Pl
                  retired_index, frozenset(q.has_columns(conn, src, SYNC_COLUMNS)))
 
 
+Record = Callable[[psycopg.Connection, dict[str, dict[str, Any]]], None]
+
+
 def swap(cfg: Config, url: str, space_name: str, *, lock_timeout_s: float = 2.0,
-         batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
+         batch_rows: int = BATCH_ROWS, record: Record | None = None) -> dict[str, Any]:
     """Make `space_name` the live `embedding` of every source in one short transaction.
 
     Before the lock, in short batches: catch the staged columns up and copy the live vectors
@@ -245,15 +249,17 @@ def swap(cfg: Config, url: str, space_name: str, *, lock_timeout_s: float = 2.0,
     catch up what changed since, mark live rows with no current vector NULL + 'pending', rename
     columns and indexes, record the mapping, commit. Returns lock_ms (lock acquired to commit),
     rows caught up per source. Refuses with one line and changes no schema when not staged,
-    not indexed, already live, or when writers hold a table past the timeout.
+    not indexed, already live, or when writers hold a table past the timeout. `record(conn,
+    per_source)` runs inside the swap's transaction, so what it writes (embed_store.serving, the
+    event) commits with the renames or not at all.
     """
     space = cfg.space(space_name)
     with x.session(url) as conn:
-        return _swap(conn, cfg, space, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows)
+        return _swap(conn, cfg, space, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows, record=record)
 
 
 def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: float,
-          batch_rows: int) -> dict[str, Any]:
+          batch_rows: int, record: Record | None = None) -> dict[str, Any]:
     if lock_timeout_s <= 0:
         raise EmbedError("lock_timeout_s must be positive: an unbounded wait would queue Honcho behind the swap")
     plans = [_plan(conn, cfg, src, new) for src in x.sources_of(cfg)]
@@ -282,6 +288,9 @@ def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: 
                 raise EmbedError("the tables changed while the swap waited for its lock; nothing changed: retry")
             for p in plans:
                 per[p.source.name] = _swap_locked(conn, p)
+            if record is not None:
+                record(conn, per)
+            pause_point("inplace_swap_commit")
         lock_ms = round((time.monotonic() - t_locked) * 1000, 1)
     except x.BUSY:
         tables = ", ".join(p.source.table for p in plans)
@@ -331,9 +340,9 @@ def _swap_locked(conn: psycopg.Connection, p: _Plan) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- back and fill
-def swap_back(cfg: Config, url: str, *, lock_timeout_s: float = 2.0, embed_missing: bool = True,
-              batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
-    """Swap back to the space each live column held before the last swap.
+def swap_back(cfg: Config, url: str, to: Space, *, lock_timeout_s: float = 2.0, embed_missing: bool = True,
+              batch_rows: int = BATCH_ROWS, record: Record | None = None) -> dict[str, Any]:
+    """Swap the live columns back to space `to` (what they held before the last cutover).
 
     BEFORE the swap (outside the lock) rows written since the cutover are embedded with the
     old space's own model through the one write path (`embed sync` of that space into its
@@ -343,23 +352,9 @@ def swap_back(cfg: Config, url: str, *, lock_timeout_s: float = 2.0, embed_missi
     right after, fills them (as would Honcho's reconciler once it runs with the old settings).
     """
     with x.session(url) as conn:
-        prev = _previous(conn, cfg)
-        filled = _fill(conn, cfg, url, prev, None, embed_missing=embed_missing, batch_rows=batch_rows)
-        out = _swap(conn, cfg, prev, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows)
+        filled = _fill(conn, cfg, url, to, None, embed_missing=embed_missing, batch_rows=batch_rows)
+        out = _swap(conn, cfg, to, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows, record=record)
     return {**out, "filled_before_swap": filled}
-
-
-def _previous(conn: psycopg.Connection, cfg: Config) -> Space:
-    rec = x.recorded(conn)
-    prev: set[str] = set()
-    for src in x.sources_of(cfg):
-        got = rec.get((src.name, q.live_column(src)))
-        if got is None or not got[1]:
-            raise EmbedError(f"no in-place swap recorded for {src.name}: nothing to swap back; nothing changed")
-        prev.add(got[1])
-    if len(prev) > 1:
-        raise EmbedError("the sources were swapped from different spaces: swap them back by hand; nothing changed")
-    return x.space_of(conn, cfg, prev.pop())
 
 
 def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None,
@@ -379,10 +374,10 @@ def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | 
 def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: list[str] | None, *,
           embed_missing: bool, batch_rows: int) -> dict[str, Any]:
     srcs = x.sources_of(cfg, names)
-    rec = x.recorded(conn)
+    rec = recorded(conn)
     plan: list[tuple[Source, str, bool]] = []
     for src in srcs:  # check every column first: fail before embedding anything
-        live = x.live_fp(conn, cfg, src) == space.fingerprint
+        live = live_fp(conn, cfg, src) == space.fingerprint
         col = q.live_column(src) if live else q.tagged_column(src, space)
         if not live and (col not in q.columns(conn, src) or (src.name, col) not in rec):
             raise EmbedError(f"no column of {src.table} holds space {space.name}: stage it first")
@@ -394,8 +389,8 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
 
         res = sync_once(cfg, url, space, sources=[s.name for s in srcs],
                         opts=Options(progress=False, build_index=False))
-        synced = {n: {k: s.get(k) for k in ("rows_written", "rows_embedded", "rows_reused", "skipped")}
-                  for n, s in res["sources"].items()}
+        synced = {n: {k: s[k] for k in ("rows_written", "rows_embedded", "rows_reused", "skipped")}
+                  for n, s in res.sources.items()}
     out: dict[str, Any] = {}
     for src, col, live in plan:
         t = Target(src, space)
@@ -421,7 +416,7 @@ def state(cfg: Config, url: str) -> dict[str, Any]:
     with connect(url) as conn:
         ready = store.is_initialized(conn) and conn.execute(
             "SELECT to_regclass('embed_store.inplace_columns') IS NOT NULL").fetchone()[0]
-        rec = x.recorded(conn) if ready else {}
+        rec = recorded(conn) if ready else {}
         out: dict[str, Any] = {}
         for src in x.sources_of(cfg):
             live = q.live_column(src)

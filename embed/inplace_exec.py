@@ -158,20 +158,6 @@ def sources_of(cfg: Config, names: list[str] | None = None) -> list[Source]:
     return out
 
 
-def recorded(conn: psycopg.Connection) -> dict[tuple[str, str], tuple[str, str | None]]:
-    """(source, column) -> (space_fp, previous_fp) of every swapped column; {} before any swap."""
-    if conn.execute("SELECT to_regclass(%s) IS NULL", (q.COLUMNS.as_string(None),)).fetchone()[0]:
-        return {}
-    rows = conn.execute(sql.SQL("SELECT source, column_name, space_fp, previous_fp FROM {}").format(q.COLUMNS))
-    return {(s, c): (fp, prev) for s, c, fp, prev in rows.fetchall()}
-
-
-def live_fp(conn: psycopg.Connection, cfg: Config, src: Source) -> str:
-    """The space in the live column: recorded by the last swap, else the legacy space."""
-    got = recorded(conn).get((src.name, q.live_column(src)))
-    return got[0] if got else cfg.legacy_space.fingerprint
-
-
 def space_of(conn: psycopg.Connection | None, cfg: Config, fp: str) -> Space:
     """A space by fingerprint: declared in config.yaml, else as embed_store recorded it."""
     for sp in cfg.spaces.values():

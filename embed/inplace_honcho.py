@@ -3,6 +3,7 @@ of the latest shadow run, for `embed cutover --mode honcho-inplace` to print."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -28,11 +29,56 @@ THRESHOLD_WHERE = {
 }
 
 
-def honcho_settings(cfg: Config, url: str, space_name: str) -> dict[str, Any]:
-    """The Honcho environment settings to change at cutover to `space_name`, and the distance
-    thresholds recalibrated by the latest shadow run (or 'no shadow run')."""
-    space = cfg.space(space_name)
-    settings, also, notes = _honcho_env(space)
+HONCHO_MAX_INPUT_TOKENS = 8192  # EMBEDDING_MAX_INPUT_TOKENS default: Honcho refuses longer texts (HTTP 422)
+API_KEY_PLACEHOLDER = "<the key of this server; keyless servers: any non-empty placeholder>"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One line of Honcho's .env, with the reason it has that value."""
+
+    name: str
+    value: str
+    why: str
+
+
+@dataclass(frozen=True)
+class HonchoSettings:
+    """What Honcho's API and deriver must be restarted with for their column to hold `space`."""
+
+    space: str
+    fingerprint: str
+    settings: tuple[Setting, ...]
+    notes: tuple[str, ...]
+    thresholds: tuple[dict[str, Any], ...]  # recalibrated distances per shadow run (ids and numbers)
+
+    def env_block(self) -> str:
+        """The settings as Honcho takes them: a .env block, a comment line before each variable."""
+        lines = [f"# Honcho v{HONCHO_VERSION} settings for embedding space {self.space} ({self.fingerprint[:12]});",
+                 "# set them in the .env of Honcho's API and deriver, then restart both."]
+        for st in self.settings:
+            lines += [f"# {st.why}", f"{st.name}={st.value}"]
+        lines += [f"# note: {n}" for n in self.notes]
+        for run in self.thresholds:
+            for name, v in run["values"].items():
+                lines.append(f"# threshold {name}: {v['baseline']} in the old space -> {_num(v['value'])} in this one "
+                             f"(shadow #{run['run_id']}, {run['source']}): {v['where']}")
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "fingerprint": self.fingerprint, "honcho_version": HONCHO_VERSION,
+                "env": {st.name: st.value for st in self.settings}, "settings": [asdict(st) for st in self.settings],
+                "notes": list(self.notes), "thresholds": list(self.thresholds), "env_block": self.env_block()}
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def honcho_settings(cfg: Config, url: str, space: Space) -> HonchoSettings:
+    """The Honcho environment for `space`, and the distance thresholds recalibrated by the
+    latest shadow run of it (none: no shadow run)."""
+    settings, notes = _honcho_env(space)
     with connect(url) as conn:
         thresholds = _thresholds(conn, space) if store.is_initialized(conn) else []
     baseline = (cfg.variables.get("embed_gates") or {}).get("thresholds") or {}
@@ -40,16 +86,11 @@ def honcho_settings(cfg: Config, url: str, space_name: str) -> dict[str, Any]:
         for name, v in run["values"].items():
             v["baseline"] = baseline.get(name)
             v["where"] = THRESHOLD_WHERE.get(name, "model-specific distance threshold: set wherever it is used")
-    env = [f"{k}={v}" for k, v in {**settings, **also}.items() if v is not None]
-    return {
-        "space": space.name, "fingerprint": space.fingerprint, "honcho_version": HONCHO_VERSION,
-        "settings": settings, "recommended": also, "env": env, "notes": notes,
-        "thresholds": thresholds or "no shadow run",
-    }
+    return HonchoSettings(space.name, space.fingerprint, tuple(settings), tuple(notes), tuple(thresholds))
 
 
-def _honcho_env(space: Space) -> tuple[dict[str, str | None], dict[str, str], list[str]]:
-    """(the four settings, recommended extras, notes) from the space spec."""
+def _honcho_env(space: Space) -> tuple[list[Setting], list[str]]:
+    """(the .env lines, notes) from the space spec: only values both the space and Honcho accept."""
     notes: list[str] = []
     endpoint = space.option("endpoint")
     model = str(space.option("served_model") or space.model)
@@ -62,37 +103,37 @@ def _honcho_env(space: Space) -> tuple[dict[str, str | None], dict[str, str], li
         base_url = space.option("serve_endpoint")
         notes.append(
             f"provider {space.provider} runs in-process here; Honcho needs an OpenAI-compatible /v1/embeddings "
-            f"server with the same weights (revision {space.revision}): "
-            + ("serve_endpoint is set on the space" if base_url else
-               "set serve_endpoint (and served_model) on the space, and smoke-test that endpoint as a space")
-        )
+            f"server with the same weights (revision {space.revision})"
+            + ("" if base_url else ": set serve_endpoint (and served_model) on the space"))
     if space.query_prefix or space.passage_prefix:
-        notes.append(
-            f"space {space.name} adds query/passage prefixes; Honcho sends raw text, so its writes and queries "
-            "are in this space only if the embedding server adds the same prefixes"
-        )
-    settings: dict[str, str | None] = {
-        "EMBEDDING_VECTOR_DIMENSIONS": str(space.dims),
-        "EMBEDDING_MODEL_CONFIG__TRANSPORT": "openai",  # Honcho's transports: openai | gemini
-        "EMBEDDING_MODEL_CONFIG__MODEL": model,
-        "EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL": str(base_url) if base_url else None,
-    }
-    openai_dims_param = space.model.startswith("text-embedding-3")
-    also = {
-        # With VECTOR_DIMENSIONS set, dimensions_mode 'auto' sends `dimensions=`; most
-        # self-hosted servers reject it, OpenAI's text-embedding-3 models accept it.
-        "EMBEDDING_MODEL_CONFIG__DIMENSIONS_MODE": "auto" if openai_dims_param else "never",
-        "EMBEDDING_MAX_INPUT_TOKENS": str(space.max_tokens),
-    }
+        notes.append(f"space {space.name} adds query/passage prefixes; Honcho sends raw text, so its writes and "
+                     "queries are in this space only if the embedding server adds the same prefixes")
+    out = [
+        Setting("EMBEDDING_VECTOR_DIMENSIONS", str(space.dims),
+                "the column type after the switch: Honcho's startup check compares it with both tables"),
+        Setting("EMBEDDING_MODEL_CONFIG__TRANSPORT", "openai", "an OpenAI-compatible /v1/embeddings endpoint"),
+        Setting("EMBEDDING_MODEL_CONFIG__MODEL", model, f"the model name the server serves for space {space.name}"),
+    ]
+    if base_url:
+        out.append(Setting("EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL", str(base_url),
+                           "the server that makes this space's vectors (queries and writes alike)"))
     key_env = space.option("api_key_env")
-    notes.append(
-        "Honcho's OpenAI transport refuses to start without an API key: "
-        + (f"set EMBEDDING_MODEL_CONFIG__OVERRIDES__API_KEY_ENV={key_env} (the variable that holds it)" if key_env
-           else "for a keyless server set EMBEDDING_MODEL_CONFIG__OVERRIDES__API_KEY to any placeholder")
-    )
-    notes.append("restart Honcho's API and deriver with these settings right after the swap (its startup check "
-                 "compares EMBEDDING_VECTOR_DIMENSIONS with both tables' column type)")
-    return settings, also, notes
+    out.append(Setting(
+        "EMBEDDING_MODEL_CONFIG__OVERRIDES__API_KEY",
+        f"<the value of ${key_env}>" if key_env else API_KEY_PLACEHOLDER,
+        "Honcho's OpenAI transport will not start without a key, and without this override it would send "
+        "its global OpenAI key to this server (never printed here: fill it in)"))
+    openai_dims = space.model.startswith("text-embedding-3")
+    out.append(Setting(
+        "EMBEDDING_MODEL_CONFIG__DIMENSIONS_MODE", "auto" if openai_dims else "never",
+        "OpenAI's text-embedding-3 models take `dimensions=`" if openai_dims else
+        "self-hosted servers reject a `dimensions=` parameter; the model returns its own dims, which Honcho checks"))
+    if space.max_tokens < HONCHO_MAX_INPUT_TOKENS:
+        notes.append(
+            f"EMBEDDING_MAX_INPUT_TOKENS stays at Honcho's default ({HONCHO_MAX_INPUT_TOKENS}): the space cuts "
+            f"texts at {space.max_tokens} tokens itself, and a lower limit would make Honcho refuse longer texts "
+            "(HTTP 422)")
+    return out, notes
 
 
 def _thresholds(conn: psycopg.Connection, space: Space) -> list[dict[str, Any]]:

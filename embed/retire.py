@@ -21,13 +21,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from embed import store
+from embed import serving, store
 from embed.backup import ensure_ops_tables, find_verified_backup
 from embed.config import Config
 from embed.database import connect
 from embed.errors import EmbedError
 from embed.idents import qualified
-from embed.inplace_exec import live_fp
+from embed.inplace_sql import COLUMNS
+from embed.location import live_fp, recorded
 from embed.spaces import Space, parse_space
 
 DEFAULT_RETENTION_DAYS = 14
@@ -109,26 +110,29 @@ def _dependents(conn: psycopg.Connection, schema: str, table: str, attnum: int |
 
 
 def _targets(conn: psycopg.Connection, cfg: Config, space: Space) -> list[Target]:
-    suffix = f"__{space.ident}"
+    """Every object holding `space`'s vectors: its store table per source (embed.store's name for
+    it) and the source columns recorded for it (embed.location's record) other than the live one;
+    a column merely named like the space is not taken for it."""
+    held = recorded(conn)
     out: list[Target] = []
-    for (tbl,) in conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND right(tablename, %s) = %s ORDER BY 1",
-        (store.SCHEMA, len(suffix), suffix),
-    ).fetchall():
-        size = conn.execute(
-            "SELECT pg_total_relation_size(format('%%I.%%I', %s::text, %s::text)::regclass)", (store.SCHEMA, tbl)
-        ).fetchone()[0]
-        out.append(Target("table", store.SCHEMA, tbl, None, tbl[: -len(suffix)], size,
-                          dependents=_dependents(conn, store.SCHEMA, tbl, None)))
     for src in cfg.sources.values():
+        tbl = store.table_name(src, space)
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{store.SCHEMA}"."{tbl}"',)).fetchone()[0]:
+            size = conn.execute(
+                "SELECT pg_total_relation_size(format('%%I.%%I', %s::text, %s::text)::regclass)", (store.SCHEMA, tbl)
+            ).fetchone()[0]
+            out.append(Target("table", store.SCHEMA, tbl, None, src.name, size,
+                              dependents=_dependents(conn, store.SCHEMA, tbl, None)))
         schema, _, table = src.table.rpartition(".")
         schema = schema or "public"
-        if conn.execute("SELECT to_regclass(%s) IS NULL", (f'"{schema}"."{table}"',)).fetchone()[0]:
+        mine = sorted(c for (s, c), (fp, _) in held.items()
+                      if s == src.name and fp == space.fingerprint and c != src.vector_column)
+        if not mine or conn.execute("SELECT to_regclass(%s) IS NULL", (f'"{schema}"."{table}"',)).fetchone()[0]:
             continue
         cols = conn.execute(
             """SELECT attname, attnum FROM pg_attribute WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass
-               AND attnum > 0 AND NOT attisdropped AND right(attname, %s) = %s ORDER BY attnum""",
-            (schema, table, len(suffix), suffix),
+               AND attnum > 0 AND NOT attisdropped AND attname = ANY(%s) ORDER BY attnum""",
+            (schema, table, mine),
         ).fetchall()
         for col, attnum in cols:
             idx = conn.execute(
@@ -166,9 +170,11 @@ def _deactivated_at(conn: psycopg.Connection, space: Space) -> tuple[datetime | 
 def _plan(conn: psycopg.Connection, cfg: Config, space: Space) -> tuple[dict[str, Any], list[Target]]:
     """What retiring `space` would drop, and every reason it may not (in the order they are reported)."""
     blockers: list[str] = []
-    active = [s for s in cfg.sources if cfg.active_space(s).fingerprint == space.fingerprint]
+    reads = serving.read(conn, cfg)
+    active = [s for s, st in reads.items() if space.fingerprint in (st.space_fp, st.views_expected)]
     if active:
-        blockers.append(f"space {space.name} is active for source(s) {', '.join(active)}: cut over away from it first")
+        blockers.append(f"space {space.name} is what production reads for source(s) {', '.join(active)}: "
+                        "cut over away from it first")
     legacy_name = cfg.variables.get("embed_legacy_space")
     legacy_fp = cfg.spaces[legacy_name].fingerprint if legacy_name in cfg.spaces else None
     is_legacy = legacy_fp == space.fingerprint or (legacy_fp is None and legacy_name == space.name)
@@ -259,6 +265,9 @@ def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[dict[str, Any
                     conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(DROP_LOCK_TIMEOUT)))
                     try:
                         conn.execute(t.statement())
+                        if t.kind == "column":  # the record goes with the column, or it would point at nothing
+                            conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND column_name = %s").format(
+                                COLUMNS), (t.source, t.column))
                     except psycopg.errors.LockNotAvailable:
                         raise EmbedError(
                             f"{t.name} is busy (lock not free within {DROP_LOCK_TIMEOUT}); "
@@ -268,12 +277,12 @@ def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[dict[str, Any
                         conn, "retire", "ok", space=space, source=t.source, reason=f"dropped {t.kind} {t.name}",
                         details={"object": t.name, "kind": t.kind, "bytes": t.bytes,
                                  "bytes_after_rewrite": t.bytes_after_rewrite, "backup": plan["backup"]["id"]},
-                        state="retired" if i == len(targets) - 1 else "retiring",
+                        move="retired" if i == len(targets) - 1 else "retire",
                     )
                 dropped.append(t.name)
             if not targets:
                 store.record_event(conn, "retire", "ok", space=space, reason="nothing left to drop",
-                                   details={"backup": plan["backup"]["id"]}, state="retired")
+                                   details={"backup": plan["backup"]["id"]}, move="retired")
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (LOCK,))
     return {**plan, "dropped": dropped, "state": "retired"}

@@ -13,9 +13,6 @@ from embed import store
 from embed.target import Target
 
 BACKFILL = "backfill"
-BACKFILL_FROM_STATES = ("declared", "smoke-passed")  # a backfill moves only these to 'backfilling'
-
-
 
 
 def start_run(conn: psycopg.Connection, target: Target, kind: str, params: dict[str, Any]) -> int:
@@ -36,14 +33,9 @@ def start_run(conn: psycopg.Connection, target: Target, kind: str, params: dict[
             ).format(sql.Identifier(store.SCHEMA)),
             (kind, sp.fingerprint, target.source.name, store.actor(), json.dumps(params)),
         ).fetchone()[0]
-        state = conn.execute(
-            sql.SQL("SELECT state FROM {}.spaces WHERE fingerprint = %s").format(sql.Identifier(store.SCHEMA)),
-            (sp.fingerprint,),
-        ).fetchone()
-        move = kind == BACKFILL and state is not None and state[0] in BACKFILL_FROM_STATES
         store.record_event(
             conn, kind, "info", space=sp, source=target.source.name, reason="started",
-            details={"run_id": run_id, **params}, state="backfilling" if move else None,
+            details={"run_id": run_id, **params}, move="backfill" if kind == BACKFILL else None,
         )
     return run_id
 

@@ -4,8 +4,8 @@ Per (source, space): live source rows, rows with a current vector (content hash 
 stale vectors (the row was edited since), orphans (the row is gone or soft-deleted), rows
 pending, skip records by reason, coverage overall and per workspace (the source's first
 tenant column), the last run (and whether its process is still alive), the unfinished plan,
-and the HNSW index. The legacy space is read from the source's own vector column.
-Counts only: no text.
+and the HNSW index. A space held in a column of the source table (the legacy space, or after an
+in-place swap the live one) is counted in that column (embed.location). Counts only: no text.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from embed import store
+from embed import serving, store
 from embed.config import Config
 from embed.database import connect
 from embed.errors import EmbedError
 from embed.idents import column
 from embed.indexes import column_indexes
+from embed.inplace_honcho import honcho_settings
 from embed.leases import LEASES, run_alive_sql
+from embed.location import LIVE, check_legacy, locate
 from embed.spaces import Space
 from embed.target import Target
 
@@ -52,8 +54,9 @@ def _store_counts(conn: psycopg.Connection, t: Target) -> list[dict[str, Any]]:
     return [dict(zip(("workspace", "live_rows", "current", "stale", "skipped"), r, strict=True)) for r in rows]
 
 
-def _legacy_counts(conn: psycopg.Connection, t: Target) -> list[dict[str, Any]]:
-    vec = column(t.source.vector_column or "")
+def _column_counts(conn: psycopg.Connection, t: Target, col: str) -> list[dict[str, Any]]:
+    """Per workspace: live rows, and rows with a vector in the source column `col`."""
+    vec = column(col)
     ws = column(t.source.tenant_columns[0]) if t.source.tenant_columns else None
     rows = conn.execute(
         sql.SQL(
@@ -130,16 +133,18 @@ def _skip_reasons(conn: psycopg.Connection, t: Target) -> dict[str, int]:
     return dict(rows)
 
 
-def pair_status(conn: psycopg.Connection, t: Target, *, legacy: bool) -> dict[str, Any]:
-    """Everything `embed status` says about one (source, space)."""
+def pair_status(conn: psycopg.Connection, cfg: Config, t: Target) -> dict[str, Any]:
+    """Everything `embed status` says about one (source, space): a space held in a column of the
+    source table (the legacy one; after an in-place swap, the live one) is counted there."""
     out: dict[str, Any] = {"source": t.source.name, "space": t.space.name, "fingerprint": t.space.fingerprint}
-    if legacy:
-        if not t.source.vector_column:
-            return {**out, "kind": "legacy", "note": "source has no vector column"}
-        per_ws = _legacy_counts(conn, t)
+    if t.space.fingerprint == cfg.legacy_space.fingerprint and not t.source.vector_column:
+        return {**out, "kind": "legacy", "note": "source has no vector column"}
+    loc = locate(conn, cfg, t.source, t.space)
+    if loc.in_source:
+        per_ws = _column_counts(conn, t, loc.column)
         tot = _summarize(per_ws)
-        return {**out, "kind": "legacy", "table": t.source.table, **tot,
-                "workspaces": per_ws if t.source.tenant_columns else []}
+        return {**out, "kind": "column", "table": t.source.table, "column": loc.column, "live": loc.kind == LIVE,
+                **tot, "workspaces": per_ws if t.source.tenant_columns else []}
     if not t.has_store_table(conn):
         return {**out, "kind": "store", "table": None, "note": "no store table: run `embed init`"}
     per_ws = _store_counts(conn, t)
@@ -167,17 +172,36 @@ def pair_status(conn: psycopg.Connection, t: Target, *, legacy: bool) -> dict[st
 def status(
     cfg: Config, url: str, *, spaces: list[str] | None = None, sources: list[str] | None = None
 ) -> dict[str, Any]:
-    """Coverage of every (source, space) pair (or the named ones), plus each space's state."""
+    """What production reads per source (embed_store.serving), the coverage of every (source,
+    space) pair (or the named ones), each space's state, and the Honcho settings while Honcho's
+    column holds a space whose settings no switch finished delivering."""
     chosen: list[Space] = [cfg.space(s) for s in spaces] if spaces else list(cfg.spaces.values())
     names = sources or list(cfg.sources)
-    legacy = cfg.legacy_space.name
     with connect(url) as conn:
+        check_legacy(conn, cfg)
         if not store.is_initialized(conn):
             raise EmbedError("embed_store is not initialized in this database: run `embed init` first")
         states = store.space_states(conn)
-        pairs = [
-            pair_status(conn, Target(cfg.source(n), sp), legacy=sp.name == legacy) for sp in chosen for n in names
-        ]
+        reads = serving.read(conn, cfg)
+        pairs = [pair_status(conn, cfg, Target(cfg.source(n), sp)) for sp in chosen for n in names]
     for p in pairs:
         p["state"] = states.get(p["fingerprint"], "not in database")
-    return {"pairs": pairs}
+    untold = sorted({st.space_fp for n, st in reads.items() if n in names and st.untold})
+    return {"serving": {n: _serving(cfg, reads[n]) for n in names}, "pairs": pairs,
+            "honcho_settings": [honcho_settings(cfg, url, cfg.space_by_fp(fp)).env_block() for fp in untold]}
+
+
+def _serving(cfg: Config, st: serving.Serving) -> dict[str, Any]:
+    """One source's line of what production reads, with the command that settles an interrupted switch."""
+    out = {"reads": cfg.label(st.space_fp), "fingerprint": st.space_fp, "mode": st.mode or "initial",
+           "views": cfg.label(st.views_fp) if st.views_fp else "not planned", "legacy_column": st.legacy_column,
+           "rollback_to": cfg.label(st.from_fp) if st.from_fp else None, "next": None}
+    if st.switch_pending:
+        out["next"] = (f"a switch to {cfg.label(st.target_fp)} was interrupted: `embed cutover --space "
+                       f"{cfg.label(st.target_fp)}` finishes it, `embed rollback` undoes it")
+    elif st.views_behind:
+        out["next"] = (f"the views are behind ({out['views']}): `embed plan` (or the same cutover/rollback again) "
+                       "brings them to what production reads")
+    elif st.untold:
+        out["next"] = "Honcho's column holds this space: restart Honcho with the settings below"
+    return out

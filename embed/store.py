@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from embed import lifecycle
 from embed.config import Config, Source
 from embed.errors import EmbedError
 from embed.idents import PG_MAX_IDENT
@@ -184,9 +185,10 @@ def record_event(
     source: str | None = None,
     reason: str | None = None,
     details: dict[str, Any] | None = None,
-    state: str | None = None,
+    move: str | None = None,
 ) -> int:
-    """Append to the event log (and move the space's lifecycle state) in the caller's transaction."""
+    """Append to the event log (and apply a lifecycle move to the space, embed.lifecycle) in the
+    caller's transaction."""
     row = conn.execute(
         sql.SQL(
             "INSERT INTO {}.events (actor, kind, space_fp, source, outcome, reason, details) "
@@ -194,11 +196,8 @@ def record_event(
         ).format(sql.Identifier(SCHEMA)),
         (actor(), kind, space.fingerprint if space else None, source, outcome, reason, json.dumps(details or {})),
     ).fetchone()
-    if state and space:
-        conn.execute(
-            sql.SQL("UPDATE {}.spaces SET state = %s WHERE fingerprint = %s").format(sql.Identifier(SCHEMA)),
-            (state, space.fingerprint),
-        )
+    if move and space:
+        lifecycle.move(conn, space.fingerprint, move)
     return row[0]
 
 
@@ -221,10 +220,12 @@ def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
         for space in cfg.spaces.values():
             new = conn.execute(
                 sql.SQL(
-                    "INSERT INTO {}.spaces (fingerprint, name, dims, spec) VALUES (%s, %s, %s, %s) "
+                    "INSERT INTO {}.spaces (fingerprint, name, dims, spec, state) VALUES (%s, %s, %s, %s, %s) "
                     "ON CONFLICT (fingerprint) DO NOTHING RETURNING fingerprint"
                 ).format(sql.Identifier(SCHEMA)),
-                (space.fingerprint, space.name, space.dims, json.dumps(space.spec())),
+                # the legacy space is what production reads from the start
+                (space.fingerprint, space.name, space.dims, json.dumps(space.spec()),
+                 "active" if space.fingerprint == cfg.legacy_space.fingerprint else "declared"),
             ).fetchone()
             if new:
                 declared.append(space.name)
@@ -239,10 +240,6 @@ def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
     return {"created_tables": created, "declared_spaces": declared}
 
 
-# Smoke results may move a space only along the start of its lifecycle, never back from later states.
-EARLY_STATES = ("declared", "smoke-failed", "smoke-passed")
-
-
 def record_smoke(conn: psycopg.Connection, space: Space, evidence: dict[str, Any]) -> int:
     """Store smoke evidence (ids and hashes only, no text) and log the event; returns its id."""
     row = conn.execute(
@@ -252,12 +249,10 @@ def record_smoke(conn: psycopg.Connection, space: Space, evidence: dict[str, Any
         ).format(sql.Identifier(SCHEMA)),
         (space.fingerprint, actor(), evidence["passed"], evidence["endpoint_class"], json.dumps(evidence)),
     ).fetchone()
-    state = "smoke-passed" if evidence["passed"] else "smoke-failed"
-    current = space_states(conn).get(space.fingerprint)
     record_event(
         conn, "smoke", "ok" if evidence["passed"] else "failed", space=space,
         details={"smoke_run": row[0], "endpoint_class": evidence["endpoint_class"]},
-        state=state if current in EARLY_STATES else None,
+        move="smoke-passed" if evidence["passed"] else "smoke-failed",
     )
     return row[0]
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from embed.backfill import Options, check_ready, run_pass
+from embed.backfill import Options, PassResult, check_ready, run_pass
 from embed.config import Config
 from embed.database import connect
 from embed.errors import EmbedError
@@ -74,25 +75,24 @@ def lag(conn: psycopg.Connection, t: Target) -> dict[str, Any]:
 def sync_once(
     cfg: Config, url: str, space: str | Space, *, sources: list[str] | None = None, opts: Options | None = None,
     embedder: Any = None,
-) -> dict[str, Any]:
+) -> PassResult:
     """One sync pass over the sources for one space; returns the pass summary with the lag."""
     sp = space if isinstance(space, Space) else cfg.space(space)
     out = run_pass(cfg, url, sp, sources=sources, kind=KIND, opts=opts, embedder=embedder, before=remove_dead)
     with connect(url) as conn:
-        for name, per in out["sources"].items():
+        for name, per in out.sources.items():
             per["lag"] = lag(conn, Target(cfg.source(name), sp))
-    out["rows_pending"] = sum(p["lag"]["rows_pending"] for p in out["sources"].values())
-    out["store_rows_deleted"] = sum(p.get("store_rows_deleted", 0) for p in out["sources"].values())
-    return out
+    return replace(out, rows_pending=sum(p["lag"]["rows_pending"] for p in out.sources.values()),
+                   store_rows_deleted=sum(p.get("store_rows_deleted", 0) for p in out.sources.values()))  # absent: not reached
 
 
 def sync(
     cfg: Config, url: str, space: str, *, sources: list[str] | None = None, watch: float | None = None,
-    stop: threading.Event | None = None, on_pass: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None, on_pass: Callable[[PassResult, int], None] | None = None,
     **options: Any,
-) -> dict[str, Any]:
+) -> tuple[PassResult, int]:
     """Sync once, or every `watch` seconds until `stop` is set; returns the last pass's summary
-    (with `passes`, the number of passes run)."""
+    and the number of passes run. `on_pass(summary, passes)` is called after each pass."""
     if watch is not None and watch <= 0:
         raise EmbedError("--watch needs a positive number of seconds")
     sp = cfg.space(space)
@@ -108,12 +108,11 @@ def sync(
             t0 = time.monotonic()
             out = sync_once(cfg, url, sp, sources=sources, opts=opts, embedder=embedder)
             passes += 1
-            out["passes"] = passes
             if on_pass is not None:
-                on_pass(out)
+                on_pass(out, passes)
             if watch is None or stop.is_set():
-                return out
+                return out, passes
             if stop.wait(max(0.0, watch - (time.monotonic() - t0))):
-                return out
+                return out, passes
     finally:
         embedder.close()

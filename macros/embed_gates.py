@@ -17,7 +17,6 @@ def _config(evaluator: MacroEvaluator):  # -> embed.config.Config
         "embed_spaces": evaluator.var("embed_spaces"),
         "embed_sources": evaluator.var("embed_sources"),
         "embed_legacy_space": evaluator.var("embed_legacy_space"),
-        "embed_active": evaluator.var("embed_active"),
         "embed_gates": evaluator.var("embed_gates"),
     }
     return Config.from_variables({k: v for k, v in variables.items() if v is not None})
@@ -35,20 +34,22 @@ def embed_gate(evaluator: MacroEvaluator, gate: exp.Expression, source: exp.Expr
     from embed import gates
 
     cfg = _config(evaluator)
-    space = next(s for s in cfg.spaces.values() if s.fingerprint == space_fp.name)
-    return _parse(gates.gate_query(cfg, gate.name, source.name, space))
+    return _parse(gates.gate_query(cfg, gate.name, source.name, cfg.space_by_fp(space_fp.name)))
 
 
 @macro()
 def embed_gate_guard(evaluator: MacroEvaluator) -> exp.Expression:
-    """`before_all`: fails the plan when any source's configured active space fails a gate.
+    """`before_all`: fails the plan when its rendering of `embed_serving` is not what the
+    database says the views must serve, or when it switches a source to a space that fails a gate.
 
     It runs before SQLMesh changes anything, on every plan, so a version SQLMesh would promote
     without auditing it again (re-promotion) is gated too.
     """
-    from embed import gates
+    from embed import gates, serving
 
     if evaluator.runtime_stage == "loading":
         return exp.select("1")
-    query = gates.guard_query(_config(evaluator))
+    cfg = _config(evaluator)
+    rendered = serving.parse(cfg, evaluator.var("embed_serving"))
+    query = gates.guard_query(cfg, rendered, lambda q: list(evaluator.engine_adapter.fetchall(q)))
     return _parse(query) if query is not None else exp.select("1")

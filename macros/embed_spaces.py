@@ -23,6 +23,20 @@ def _declared(evaluator: MacroEvaluator) -> tuple[dict, dict]:
     return spaces, sources
 
 
+def _serving(evaluator: MacroEvaluator) -> dict:
+    """source -> what this plan gives its views (embed.serving.Rendered), from `embed_serving`:
+    rendered by embed from embed_store.serving; the before_all guard checks it against the database."""
+    from embed import serving
+    from embed.config import Config
+
+    cfg = Config.from_variables({
+        "embed_spaces": evaluator.var("embed_spaces"),
+        "embed_sources": evaluator.var("embed_sources"),
+        "embed_legacy_space": evaluator.var("embed_legacy_space"),
+    })
+    return serving.parse(cfg, evaluator.var("embed_serving"))
+
+
 def _blueprint(source: t.Any, space: t.Any, legacy: str, columns: dict) -> exp.Tuple:
     from embed.store import SCHEMA, table_name
 
@@ -38,7 +52,7 @@ def _blueprint(source: t.Any, space: t.Any, legacy: str, columns: dict) -> exp.T
         "id_col": source.id_column,
         "text_col": source.text_column,
         # after a Honcho in-place cutover the legacy vectors sit in a renamed column
-        "vec_col": columns.get(source.name) or source.vector_column or "",
+        "vec_col": columns.get(source.name) or "",
         "is_legacy": space.name == legacy,
     }
     return exp.Tuple(
@@ -54,7 +68,7 @@ def embed_space_blueprints(evaluator: MacroEvaluator, kind: exp.Expression) -> e
     vector columns, 'store' for every other space (its rows live in embed_store)."""
     spaces, sources = _declared(evaluator)
     legacy = evaluator.var("embed_legacy_space")
-    columns = evaluator.var("embed_legacy_columns") or {}
+    columns = {name: r.legacy_column for name, r in _serving(evaluator).items()}
     want_legacy = kind.name == "legacy"
     return exp.Array(
         expressions=[
@@ -68,17 +82,18 @@ def embed_space_blueprints(evaluator: MacroEvaluator, kind: exp.Expression) -> e
 
 @macro()
 def embed_active_blueprints(evaluator: MacroEvaluator) -> exp.Array:
-    """One blueprint per source: the space its `_active` view serves, from `embed_active`."""
+    """One blueprint per source: the space its `_active` view serves, from `embed_serving`."""
     spaces, sources = _declared(evaluator)
     legacy = evaluator.var("embed_legacy_space")
-    active = evaluator.var("embed_active") or {}
-    columns = evaluator.var("embed_legacy_columns") or {}
+    chosen = _serving(evaluator)
+    by_fp = {sp.fingerprint: sp for sp in spaces.values()}
+    columns = {name: r.legacy_column for name, r in chosen.items()}
     rows = []
     for src in sources.values():
-        name = active.get(src.name) or legacy
-        if name not in spaces:
-            raise ValueError(f"embed_active.{src.name} names an undeclared space {name!r}")
-        rows.append(_blueprint(src, spaces[name], legacy, columns))
+        fp = chosen[src.name].fp
+        if fp not in by_fp:
+            raise ValueError(f"source {src.name} serves space {fp[:12]}, which config.yaml no longer declares")
+        rows.append(_blueprint(src, by_fp[fp], legacy, columns))
     return exp.Array(expressions=rows)
 
 

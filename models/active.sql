@@ -1,7 +1,8 @@
-/* What consumers read: `embed.<source>_active` serves exactly one space per source, chosen
-   by the gateway variable `embed_active_<source>`. Switching it is a `sqlmesh plan` that
-   re-creates only this view, behind the blocking gate audits below (embed/gates.py; the same
-   gates run as config.yaml's before_all guard on every plan, so re-promotion is gated too). */
+/* What consumers read: `embed.<source>_active` serves exactly one space per source: the one
+   embed_store.serving says production reads, handed to SQLMesh as `embed_serving`. Switching it
+   (`embed cutover` / `embed rollback`) is a `sqlmesh plan` that re-creates only this view,
+   behind the blocking gate audits below (embed/gates.py; the same gates run as config.yaml's
+   before_all guard on every plan, so re-promotion is gated too). */
 MODEL (
   name embed.@{source}_active,
   kind VIEW,
@@ -15,10 +16,7 @@ MODEL (
     embed_shadow_ndcg(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy),
     embed_shadow_ann_recall(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy),
     embed_backup(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy),
-    embed_no_orphans(
-      vectors_schema := @{store_schema}, vectors_table := @{store_table}, source_schema := @{src_schema},
-      source_table := @{src_table}, id_column := @{id_col}, source_name := @source, enabled := NOT @is_legacy
-    )
+    embed_no_orphans(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy)
   )
 );
 

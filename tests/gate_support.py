@@ -69,3 +69,18 @@ def plant_gates(url: str, cfg: Config, space: Space, *, omit: Iterable[str] = ()
             plant_shadow(url, cfg, s, space)
     if "backup" not in omit:
         plant_backup(url)
+
+
+def plan_switch(url: str, cfg: Config, mapping: dict[str, str]) -> list[str]:
+    """What a switch's own plan does, without embed's gate in front of it: aim the views of each
+    source at a space in embed_store.serving, then apply the SQLMesh plan rendered for that (so
+    SQLMesh's audits and the before_all guard are what decide). Raises EmbedError when they refuse."""
+    from embed import mesh, serving
+
+    with connect(url) as conn, conn.transaction():
+        serving.ensure(conn, cfg)
+        for source, space in mapping.items():
+            serving.aim_views(conn, cfg, source, cfg.space(space).fingerprint)
+        states = serving.read(conn, cfg)
+    with mesh.Switch(cfg, url, serving.render(states)) as sw:
+        return sw.apply()

@@ -28,7 +28,7 @@ from embed.progress import Progress
 from embed.status import status
 from embed.target import Target
 from embed.writer import Rows, Skip, StoreWriter, copy_statement, encode_copy
-from tests.gate_support import plant_gates
+from tests.gate_support import plan_switch, plant_gates
 from tests.test_backfill_support import (
     ROOT,
     SPACE,
@@ -51,15 +51,8 @@ def clean(pg_server: LocalServer) -> dict:
     cfg = Config.load(ROOT, "local")
     url = seeded(make_db(pg_server), cfg)
     out = backfill(cfg, url, SPACE, sources=["documents"], chunk_rows=8, progress=False)
-    assert out["complete"]
+    assert out.complete
     return assert_exact(url, cfg)
-
-
-def set_active(project: Path, source: str, space: str) -> None:
-    path = project / "config.yaml"
-    text = path.read_text()
-    m = re.compile(rf"(\n\s+{source}: )\w+").search(text, text.index("embed_active:"))
-    path.write_text(text[: m.start()] + m.group(1) + space + text[m.end():])
 
 
 # ------------------------------------------------------------------------------ the writer
@@ -143,8 +136,8 @@ def test_backfill_covers_both_sources_then_status_and_every_gate_pass(
         conn.commit()
     keep, _ = expected(db_url, cfg)
     out = backfill(cfg, db_url, SPACE, chunk_rows=16, progress=False)
-    docs, msgs = out["sources"]["documents"], out["sources"]["message_embeddings"]
-    assert out["complete"] and not out["interrupted"]
+    docs, msgs = out.sources["documents"], out.sources["message_embeddings"]
+    assert out.complete and not out.interrupted
     assert docs["rows_written"] == len(keep) and docs["skipped"] == {"empty": 2}
     assert docs["texts_embedded"] == len(set(keep.values()))
     assert docs["rows_reused"] == len(keep) - len(set(keep.values())) >= 1
@@ -174,28 +167,26 @@ def test_backfill_covers_both_sources_then_status_and_every_gate_pass(
         assert len(defs) == 2 and all("vector_cosine_ops" in d and "m='16'" in d for d in defs)
 
     # the gates: switch both sources to the new space; the coverage audits must pass
-    for source in ("documents", "message_embeddings"):
-        set_active(project, source, SPACE)
-    moved = Config.load(project, "local")
-    init_store(moved, db_url)
-    plant_gates(db_url, moved, moved.space(SPACE))  # smoke/shadow/backup inputs: their own tests
-    mesh.plan(moved, db_url)
-    results = mesh.audit(moved, db_url)
-    assert results and all(r["passed"] for r in results), [r for r in results if not r["passed"]]
+    init_store(cfg, db_url)
+    plant_gates(db_url, cfg, cfg.space(SPACE))  # smoke/shadow/backup inputs: their own tests
+    mesh.plan(cfg, db_url)
+    plan_switch(db_url, cfg, {"documents": SPACE, "message_embeddings": SPACE})  # gated by the plan itself
+    results = mesh.audit(cfg, db_url)
+    assert results and all(r.passed for r in results), [r for r in results if not r.passed]
 
     again = backfill(cfg, db_url, SPACE, progress=False)  # idempotent: nothing left to do
-    assert (again["rows_written"], again["texts_embedded"], again["skipped"]) == (0, 0, {})
+    assert (again.rows_written, again.texts_embedded, again.skipped) == (0, 0, {})
     assert_exact(db_url, cfg)
 
 
 def test_limit_stops_early_and_a_rerun_finishes(db_url: str, cfg: Config) -> None:
     seeded(db_url, cfg, documents=20, messages=2)
     first = backfill(cfg, db_url, SPACE, sources=["documents"], limit=7, chunk_rows=4, progress=False)
-    s = first["sources"]["documents"]
+    s = first.sources["documents"]
     assert s["limited"] and not s["complete"] and s["rows_written"] == 7 and not s["index"]
     assert count(db_url, store_table(cfg)) == 7
     second = backfill(cfg, db_url, SPACE, sources=["documents"], chunk_rows=4, workers=2, progress=False)
-    assert second["complete"] and second["sources"]["documents"]["index"]["state"] == "valid"
+    assert second.complete and second.sources["documents"]["index"]["state"] == "valid"
     assert_exact(db_url, cfg)
 
 
@@ -228,7 +219,7 @@ def test_rejected_rows_are_skipped_and_a_blanket_rejection_stops(db_url: str, cf
     finally:
         real.close()
     reason = "rejected by embedder (EmbedResponseError)"
-    assert out["skipped"] == {reason: 2}
+    assert out.skipped == {reason: 2}
     assert {k: v[1] for k, v in skipped(db_url, cfg).items()} == {ids[3]: reason, ids[11]: reason}
     assert set(stored(db_url, cfg)) == set(expected(db_url, cfg)[0]) - {ids[3], ids[11]}
     p = status(cfg, db_url, spaces=[SPACE], sources=["documents"])["pairs"][0]
@@ -290,7 +281,7 @@ def test_kill9_at_any_point_then_rerun_equals_a_clean_run(
         assert p["index"]["hnsw"] == "missing" and p["last_run"]["status"] == "abandoned"
 
     out = backfill(cfg, url, SPACE, sources=["documents"], chunk_rows=8, progress=False)
-    assert out["complete"] and out["sources"]["documents"]["index"]["state"] == "valid"
+    assert out.complete and out.sources["documents"]["index"]["state"] == "valid"
     got = assert_exact(url, cfg)
     assert got.keys() == clean.keys() and len(got) == len(clean)
     for i, (h, v) in got.items():
@@ -342,14 +333,14 @@ def test_a_survivor_takes_over_the_chunks_of_a_killed_peer(pg_server: LocalServe
     a.wait_for("paused at after_copy")  # A holds its first chunks, mid-transaction
     result: dict = {}
     b = threading.Thread(target=lambda: result.update(
-        backfill(cfg, url, SPACE, sources=["documents"], chunk_rows=4, progress=False)))
+        out=backfill(cfg, url, SPACE, sources=["documents"], chunk_rows=4, progress=False)))
     b.start()
     deadline = time.monotonic() + 120
     while count(url, store_table(cfg)) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     a.kill9()  # its chunk locks die with its connections
     b.join(180)
-    s = result["sources"]["documents"]
+    s = result["out"].sources["documents"]
     assert s["complete"] and s["index"]["state"] == "valid"
     assert s["rows_written"] == len(expected(url, cfg)[0])  # B wrote everything, A's chunks included
     assert_exact(url, cfg)

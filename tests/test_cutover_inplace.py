@@ -6,12 +6,16 @@ CLI printing the Honcho settings. The swap engine itself is tested in tests/test
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
-from embed import mesh
+from embed import mesh, serving
 from embed.cli import cli
 from embed.config import Config
 from embed.cutover import cutover, rollback
@@ -19,7 +23,7 @@ from embed.database import connect
 from embed.errors import EmbedError
 from embed.retire import retire_plan
 from tests.gate_support import plant_gates
-from tests.test_inplace_support import LEGACY, NEW, fill_store, honcho_db
+from tests.test_inplace_support import LEGACY, NEW, Writer, fill_store, honcho_db, put_vectors, schema_snapshot
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -53,21 +57,23 @@ def test_inplace_cutover_moves_honcho_and_the_views_together_and_rolls_back(db_u
 
     plant_gates(db_url, cfg, cfg.space(NEW))
     runner = CliRunner()
+    settings = project / "honcho.env"
     r = runner.invoke(cli, ["--project", str(project), "--db", db_url, "cutover", "--space", NEW,
-                            "--mode", "honcho-inplace", "--json"])
+                            "--mode", "honcho-inplace", "--writers-stopped", "--settings-out", str(settings), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert out["swap"]["lock_ms"] < 1000
-    assert out["honcho_settings"]["settings"]["EMBEDDING_VECTOR_DIMENSIONS"] in (384, "384")
+    assert out["swap"]["lock_ms"] < 1000 and out["outcome"] == "switched"
+    assert out["honcho_settings"]["env"]["EMBEDDING_VECTOR_DIMENSIONS"] == "384"
     assert out["switched"]["documents"] == {"from": LEGACY, "to": NEW}
+    assert "EMBEDDING_VECTOR_DIMENSIONS=384\n" in settings.read_text() and settings.stat().st_mode & 0o777 == 0o600
 
-    moved = Config.load(project, "local")
-    assert moved.active_space("documents").name == NEW
-    tagged = moved.legacy_column("documents")
+    with connect(db_url) as conn:
+        st = serving.read(conn, cfg)["documents"]
+    tagged = st.legacy_column
+    assert (cfg.label(st.space_fp), st.mode, st.views_behind, st.untold) == (NEW, "honcho-inplace", False, False)
     assert tagged.startswith(f"embedding__{LEGACY}_")
-    assert tagged in (project / "external_models.yaml").read_text()
-    # Honcho's column now holds the new space; the legacy view, rebuilt by SQLMesh, still serves
-    # exactly the old vectors (from the renamed column), and the active view the new ones.
+    # Honcho's column now holds the new space; the legacy view still serves exactly the old vectors
+    # (from the renamed column), and the active view the new ones.
     assert live_column(db_url) == new_store
     assert vectors(db_url, f"embed.documents__{LEGACY}") == legacy_before
     assert vectors(db_url, "embed.documents_active") == new_store
@@ -75,15 +81,109 @@ def test_inplace_cutover_moves_honcho_and_the_views_together_and_rolls_back(db_u
         kinds = conn.execute("SELECT details ->> 'mode', details ->> 'to_fp' FROM embed_store.events "
                              "WHERE kind = 'cutover' AND outcome = 'ok'").fetchall()
     assert kinds and {k for k in kinds} == {("honcho-inplace", cfg.space(NEW).fingerprint)}
-    assert any("not allowed" in b or "retention" in b for b in retire_plan(moved, db_url, LEGACY)["blockers"])
-    assert not any("legacy space" in b for b in retire_plan(moved, db_url, LEGACY)["blockers"])
+    assert any("not allowed" in b or "retention" in b for b in retire_plan(cfg, db_url, LEGACY)["blockers"])
+    assert not any("legacy space" in b for b in retire_plan(cfg, db_url, LEGACY)["blockers"])
+    assert cutover(cfg, db_url, NEW, mode="honcho-inplace").outcome == "already"
 
-    back = rollback(moved, db_url)
-    assert back["mode"] == "honcho-inplace" and back["switched"]["documents"] == {"from": NEW, "to": LEGACY}
-    restored = Config.load(project, "local")
-    assert restored.active_space("documents").name == LEGACY
-    assert restored.legacy_column("documents") == "embedding"
-    assert "embed_legacy_columns" not in (project / "config.yaml").read_text()
+    back = rollback(cfg, db_url, writers_policy="writers-stopped")
+    assert back.mode == "honcho-inplace" and back.switched["documents"] == (NEW, LEGACY)
+    with connect(db_url) as conn:
+        st = serving.read(conn, cfg)["documents"]
+    assert (cfg.label(st.space_fp), st.legacy_column, st.views_behind) == (LEGACY, "embedding", False)
     assert live_column(db_url) == legacy_before
     assert vectors(db_url, "embed.documents_active") == legacy_before
     assert vectors(db_url, f"embed.documents__{LEGACY}") == legacy_before
+    assert back.honcho and "EMBEDDING_VECTOR_DIMENSIONS=384" in back.honcho.env_block()
+    assert rollback(cfg, db_url).outcome == "already"  # not a toggle
+    assert live_column(db_url) == legacy_before
+
+
+def _ready_to_swap(db_url: str, project: Path) -> Config:
+    cfg = Config.load(project, "local")
+    honcho_db(db_url, cfg, documents=80, messages=30)
+    fill_store(db_url, cfg, NEW)
+    mesh.plan(cfg, db_url)
+    plant_gates(db_url, cfg, cfg.space(NEW))
+    return cfg
+
+
+def _views_fail_after_the_swap(project: Path, db_url: str, tmp_path: Path, *args: str) -> tuple[str, str]:
+    """Run `embed ARGS` until its swap has committed, rename SQLMesh's state schema away (the
+    views' plan, built before the swap, now fails to apply), let it go on, then put it back."""
+    resume = tmp_path / "resume"
+    resume.unlink(missing_ok=True)
+    env = {**os.environ, "EMBED_TEST_PAUSE_AT": "switch_committed", "EMBED_TEST_RESUME_FILE": str(resume)}
+    p = subprocess.Popen([sys.executable, "-m", "embed", "--project", str(project), "--db", db_url, *args],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    for line in p.stderr:
+        if "paused at switch_committed" in line:
+            break
+    with connect(db_url) as conn:
+        conn.execute("ALTER SCHEMA sqlmesh RENAME TO sqlmesh_away")
+        conn.commit()
+    resume.touch()
+    out, err = p.communicate(timeout=300)
+    with connect(db_url) as conn:
+        conn.execute("ALTER SCHEMA sqlmesh_away RENAME TO sqlmesh")
+        conn.commit()
+    assert p.returncode == 1 and "Traceback" not in err, (out, err)
+    return out, err
+
+
+def test_a_views_plan_failing_after_the_swap_commits_is_finished_or_undone(
+        db_url: str, project: Path, tmp_path: Path) -> None:
+    """A real fault between the committed swap and the views' plan. The command says what
+    production reads and prints the settings Honcho needs now, `embed status` repeats them, the
+    same cutover finishes it, and (after the same fault again) `embed rollback` undoes it."""
+    cfg = _ready_to_swap(db_url, project)
+    settings = tmp_path / "honcho.env"
+    cut = ["cutover", "--space", NEW, "--mode", "honcho-inplace", "--writers-stopped", "--settings-out", str(settings)]
+    out, err = _views_fail_after_the_swap(project, db_url, tmp_path, *cut)
+    assert f"Honcho's columns now hold {NEW} (committed, recorded)" in err and "`embed rollback` undoes it" in err
+    assert "EMBEDDING_VECTOR_DIMENSIONS=384" in out and settings.read_text().count("\nEMBEDDING_") >= 5
+
+    with connect(db_url) as conn:
+        st = serving.read(conn, cfg)["documents"]
+    assert (cfg.label(st.space_fp), cfg.label(st.views_fp), st.views_behind) == (NEW, LEGACY, True)
+    r = CliRunner().invoke(cli, ["--project", str(project), "--db", db_url, "status", "--json"])
+    shown = json.loads(r.output)
+    assert shown["serving"]["documents"]["reads"] == NEW and "embed plan" in shown["serving"]["documents"]["next"]
+    assert shown["honcho_settings"] and "EMBEDDING_VECTOR_DIMENSIONS=384" in shown["honcho_settings"][0]
+    done = cutover(cfg, db_url, NEW, mode="honcho-inplace", writers_policy="writers-stopped")
+    assert done.outcome == "finished" and done.honcho is not None
+    assert vectors(db_url, "embed.documents_active") == live_column(db_url)
+
+    legacy = vectors(db_url, f"embed.documents__{LEGACY}")
+    _, err = _views_fail_after_the_swap(project, db_url, tmp_path, "rollback", "--writers-stopped")
+    assert f"Honcho's columns now hold {LEGACY} (committed, recorded)" in err
+    assert cutover(cfg, db_url, NEW, mode="honcho-inplace").outcome != "already"  # a gated cutover undoes it...
+    assert rollback(cfg, db_url, writers_policy="writers-stopped").outcome == "switched"  # ...or back again
+    assert live_column(db_url) == legacy == vectors(db_url, "embed.documents_active")
+    assert rollback(cfg, db_url).outcome == "already"
+
+
+def test_the_swap_names_who_is_connected_and_refuses_writers(db_url: str, project: Path) -> None:
+    cfg = _ready_to_swap(db_url, project)
+    with connect(db_url) as conn:
+        before = schema_snapshot(conn)
+    with psycopg.connect(db_url, application_name="honcho-api") as idle:
+        idle.execute("SELECT 1")
+        idle.commit()
+        with pytest.raises(EmbedError, match=r"other sessions are connected .*honcho-api.*--writers-stopped"):
+            cutover(cfg, db_url, NEW, mode="honcho-inplace")
+        writer = Writer(db_url)
+        writer.start()
+        try:
+            with pytest.raises(EmbedError, match="written to although --writers-stopped was given"):
+                cutover(cfg, db_url, NEW, mode="honcho-inplace", writers_policy="writers-stopped")
+        finally:
+            writer.stop.set()
+            writer.join(10)
+        with connect(db_url) as conn:
+            assert schema_snapshot(conn) == before
+        with connect(db_url) as conn, conn.transaction():  # the writer's rows, as `embed sync` would
+            put_vectors(conn, cfg, "documents", writer.docs)
+            put_vectors(conn, cfg, "message_embeddings", writer.msgs)
+        r = cutover(cfg, db_url, NEW, mode="honcho-inplace", writers_policy="allow-live-writers")
+    assert r.outcome == "switched" and any(s.application == "honcho-api" for s in r.writers.sessions)

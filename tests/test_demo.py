@@ -41,19 +41,20 @@ def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
         assert step in out, step
     assert "legacy vectors from minilm_l6 (384d)" in out
     assert "BLOCKED: 1 gate(s) failed: documents.coverage" in out  # the live writer's lag, visibly
-    assert "PASS, 16/16 gates" in out
+    assert "PASS, 18/18 gates" in out  # 7 gates x 2 sources + the dims/single-space audits
     assert out.count("all from e5_small") == 2 and "e5_small PASSED" in out
     assert "ANN recall 1.000" in out and "nDCG@10" in out and "Redis RDB" in out
     work = Path(demo_env["EMBED_HOME"]) / "demo"
     assert (work / "shadow-documents.html").read_text().count("<svg") >= 3
     assert (work / "evidence" / "index.md").is_file()
-    assert "embed_active" in (work / "project" / "config.yaml").read_text()
-    assert "documents: minilm_l6" in (ROOT / "config.yaml").read_text()  # the operator's file is untouched
+    # what production reads lives in the database: the demo's config.yaml is the checkout's own
+    assert (work / "project" / "config.yaml").read_text() == (ROOT / "config.yaml").read_text()
 
     again = run([*EMBED, "demo", "--scale", "tiny"], demo_env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "corpus already seeded" in again.stdout and "0 table(s) created" in again.stdout
     assert "rolled back to minilm_l6 to replay" in again.stdout
+    assert "again: already" in again.stdout
     assert again.stdout.count("all from e5_small") == 2
 
     exports = run([*EMBED, "db", "env"], demo_env).stdout

@@ -8,6 +8,7 @@ at a time can be made to fail. Vectors are `hashed_unit_vectors` test data.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,11 +19,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from embed import mesh
+from embed import mesh, serving
 from embed.api import init_store
 from embed.cli import cli
 from embed.config import Config
-from embed.cutover import cutover, gate, rollback
+from embed.cutover import GateResult, cutover, gate, rollback
 from embed.database import connect, sqlmesh_env
 from embed.errors import EmbedError
 from embed.honcho.corpus import generate
@@ -30,7 +31,8 @@ from embed.honcho.seed import seed
 from embed.localdb import LocalServer
 from embed.store import table_name
 from tests.conftest import PROJECT_FILES, ROOT, new_database
-from tests.gate_support import plant_backup, plant_gates, plant_shadow, plant_smoke
+from tests.gate_support import plan_switch, plant_backup, plant_gates, plant_shadow, plant_smoke
+from tests.test_backfill_support import insert_doc
 from tests.test_sqlmesh_gates import DIMS, active_space_fps, fill_store, text_vectors
 
 SPACE = "e5_small"
@@ -59,14 +61,13 @@ def world(pg_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture
 def env(world: tuple[Path, str]) -> Iterator[tuple[Config, str]]:
-    """The world with no gate inputs and the legacy space active again."""
+    """The world with no gate inputs and the legacy space what production reads again."""
     project, url = world
     cfg = Config.load(project, "local")
-    if cfg.active_space("documents").name != LEGACY:
-        from embed.activeconfig import set_active
-
-        cfg, _ = set_active(cfg, {s: LEGACY for s in cfg.sources})
-        mesh.plan(cfg, url)
+    with connect(url) as conn:
+        conn.execute("DELETE FROM embed_store.serving")  # nothing switched, no switch in flight
+        conn.commit()
+    mesh.plan(cfg, url)
     with connect(url) as conn:
         for table in (*INPUTS, "skipped", *(table_name(cfg.source(s), cfg.space(SPACE)) for s in cfg.sources)):
             conn.execute(f"DELETE FROM embed_store.{table}")
@@ -76,8 +77,14 @@ def env(world: tuple[Path, str]) -> Iterator[tuple[Config, str]]:
     yield cfg, url
 
 
-def failed(result: dict) -> set[str]:
-    return {f"{g['source']}.{g['gate']}" for g in result["gates"] if not g["passed"]}
+def failed(result: GateResult) -> set[str]:
+    return {f"{g.source}.{g.gate}" for g in result.gates if not g.passed}
+
+
+def reads(url: str, cfg: Config) -> dict[str, str]:
+    """What embed_store.serving says production reads, per source."""
+    with connect(url) as conn:
+        return {s: cfg.label(st.space_fp) for s, st in serving.read(conn, cfg).items()}
 
 
 def events(url: str, kind: str) -> list[tuple]:
@@ -139,7 +146,7 @@ def test_each_failing_gate_blocks_the_cutover_and_changes_nothing(env: tuple[Con
     breaks, gate_name = CASES[case]
     breaks(cfg, url)
     checked = gate(cfg, url, SPACE)
-    assert not checked["passed"]
+    assert not checked.passed
     bad = failed(checked)
     assert {b.split(".", 1)[1] for b in bad} == set(gate_name.split()), bad
     config_before = (Path(cfg.project) / "config.yaml").read_text()
@@ -155,12 +162,12 @@ def test_gate_command_prints_every_gate_and_sets_the_exit_status(env: tuple[Conf
     runner = CliRunner()
     args = ["--project", str(cfg.project), "--db", url, "gate", "--space", SPACE]
     r = runner.invoke(cli, args)
-    assert r.exit_code == 1 and "BLOCKED" in r.output and "FAIL  documents" in r.output
+    assert r.exit_code == 1 and "BLOCKED" in r.output and "FAIL     documents" in r.output
     assert "no verified backup" in r.output and "no smoke run" in r.output
     plant_gates(url, cfg, cfg.space(SPACE))
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
-    assert "FAIL" not in r.output and r.output.count("PASS  ") >= 12
+    assert "FAIL" not in r.output and "NOT RUN" not in r.output and r.output.count("PASS     ") >= 14
     with connect(url) as conn:
         outcomes = [x[0] for x in conn.execute("SELECT outcome FROM embed_store.events WHERE kind = 'gate' ORDER BY id")]
     assert outcomes == ["blocked", "ok"]
@@ -169,59 +176,72 @@ def test_gate_command_prints_every_gate_and_sets_the_exit_status(env: tuple[Conf
 def test_cutover_switches_the_views_and_rollback_switches_back(env: tuple[Config, str]) -> None:
     cfg, url = env
     plant_gates(url, cfg, cfg.space(SPACE))
+    config_before = (Path(cfg.project) / "config.yaml").read_text()
     out = cutover(cfg, url, SPACE)
-    assert out["switched"]["documents"] == {"from": LEGACY, "to": SPACE}
+    assert out.outcome == "switched" and out.switched["documents"] == (LEGACY, SPACE)
     assert active_space_fps(url) == {cfg.space(SPACE).fingerprint}
     assert active_space_fps(url, "message_embeddings") == {cfg.space(SPACE).fingerprint}
-    moved = Config.load(cfg.project, "local")
-    assert moved.active_space("documents").name == SPACE
+    assert reads(url, cfg) == {"documents": SPACE, "message_embeddings": SPACE}
+    assert (Path(cfg.project) / "config.yaml").read_text() == config_before  # the operator's file: never written
     legacy_fp, new_fp = cfg.space(LEGACY).fingerprint, cfg.space(SPACE).fingerprint
     assert sorted(events(url, "cutover")) == [("documents", "ok", legacy_fp, new_fp),
                                                ("message_embeddings", "ok", legacy_fp, new_fp)]
-    with pytest.raises(EmbedError, match="already serves"):
-        cutover(moved, url, SPACE)
+    again = cutover(cfg, url, SPACE)  # a retry is not a new action
+    assert again.outcome == "already" and len(events(url, "cutover")) == 2
 
-    back = rollback(moved, url)
-    assert back["switched"]["documents"] == {"from": SPACE, "to": LEGACY}
+    back = rollback(cfg, url)
+    assert back.switched["documents"] == (SPACE, LEGACY)
     assert active_space_fps(url) == {legacy_fp}
-    assert Config.load(cfg.project, "local").active_space("documents").name == LEGACY
+    assert reads(url, cfg) == {"documents": LEGACY, "message_embeddings": LEGACY}
     assert sorted(events(url, "rollback")) == [("documents", "ok", new_fp, legacy_fp),
                                                 ("message_embeddings", "ok", new_fp, legacy_fp)]
+    with connect(url) as conn:
+        states = dict(conn.execute("SELECT name, state FROM embed_store.spaces").fetchall())
+    assert states[LEGACY] == "active" and states[SPACE] == "gated"  # the rollback moved both back
+
+    twice = rollback(cfg, url)  # a toggle would cut over again, ungated
+    assert twice.outcome == "already" and active_space_fps(url) == {legacy_fp}
+    assert len(events(url, "rollback")) == 2 and len(events(url, "cutover")) == 2
+    r = CliRunner().invoke(cli, ["--project", str(cfg.project), "--db", url, "rollback"])
+    assert r.exit_code == 0 and f"already on {LEGACY}" in r.output, r.output
 
 
 def test_gates_of_the_active_space_are_judged_at_its_cutover(env: tuple[Config, str]) -> None:
     cfg, url = env
     plant_gates(url, cfg, cfg.space(SPACE))
     cutover(cfg, url, SPACE)
-    moved = Config.load(cfg.project, "local")
     age_backfill(url, cfg, "documents")  # a new backfill after the cutover's shadow run
-    mesh.plan(moved, url)  # the active space stays valid: it was gated when it became active
+    delete_one_vector(url, cfg)  # and a row Honcho wrote since, not synced yet
+    mesh.plan(cfg, url)  # the active space stays valid: it was gated when it became active
     assert active_space_fps(url) == {cfg.space(SPACE).fingerprint}
-    assert failed(gate(moved, url, SPACE)) == {"documents.shadow_fresh"}  # but making it active *now* would not be
+    # but making it active *now* would not be
+    assert failed(gate(cfg, url, SPACE)) == {"documents.shadow_fresh", "documents.coverage"}
 
 
 def test_plain_sqlmesh_plan_cannot_re_promote_a_version_whose_gates_fail(env: tuple[Config, str]) -> None:
     cfg, url = env
     plant_gates(url, cfg, cfg.space(SPACE))
     cutover(cfg, url, SPACE)  # builds (and audits) the e5 version of the active views
-    rollback(Config.load(cfg.project, "local"), url)
+    rollback(cfg, url)
     with connect(url) as conn:
         conn.execute("DELETE FROM embed_store.backups")  # the backup gate now fails
         conn.commit()
-    from embed.activeconfig import set_active
-
-    set_active(cfg, {s: SPACE for s in cfg.sources})  # an operator's hand edit, then plain sqlmesh
+    # A switch to SPACE in flight (as `embed cutover` sets it before its plan), and a plain
+    # sqlmesh rendering exactly that: SQLMesh would re-promote the e5 version without auditing it.
+    with connect(url) as conn, conn.transaction():
+        for s in cfg.sources:
+            serving.aim_views(conn, cfg, s, cfg.space(SPACE).fingerprint)
     sqlmesh = str(Path(sys.executable).with_name("sqlmesh"))
-    env_vars = {**os.environ, **sqlmesh_env(url), "EMBED_GATEWAY": "local"}
+    env_vars = {**os.environ, **sqlmesh_env(url), "EMBED_GATEWAY": "local", serving.ENV: mesh.rendering(cfg, url)}
     p = subprocess.run([sqlmesh, "--gateway", "local", "plan", "--auto-apply", "--no-prompts"], cwd=cfg.project,
                        env=env_vars, capture_output=True, text=True, timeout=300)
     assert p.returncode != 0
     assert "embed gate blocked the plan" in p.stdout + p.stderr and "backup" in p.stdout + p.stderr
     assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
-    moved = Config.load(cfg.project, "local")
-    with pytest.raises(EmbedError, match=r"plan blocked before any change: .*embed_backup on embed\.documents_active"):
-        mesh.plan(moved, url)  # embed plan re-audits the version SQLMesh would re-promote
-    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+    with pytest.raises(EmbedError, match="a view switch was interrupted"):
+        mesh.plan(cfg, url)  # embed plan settles no switch: that is cutover's or rollback's
+    assert rollback(cfg, url).outcome == "finished"  # undoes the switch in flight
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint} and mesh.plan(cfg, url)
 
 
 def test_a_second_cutover_at_the_same_time_exits_clearly(env: tuple[Config, str]) -> None:
@@ -239,8 +259,7 @@ def test_a_second_cutover_at_the_same_time_exits_clearly(env: tuple[Config, str]
 
 def test_rollback_without_a_cutover_and_unknown_spaces_change_nothing(env: tuple[Config, str]) -> None:
     cfg, url = env
-    with pytest.raises(EmbedError, match="nothing to roll back"):
-        rollback(cfg, url)
+    assert rollback(cfg, url).outcome == "already"
     with pytest.raises(EmbedError, match="unknown space"):
         cutover(cfg, url, "nope")
     with pytest.raises(EmbedError, match="unknown mode"):
@@ -250,16 +269,38 @@ def test_rollback_without_a_cutover_and_unknown_spaces_change_nothing(env: tuple
 
 @pytest.mark.parametrize("case", ["no shadow run", "stale shadow run", "nDCG below margin", "ANN recall low"])
 def test_shadow_gates_block_sqlmesh_plan_itself(env: tuple[Config, str], case: str) -> None:
-    """Through `sqlmesh plan` (embed plan), not `embed gate`: the hand-edited switch is refused."""
-    from embed.activeconfig import set_active
-
+    """Through the switch's own `sqlmesh plan`, not `embed gate`: the before_all guard refuses."""
     cfg, url = env
     breaks, gate_name = CASES[case]
     breaks(cfg, url)
-    moved, _ = set_active(cfg, {s: SPACE for s in cfg.sources})
     g = gate_name.split()[0]
-    # the before_all guard, or (once an earlier test built this version) embed's re-audit before it
-    blocked = rf"embed gate blocked the plan: documents\.{g}|plan blocked before any change: .*embed_{g} on"
-    with pytest.raises(EmbedError, match=blocked):
-        mesh.plan(moved, url)
+    with pytest.raises(EmbedError, match=rf"embed gate blocked the plan: documents\.{g}"):
+        plan_switch(url, cfg, {s: SPACE for s in cfg.sources})
     assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+
+
+def test_a_view_rollback_embeds_the_rows_written_since_before_it_switches(env: tuple[Config, str]) -> None:
+    """Back to a store-backed space (e5_small, after a cutover from it to bge_m3): the row written
+    meanwhile gets an e5_small vector first, and --json reports how many."""
+    cfg, url = env
+    third = "bge_m3"
+    with connect(url) as conn:
+        for s in cfg.sources:
+            conn.execute(f"DELETE FROM embed_store.{table_name(cfg.source(s), cfg.space(third))}")
+        conn.commit()
+    for source in cfg.sources:
+        fill_store(url, cfg, source, third)
+    plant_gates(url, cfg, cfg.space(SPACE))
+    plant_gates(url, cfg, cfg.space(third))
+    cutover(cfg, url, SPACE)
+    cutover(cfg, url, third)
+    with connect(url) as conn:
+        insert_doc(conn, "a memory written after the second cutover")
+        conn.commit()
+    r = CliRunner().invoke(cli, ["--project", str(cfg.project), "--db", url, "rollback", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)  # progress goes to stderr
+    assert out["switched"]["documents"] == {"from": third, "to": SPACE}
+    assert out["caught_up"] == {"documents": 1, "message_embeddings": 0}
+    assert reads(url, cfg) == {"documents": SPACE, "message_embeddings": SPACE}
+    assert failed(gate(cfg, url, SPACE)) <= {"documents.shadow_fresh", "message_embeddings.shadow_fresh"}

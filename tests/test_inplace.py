@@ -23,6 +23,7 @@ from embed import inplace
 from embed.config import Config
 from embed.database import connect
 from embed.errors import EmbedError
+from embed.inplace_honcho import API_KEY_PLACEHOLDER, honcho_settings
 from embed.inplace_sql import index_name, tagged_column
 from tests.test_backfill_support import insert_doc
 from tests.test_inplace_support import (
@@ -206,7 +207,7 @@ def test_swap_back_restores_the_old_space_exactly(db_url: str, cfg: Config, monk
         return out
 
     monkeypatch.setattr(inplace, "_fill", fill_then_write)
-    back = inplace.swap_back(cfg, url)
+    back = inplace.swap_back(cfg, url, cfg.space(LEGACY))
     print(f"\nswap back: lock held {back['lock_ms']} ms, {back['filled_before_swap']['rows_filled']} rows "
           "embedded with minilm_l6 before the swap")
     assert back["space"] == LEGACY and back["lock_ms"] < 1000
@@ -250,7 +251,7 @@ def test_refusals_change_nothing(honcho: str, cfg: Config) -> None:
     with connect(url) as conn:
         first = schema_snapshot(conn)
     assert "stage space e5_small first" in refusal(inplace.swap, cfg, url, NEW)
-    assert "no in-place swap recorded" in refusal(inplace.swap_back, cfg, url)
+    assert "already live" in refusal(inplace.swap_back, cfg, url, cfg.space(LEGACY))
     assert "already live" in refusal(inplace.stage, cfg, url, LEGACY)
     inplace.stage(cfg, url, NEW, progress=False)
     with connect(url) as conn:
@@ -382,19 +383,32 @@ def test_swap_lock_is_short_at_honcho_scale(db_url: str, cfg: Config) -> None:
 # --------------------------------------------------------------------------------- settings
 def test_honcho_settings_from_the_space_and_the_latest_shadow_run(db_url: str, cfg: Config) -> None:
     honcho_db(db_url, cfg, documents=30, messages=10)
-    e5 = inplace.honcho_settings(cfg, db_url, NEW)
-    assert e5["settings"] == {
+    e5 = honcho_settings(cfg, db_url, cfg.space(NEW))
+    assert e5.as_dict()["env"] == {
         "EMBEDDING_VECTOR_DIMENSIONS": "384", "EMBEDDING_MODEL_CONFIG__TRANSPORT": "openai",
         "EMBEDDING_MODEL_CONFIG__MODEL": "intfloat/multilingual-e5-small",
-        "EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL": None,
+        "EMBEDDING_MODEL_CONFIG__OVERRIDES__API_KEY": API_KEY_PLACEHOLDER,
+        "EMBEDDING_MODEL_CONFIG__DIMENSIONS_MODE": "never",
     }
-    assert e5["thresholds"] == "no shadow run"
-    assert any("OpenAI-compatible" in n for n in e5["notes"]) and any("prefixes" in n for n in e5["notes"])
-    ollama = inplace.honcho_settings(cfg, db_url, "bge_m3_ollama")
-    assert ollama["settings"]["EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL"] == "http://127.0.0.1:11434/v1"
-    assert ollama["settings"]["EMBEDDING_VECTOR_DIMENSIONS"] == "1024"
-    assert ollama["recommended"]["EMBEDDING_MODEL_CONFIG__DIMENSIONS_MODE"] == "never"
-    assert "EMBEDDING_MODEL_CONFIG__MODEL=bge-m3" in ollama["env"]
+    assert e5.thresholds == ()
+    assert any("OpenAI-compatible" in n for n in e5.notes) and any("prefixes" in n for n in e5.notes)
+    ollama = honcho_settings(cfg, db_url, cfg.space("bge_m3_ollama"))
+    block = ollama.env_block()
+    lines = block.splitlines()
+    # exactly what Honcho's .env takes: VAR=value lines, each after the comment that says why
+    values = [ln for ln in lines if not ln.startswith("#")]
+    assert values == ["EMBEDDING_VECTOR_DIMENSIONS=1024", "EMBEDDING_MODEL_CONFIG__TRANSPORT=openai",
+                      "EMBEDDING_MODEL_CONFIG__MODEL=bge-m3",
+                      "EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL=http://127.0.0.1:11434/v1",
+                      f"EMBEDDING_MODEL_CONFIG__OVERRIDES__API_KEY={API_KEY_PLACEHOLDER}",
+                      "EMBEDDING_MODEL_CONFIG__DIMENSIONS_MODE=never"]
+    assert all(lines[lines.index(v) - 1].startswith("# ") for v in values)
+    assert "{" not in block and not any(ln.startswith(("set ", "  set ")) for ln in lines)  # no dict reprs
+    # a limit only where both accept it: e5's 512-token window must not lower Honcho's 8192 (HTTP 422)
+    assert "EMBEDDING_MAX_INPUT_TOKENS=" not in e5.env_block() and any("8192" in n for n in e5.notes)
+    openai = honcho_settings(cfg, db_url, cfg.space("openai_3_small")).as_dict()["env"]
+    assert openai["EMBEDDING_MODEL_CONFIG__OVERRIDES__API_KEY"] == "<the value of $OPENAI_API_KEY>"
+    assert openai["EMBEDDING_MODEL_CONFIG__DIMENSIONS_MODE"] == "auto"
 
     sp, base = cfg.space(NEW), cfg.space(LEGACY)
     with connect(db_url, autocommit=True) as conn:
@@ -408,7 +422,7 @@ def test_honcho_settings_from_the_space_and_the_latest_shadow_run(db_url: str, c
                 "INSERT INTO embed_store.shadow_metrics VALUES (%s, %s, 'all', 'all', 'threshold:semantic_dedup',"
                 " 500, %s, %s, %s), (%s, %s, 'lang', 'pl', 'threshold:semantic_dedup', 100, 0.5, 0.4, 0.6)",
                 (ids[-1], sp.fingerprint, value, value - 0.01, value + 0.01, ids[-1], sp.fingerprint))
-    got = inplace.honcho_settings(cfg, db_url, NEW)["thresholds"]
+    got = honcho_settings(cfg, db_url, cfg.space(NEW)).thresholds
     assert [r["run_id"] for r in got] == [ids[1]]
     dedup = got[0]["values"]["semantic_dedup"]
     assert (dedup["value"], dedup["n"], dedup["baseline"]) == (0.123, 500, 0.05)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from embed import store
+from embed import inplace_sql, serving, store
 from embed.backup import take_backup
 from embed.config import Config
 from embed.database import connect, ensure_pgvector
@@ -72,20 +72,21 @@ def store_tables(url: str, ident: str) -> list[str]:
 def test_active_space_is_refused(store_db: str, cfg: Config) -> None:
     declared_ago(store_db, cfg, "minilm_l6", 30)
     msg = refusal(cfg, store_db, "minilm_l6")
-    assert "is active for source(s) documents, message_embeddings" in msg
+    assert "is what production reads for source(s) documents, message_embeddings" in msg
     with connect(store_db, vector=False) as conn:  # a refused retire is on the record, and nothing moved
         assert conn.execute("SELECT outcome FROM embed_store.events WHERE kind = 'retire'").fetchall() == [("blocked",)]
     assert len(store_tables(store_db, cfg.space("minilm_l6").ident)) == 2
     r = cli_run(store_db, "retire", "--space", "minilm_l6", "--dry-run")
-    assert r.exit_code == 1 and "DROP TABLE" in r.output and "  blocked: space minilm_l6 is active" in r.output
-    assert r.output.splitlines()[-1].startswith("embed: error: cannot retire minilm_l6: space minilm_l6 is active")
+    assert r.exit_code == 1 and "DROP TABLE" in r.output and "  blocked: space minilm_l6 is what production reads" in r.output
+    assert r.output.splitlines()[-1].startswith("embed: error: cannot retire minilm_l6: space minilm_l6 is what production reads")
 
 
-def test_legacy_space_still_in_the_source_columns_is_refused(store_db: str, project: Path) -> None:
-    raw = yaml.safe_load((project / "config.yaml").read_text())
-    raw["gateways"]["local"]["variables"]["embed_active"] = {"documents": "e5_small", "message_embeddings": "e5_small"}
-    (project / "config.yaml").write_text(yaml.safe_dump(raw))
-    cfg = Config.load(project, "local")
+def test_legacy_space_still_in_the_source_columns_is_refused(store_db: str, cfg: Config) -> None:
+    with connect(store_db) as conn, conn.transaction():  # production reads e5_small through the views
+        serving.ensure(conn, cfg)
+        for s in cfg.sources:
+            serving.switched(conn, cfg, s, to_fp=cfg.space("e5_small").fingerprint, mode="view", kind="cutover",
+                             legacy_column="embedding", event_id=None, views_done=True)
     moved_away(store_db, cfg, "minilm_l6", 30)
     msg = refusal(cfg, store_db, "minilm_l6")
     assert "is the legacy space of gateway local" in msg and "documents, message_embeddings" in msg
@@ -164,6 +165,11 @@ def test_retire_drops_tables_and_the_old_column(store_db: str, cfg: Config, tmp_
         conn.execute(sql.SQL("ALTER TABLE public.documents ADD COLUMN {} vector(4)").format(sql.Identifier(old_col)))
         conn.execute(sql.SQL("CREATE INDEX ON public.documents USING hnsw ({} vector_cosine_ops)").format(
             sql.Identifier(old_col)))
+        conn.execute(sql.SQL("ALTER TABLE public.documents ADD COLUMN {} vector(4)").format(
+            sql.Identifier(f"embedding__{sp.ident}_x")))  # named like the space, but nobody recorded it for it
+        inplace_sql.ensure_tables(conn)
+        conn.execute("INSERT INTO embed_store.inplace_columns (source, column_name, space_fp) VALUES "
+                     "('documents', %s, %s)", (old_col, sp.fingerprint))
     moved_away(store_db, cfg, SPACE, 15)
     take_backup(cfg, store_db, tmp_path / "bk")
 
@@ -193,6 +199,7 @@ def test_retire_drops_tables_and_the_old_column(store_db: str, cfg: Config, tmp_
         events = conn.execute("SELECT outcome, details ->> 'object', source FROM embed_store.events "
                               "WHERE kind = 'retire' ORDER BY id").fetchall()
         assert sorted(e[1] for e in events) == sorted(names) and {e[0] for e in events} == {"ok"}
+        assert conn.execute("SELECT count(*) FROM embed_store.inplace_columns").fetchone()[0] == 0
         assert store.space_states(conn)[sp.fingerprint] == "retired"
         assert len(store_tables(store_db, cfg.space("bge_m3").ident)) == 2  # other spaces untouched
     assert "already retired" in refusal(cfg, store_db)

@@ -67,7 +67,7 @@ def page(pg_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Pa
             vectors=lambda texts: hashed_unit_vectors(texts, 384),
         )
     init_store(cfg, url)
-    assert backfill(cfg, url, "e5_small", sources=["documents"], progress=False)["complete"]
+    assert backfill(cfg, url, "e5_small", sources=["documents"], progress=False).complete
     result = shadow(
         cfg,
         url,

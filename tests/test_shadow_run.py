@@ -28,9 +28,9 @@ from embed.errors import EmbedError
 from embed.honcho.corpus import generate
 from embed.honcho.seed import seed
 from embed.localdb import LocalServer
+from embed.location import locate
 from embed.shadow import render_html, render_table
 from embed.shadow.inputs import CrossSpaceError, Hits, QueryVectors, SpaceReader, embed_queries, tie_aware_exact
-from embed.shadow.inputs import vector_location as locate
 from embed.shadow.run import shadow
 from tests.test_backfill_support import ROOT, cli_env, make_db
 
@@ -65,7 +65,7 @@ def world(pg_server: LocalServer) -> Iterator[dict[str, Any]]:
     with connect(url) as conn:
         seed(conn, corpus, dims=384, vectors=lambda texts: minilm.embed(texts, "passage").vectors)
     init_store(cfg, url)
-    assert backfill(cfg, url, CAND, progress=False)["complete"]
+    assert backfill(cfg, url, CAND, progress=False).complete
     lines: list[str] = []
     results = shadow(
         cfg, url, candidates=[CAND], queries=60, n_boot=400, embedders={BASE: minilm, CAND: e5}, say=lines.append
@@ -410,25 +410,28 @@ def test_exact_search_never_uses_a_vector_index(world: dict) -> None:
             conn.rollback()
 
 
-def test_vector_location_follows_the_inplace_record(world: dict) -> None:
+def test_the_reader_reads_where_the_inplace_record_says(world: dict) -> None:
     cfg = world["cfg"]
     src = cfg.source("documents")
     with connect(world["url"]) as conn:
-        assert locate(conn, cfg, src, cfg.space(BASE))[1] == "embedding"
+        assert locate(conn, cfg, src, cfg.space(BASE)).column == "embedding"
         assert (
-            locate(conn, cfg, src, cfg.space(CAND))[0].as_string(conn)
+            locate(conn, cfg, src, cfg.space(CAND)).relation.as_string(conn)
             == '"embed_store"."documents__e5_small_' + cfg.space(CAND).fp8 + '"'
         )
-        conn.execute("CREATE TABLE embed_store.inplace_columns (source text, column_name text, space_fp text)")
+        conn.execute("CREATE TABLE embed_store.inplace_columns (source text, column_name text, space_fp text, "
+                     "previous_fp text)")
         conn.execute(
-            "INSERT INTO embed_store.inplace_columns VALUES ('documents', 'embedding', %s),"
-            " ('documents', 'embedding_old', %s)",
+            "INSERT INTO embed_store.inplace_columns VALUES ('documents', 'embedding', %s, NULL),"
+            " ('documents', 'embedding_old', %s, NULL)",
             (cfg.space(CAND).fingerprint, cfg.space(BASE).fingerprint),
         )
-        assert locate(conn, cfg, src, cfg.space(CAND)) == (psycopg.sql.Identifier("public", "documents"), "embedding")
-        assert locate(conn, cfg, src, cfg.space(BASE))[1] == "embedding_old"
+        got = locate(conn, cfg, src, cfg.space(CAND))
+        assert (got.relation, got.column) == (psycopg.sql.Identifier("public", "documents"), "embedding")
+        assert SpaceReader(conn, cfg, src, cfg.space(CAND)).column == "embedding"
+        assert locate(conn, cfg, src, cfg.space(BASE)).column == "embedding_old"
         conn.execute("DELETE FROM embed_store.inplace_columns WHERE column_name = 'embedding_old'")
-        with pytest.raises(EmbedError, match="holds space"):
+        with pytest.raises(EmbedError, match="no other column holds the legacy space"):
             locate(conn, cfg, src, cfg.space(BASE))  # its old column is not read as the legacy space
         conn.rollback()
 

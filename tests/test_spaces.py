@@ -83,6 +83,5 @@ def test_gateways_bind_their_legacy_space(cfg: Config) -> None:
     honcho = Config.load(cfg.project, "honcho")
     assert cfg.legacy_space.name == "minilm_l6"
     assert honcho.legacy_space.name == "openai_3_small" and honcho.legacy_space.dims == 1536
-    assert honcho.active_space("documents").name == "openai_3_small"
     with pytest.raises(EmbedError, match="unknown gateway"):
         Config.load(cfg.project, "nope")

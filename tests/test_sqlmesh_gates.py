@@ -24,7 +24,7 @@ from embed.honcho.corpus import generate
 from embed.honcho.seed import seed
 from embed.store import table_name
 from tests.conftest import hashed_unit_vectors
-from tests.gate_support import plant_gates
+from tests.gate_support import plan_switch, plant_gates
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMS = 384
@@ -32,16 +32,6 @@ DIMS = 384
 
 def text_vectors(texts: list[str], dims: int = DIMS) -> np.ndarray:
     return hashed_unit_vectors(texts, dims)
-
-
-def set_active(project: Path, source: str, space: str) -> None:
-    """Edit the local gateway's embed_active entry, as an operator (or `embed cutover`) would."""
-    path = project / "config.yaml"
-    text = path.read_text()
-    block = text.index("embed_active:")
-    pattern = re.compile(rf"(\n\s+{source}: )\w+")
-    m = pattern.search(text, block)
-    path.write_text(text[: m.start()] + m.group(1) + space + text[m.end():])
 
 
 @pytest.fixture
@@ -101,7 +91,7 @@ def test_plan_builds_one_view_per_source_and_space(honcho_url: str, cfg: Config)
         assert conn.execute("SELECT count(*) FROM embed.documents__e5_small").fetchone()[0] == 0
     assert active_space_fps(honcho_url) == {cfg.space("minilm_l6").fingerprint}
     assert mesh.plan(cfg, honcho_url)["new_snapshots"] == []  # converged: nothing to do
-    assert all(r["passed"] for r in mesh.audit(cfg, honcho_url))
+    assert all(r.passed for r in mesh.audit(cfg, honcho_url))
 
 
 def test_store_table_refuses_a_row_of_another_space(honcho_url: str, cfg: Config) -> None:
@@ -132,8 +122,8 @@ def test_a_row_of_another_space_with_the_same_dims_blocks_the_plan(honcho_url: s
             (doc_id, hashlib.sha256(text.encode()).digest(), minilm.fingerprint, text_vectors([text])[0]),
         )
         conn.commit()
-    failed = [r for r in mesh.audit(cfg, honcho_url) if not r["passed"]]
-    assert [(r["audit"], r["model"]) for r in failed] == [
+    failed = [r for r in mesh.audit(cfg, honcho_url) if not r.passed]
+    assert [(r.audit, r.model) for r in failed] == [
         ("embed_single_space", f"embed_store.{table_name(src, e5)}")
     ]
     with pytest.raises(EmbedError, match=r"plan blocked before any change.*embed_single_space"):
@@ -161,16 +151,11 @@ def test_wrong_dims_in_the_legacy_column_fail_the_plan_and_prod_is_untouched(hon
         assert conn.execute("SELECT to_regclass('embed.documents_active')").fetchone()[0] is None
 
 
-def test_missing_coverage_blocks_the_switch_and_prod_is_unchanged(
-    honcho_url: str, cfg: Config, project: Path
-) -> None:
+def test_missing_coverage_blocks_the_switch_and_prod_is_unchanged(honcho_url: str, cfg: Config) -> None:
     mesh.plan(cfg, honcho_url)
-    set_active(project, "documents", "e5_small")
-    moved = Config.load(project, "local")
-    assert moved.active_space("documents").name == "e5_small"
-    plant_gates(honcho_url, moved, moved.space("e5_small"), sources=["documents"])  # all but coverage
-    with pytest.raises(EmbedError, match=r"prod views unchanged: embed gate blocked the plan: documents\.coverage"):
-        mesh.plan(moved, honcho_url)  # the store for e5_small is empty: the coverage gate fails
+    plant_gates(honcho_url, cfg, cfg.space("e5_small"), sources=["documents"])  # all but coverage
+    with pytest.raises(EmbedError, match=r"sqlmesh plan failed: embed gate blocked the plan: documents\.coverage"):
+        plan_switch(honcho_url, cfg, {"documents": "e5_small"})  # the store for e5_small is empty
     assert active_space_fps(honcho_url) == {cfg.space("minilm_l6").fingerprint}
     # The before_all guard stopped the plan before SQLMesh built anything: only the legacy version exists.
     with connect(honcho_url) as conn:
@@ -180,7 +165,7 @@ def test_missing_coverage_blocks_the_switch_and_prod_is_unchanged(
 
     n = fill_store(honcho_url, cfg, "documents", "e5_small")
     assert n > 0
-    mesh.plan(moved, honcho_url)
+    plan_switch(honcho_url, cfg, {"documents": "e5_small"})
     assert active_space_fps(honcho_url) == {cfg.space("e5_small").fingerprint}
     with connect(honcho_url) as conn:
         assert conn.execute("SELECT count(*) FROM embed.documents_active").fetchone()[0] == n
@@ -205,3 +190,32 @@ def test_no_bare_pgvector_distance_operator_in_sqlmesh_sql() -> None:
 
 def test_external_models_yaml_matches_config(cfg: Config) -> None:
     assert (ROOT / mesh.EXTERNAL_FILE).read_text() == mesh.render_external_models(cfg)
+
+
+def test_a_plain_sqlmesh_plan_never_switches_production(honcho_url: str, cfg: Config) -> None:
+    """config.yaml holds no machine state: a plain `sqlmesh plan` renders the views from
+    $EMBED_SERVING, and the before_all guard refuses any rendering that differs from what
+    embed_store.serving says (here: e5_small, with every gate input in place but no cutover)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from embed import serving
+    from embed.database import sqlmesh_env
+
+    mesh.plan(cfg, honcho_url)
+    fill_store(honcho_url, cfg, "documents", "e5_small")
+    plant_gates(honcho_url, cfg, cfg.space("e5_small"), sources=["documents"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_")}
+    env.update(sqlmesh_env(honcho_url), EMBED_GATEWAY="local")
+    wrong = json.dumps({"documents": {"fp": cfg.space("e5_small").fingerprint, "legacy_column": "embedding"}})
+    sqlmesh = [str(Path(sys.executable).parent / "sqlmesh"), "plan", "--auto-apply", "--no-prompts"]
+    r = subprocess.run(sqlmesh, env={**env, serving.ENV: wrong}, cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode != 0 and "this plan would serve documents on e5_small instead of minilm_l6" in r.stdout + r.stderr
+    assert active_space_fps(honcho_url) == {cfg.space("minilm_l6").fingerprint}
+    right = subprocess.run(sqlmesh, env={**env, serving.ENV: mesh.rendering(cfg, honcho_url)}, cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert right.returncode == 0, right.stdout[-2000:] + right.stderr[-2000:]
+    assert active_space_fps(honcho_url) == {cfg.space("minilm_l6").fingerprint}

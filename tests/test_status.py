@@ -66,7 +66,8 @@ def test_status_counts_every_kind_of_row_and_run(db_url: str, cfg: Config) -> No
     assert p["state"] == "backfilling"
 
     legacy = status(cfg, db_url, spaces=["minilm_l6"], sources=["documents"])["pairs"][0]
-    assert legacy["kind"] == "legacy" and legacy["current"] == 0  # seeded without legacy vectors
+    assert (legacy["kind"], legacy["column"], legacy["live"]) == ("column", "embedding", True)
+    assert legacy["current"] == 0  # seeded without legacy vectors
 
     runner = CliRunner()
     res = runner.invoke(cli, ["--db", db_url, "--project", str(ROOT), "--gateway", "local",

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from embed.backfill import backfill
+from embed.backfill import PassResult, backfill
 from embed.config import Config
 from embed.database import connect
 from embed.localdb import LocalServer
@@ -44,19 +44,19 @@ def test_one_sync_after_a_backfill_disturbed_by_writers_matches_the_source(
         new = [insert_doc(conn, f"Nowa notatka numer {k}: lubi herbatę z cytryną.") for k in range(3)]
         conn.commit()
     th.join(180)
-    assert result["out"]["sources"]["documents"]["rows_written"] > 0
+    assert result["out"].sources["documents"]["rows_written"] > 0
 
     out = sync_once(cfg, url, SPACE, sources=["documents"])
-    s = out["sources"]["documents"]
+    s = out.sources["documents"]
     assert s["store_rows_deleted"] >= 2  # the early soft-deleted and hard-deleted rows
-    assert s["lag"]["rows_pending"] == 0 and out["rows_pending"] == 0
+    assert s["lag"]["rows_pending"] == 0 and out.rows_pending == 0
     got = assert_exact(url, cfg)
     assert set(new) <= set(got) and ids[1] not in got and ids[2] not in got
     p = status(cfg, url, spaces=[SPACE], sources=["documents"])["pairs"][0]
     assert (p["coverage_pct"], p["stale"], p["orphans"], p["pending"]) == (100.0, 0, 0, 0)
 
     again = sync_once(cfg, url, SPACE, sources=["documents"])  # in step: nothing to do
-    assert (again["rows_written"], again["texts_embedded"], again["store_rows_deleted"]) == (0, 0, 0)
+    assert (again.rows_written, again.texts_embedded, again.store_rows_deleted) == (0, 0, 0)
 
 
 def test_sync_reuses_stored_vectors_for_known_content(db_url: str, cfg: Config) -> None:
@@ -70,7 +70,7 @@ def test_sync_reuses_stored_vectors_for_known_content(db_url: str, cfg: Config) 
         insert_doc(conn, text)
         conn.commit()
     out = sync_once(cfg, db_url, SPACE, sources=["documents"])
-    assert (out["rows_written"], out["texts_embedded"], out["rows_reused"]) == (2, 0, 2)
+    assert (out.rows_written, out.texts_embedded, out.rows_reused) == (2, 0, 2)
     assert_exact(db_url, cfg)
 
 
@@ -102,13 +102,14 @@ def test_watch_runs_passes_until_sigterm_and_exits_cleanly(db_url: str, cfg: Con
 def test_sync_api_watch_stops_on_event(db_url: str, cfg: Config) -> None:
     seeded(db_url, cfg, documents=6, messages=1)
     stop = threading.Event()
-    seen: list[dict] = []
+    seen: list[PassResult] = []
 
-    def on_pass(out: dict) -> None:
+    def on_pass(out: PassResult, passes: int) -> None:
         seen.append(out)
-        if len(seen) == 2:
+        if passes == 2:
             stop.set()
 
-    out = sync(cfg, db_url, SPACE, sources=["documents"], watch=0.1, stop=stop, on_pass=on_pass, progress=False)
-    assert out["passes"] == 2 and seen[1]["rows_written"] == 0
+    out, passes = sync(cfg, db_url, SPACE, sources=["documents"], watch=0.1, stop=stop, on_pass=on_pass,
+                       progress=False)
+    assert passes == 2 and seen[1].rows_written == 0 and out is seen[1]
     assert_exact(db_url, cfg)

@@ -7,26 +7,29 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
+
+if TYPE_CHECKING:
+    from embed.backfill import PassResult
 
 
 def _sources(value: str) -> list[str] | None:
     return None if value == "all" else [value]
 
 
-def _summary_lines(out: dict[str, Any]) -> list[str]:
+def _summary_lines(out: PassResult) -> list[str]:
     lines = []
-    for name, s in out["sources"].items():
+    for name, s in out.sources.items():
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(s["skipped"].items())) or "none"
         state = "complete" if s["complete"] else "interrupted" if s["interrupted"] else (
             "limited" if s["limited"] else "in progress elsewhere")
         idx = s.get("index") or {}
         lines.append(
-            f"{out['kind']} {name}/{out['space']}: {s['rows_written']} rows written "
+            f"{out.kind} {name}/{out.space}: {s['rows_written']} rows written "
             f"({s['rows_embedded']} embedded, {s['rows_reused']} reused), skipped {skipped}, "
             f"{s['truncated']} truncated, {s['seconds']}s, {s['rows_per_s']} rows/s, {state}"
             + (f", index {idx.get('state')}" if idx else "")
@@ -86,7 +89,7 @@ def backfill(env: Env, space: str, source: str, limit: int | None, workers: int,
         out = run(cfg, env.url(cfg), space, sources=_sources(source), limit=limit, workers=workers,
                   chunk_rows=chunk_rows, progress=not no_progress, stop=stop)
     emit(out, as_json, _summary_lines)
-    if out["interrupted"]:
+    if out.interrupted:
         sys.exit(130)
 
 
@@ -113,33 +116,39 @@ def sync(env: Env, space: str, source: str, watch: float | None, workers: int, c
 
     cfg = env.config()
 
-    def on_pass(out: dict[str, Any]) -> None:
+    def on_pass(out: PassResult, passes: int) -> None:
         if watch is None:
             return
         if as_json:
-            click.echo(json.dumps(out, default=str))
+            click.echo(json.dumps({**out.as_dict(), "passes": passes}, default=str))
         else:
             for line in _summary_lines(out):
                 click.echo(line)
 
     with _stop_on_signals() as stop:
-        out = run(cfg, env.url(cfg), space, sources=_sources(source), watch=watch, stop=stop, on_pass=on_pass,
-                  workers=workers, chunk_rows=chunk_rows, progress=not no_progress)
+        out, passes = run(cfg, env.url(cfg), space, sources=_sources(source), watch=watch, stop=stop,
+                          on_pass=on_pass, workers=workers, chunk_rows=chunk_rows, progress=not no_progress)
     if watch is None:
         emit(out, as_json, _summary_lines)
     elif not as_json:
-        click.echo(f"sync stopped after {out['passes']} pass(es)")
+        click.echo(f"sync stopped after {passes} pass(es)")
 
 
 def _status_lines(out: dict[str, Any]) -> list[str]:
     lines = []
+    for name, st in out["serving"].items():
+        lines.append(f"{name}: production reads {st['reads']} ({st['mode']}), views serve {st['views']}"
+                     + (f", rollback goes to {st['rollback_to']}" if st["rollback_to"] else ""))
+        if st["next"]:
+            lines.append(f"  next: {st['next']}")
     for p in out["pairs"]:
         if "note" in p:
             lines.append(f"{p['source']:<20} {p['space']:<16} {p['note']}")
             continue
         head = (
             f"{p['source']:<20} {p['space']:<16} {p['kind']:<6} {p['coverage_pct']:6.2f}%  "
-            f"live {p['live_rows']}  current {p['current']}  stale {p['stale']}  pending {p['pending']}  "
+            + (f"{p['column']}{' (live)' if p['live'] else ''}  " if p["kind"] == "column" else "")
+            + f"live {p['live_rows']}  current {p['current']}  stale {p['stale']}  pending {p['pending']}  "
             f"skipped {p['skipped']}  [{p['state']}]"
         )
         if p["kind"] == "store":
@@ -147,6 +156,9 @@ def _status_lines(out: dict[str, Any]) -> list[str]:
             head += f"  orphans {p['orphans']}  index {p['index']['hnsw']}"
             head += f"  last run #{run['id']} {run['kind']} {run['status']}" if run else "  no run yet"
         lines.append(head)
+    for block in out["honcho_settings"]:
+        lines += ["", "Honcho's columns hold a space it has not been set up for; restart its API and deriver with:",
+                  block.rstrip()]
     return lines
 
 
@@ -157,8 +169,18 @@ def _status_lines(out: dict[str, Any]) -> list[str]:
 @click.pass_obj
 @fail_cleanly
 def status(env: Env, spaces: tuple[str, ...], sources: tuple[str, ...], as_json: bool) -> None:
-    """Coverage per source and space: live rows vs current vectors, stale, pending, skipped,
-    last run, HNSW index state (per workspace with --json)."""
+    """What production reads, and coverage per source and space.
+
+    First, per source: the space production reads (from the database), what the views serve,
+    where a rollback goes, and the command that settles an interrupted switch. Then per source
+    and space: live rows vs current vectors, stale, pending, skipped, last run, HNSW index
+    (per workspace with --json). While Honcho's columns hold a space whose settings no switch
+    finished delivering, the Honcho settings are printed too.
+
+    \b
+    Example:
+      embed status --space bge_m3 --json
+    """
     from embed.status import status as run
 
     cfg = env.config()

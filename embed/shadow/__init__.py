@@ -6,7 +6,7 @@ Database side: `inputs` (one reader per space, query sets), `run` (`shadow()`: r
 persist to embed_store.shadow_runs / shadow_metrics).
 """
 
-from embed.shadow.inputs import CrossSpaceError, SpaceReader, vector_location
+from embed.shadow.inputs import CrossSpaceError, SpaceReader
 from embed.shadow.metrics import (
     ShadowInputError,
     aggregate,
@@ -49,5 +49,4 @@ __all__ = [
     "shadow",
     "validate_qrels",
     "validate_rankings",
-    "vector_location",
 ]

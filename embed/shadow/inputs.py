@@ -40,13 +40,13 @@ from psycopg import sql
 
 from embed.config import Config, Source
 from embed.errors import EmbedError
-from embed.idents import column, qualified
+from embed.idents import column
+from embed.location import locate
 from embed.spaces import Space
-from embed.store import SCHEMA, table_ident
+from embed.store import SCHEMA
 from embed.target import Target
 
 OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
-INPLACE_TABLE = "inplace_columns"  # (source text, column_name text, space_fp text), kept by in-place cutover
 # Distances equal within this are ties: two implementations (pgvector, numpy BLAS) sum float32
 # products in different orders, so the same distance can differ in the 6th-7th digit.
 TIE_EPS = 1e-5
@@ -89,41 +89,6 @@ def _regclass(conn: psycopg.Connection, name: str) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
 
 
-def vector_location(conn: psycopg.Connection, cfg: Config, source: Source, space: Space) -> tuple[sql.Identifier, str]:
-    """(table, vector column) holding `space`'s vectors of `source`: the one place that decides.
-
-    An in-place cutover moves spaces between columns of the source table and records which
-    column holds which space in embed_store.inplace_columns; without a record the legacy space
-    is the source's own vector column and every other space its store table. A column the
-    record gives to another space is never read as this one.
-    """
-    src = qualified(source.table)
-    if _regclass(conn, f"{SCHEMA}.{INPLACE_TABLE}"):
-        rows = conn.execute(
-            sql.SQL("SELECT column_name, space_fp FROM {} WHERE source = %s").format(
-                sql.Identifier(SCHEMA, INPLACE_TABLE)
-            ),
-            (source.name,),
-        ).fetchall()
-        mine = [c for c, fp in rows if fp == space.fingerprint]
-        if len(mine) > 1:
-            raise EmbedError(f"{SCHEMA}.{INPLACE_TABLE} lists {len(mine)} columns of {source.name} for {space.name}")
-        if mine:
-            column(mine[0])  # validated like any configured column
-            return src, mine[0]
-        taken = {c: fp for c, fp in rows}
-        if space.fingerprint == cfg.legacy_space.fingerprint and source.vector_column in taken:
-            raise EmbedError(
-                f"{source.table}.{source.vector_column} holds space {taken[source.vector_column][:12]} "
-                f"({SCHEMA}.{INPLACE_TABLE}), not {space.name}, and no column is recorded for {space.name}"
-            )
-    if space.fingerprint == cfg.legacy_space.fingerprint:
-        if not source.vector_column:
-            raise EmbedError(f"source {source.name} declares no vector_column for the legacy space {space.name}")
-        return src, source.vector_column
-    return table_ident(source, space), "embedding"
-
-
 class SpaceReader:
     """Reads and ranks one space's vectors of one source; refuses query vectors of other spaces."""
 
@@ -131,8 +96,8 @@ class SpaceReader:
         self.source = source
         self.space = space
         self.target = Target(source, space)
-        self.table, self.column = vector_location(conn, cfg, source, space)
-        self.in_source = self.table == qualified(source.table)
+        loc = locate(conn, cfg, source, space)
+        self.table, self.column, self.in_source = loc.relation, loc.column, loc.in_source
         self.op = sql.SQL(OPERATORS[space.metric])
         self.tenants = [column(c) for c in source.tenant_columns]
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
+from embed import serving
 from embed.config import Config
 from embed.database import connect
 from embed.honcho.corpus import generate
@@ -103,22 +104,25 @@ def check_store(cfg: Config, url: str, space: str, source: str) -> list[dict[str
     return out
 
 
-def check_active(cfg: Config, url: str, project: Path) -> list[dict[str, Any]]:
-    now = Config.load(project, "local")
+def check_active(cfg: Config, url: str) -> list[dict[str, Any]]:
+    """The views, the event log and embed_store.serving agree on what each source reads, and no
+    switch is left half-done."""
     out: list[dict[str, Any]] = []
     with connect(url) as conn:
         last = _last_switches(conn)
+        reads = serving.read(conn, cfg)
         held = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
                             "AND objid = (hashtext('embed.cutover')::bigint & 4294967295)::oid").fetchone()[0]
         for source in cfg.sources:
             recorded = (last.get(source) or {}).get("to_fp") or cfg.legacy_space.fingerprint
             served = {r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT space_fp FROM {}").format(
                 sql.Identifier("embed", f"{source}_active")))}
-            config = now.active_space(source).fingerprint
-            if served - {recorded} or config != recorded:
+            st = reads[source]
+            if served - {recorded} or st.space_fp != recorded or st.views_behind:
                 names = {s.fingerprint: s.name for s in cfg.spaces.values()}
                 out.append({"source": source, "what": "active space disagrees", "recorded": names.get(recorded),
-                            "served": sorted(names.get(f, f) for f in served), "config": names.get(config)})
+                            "served": sorted(names.get(f, f) for f in served), "serving": names.get(st.space_fp),
+                            "views_behind": st.views_behind})
     if held:
         out.append({"what": "a cutover/rollback lock is still held after the run"})
     return out
@@ -204,13 +208,13 @@ def check_privacy(files: Iterable[Path], texts: set[str], marker: re.Pattern[str
     return lines, out
 
 
-def check_all(cfg: Config, url: str, project: Path, *, inplace: bool) -> Report:
+def check_all(cfg: Config, url: str, *, inplace: bool) -> Report:
     """Every database invariant (privacy is checked by the driver, which knows the log files)."""
     report = Report()
     for space in CANDIDATES:
         for source in cfg.sources:
             report.add("store", check_store(cfg, url, space, source))
-    report.add("active", check_active(cfg, url, project))
+    report.add("active", check_active(cfg, url))
     report.add("events", check_events(cfg, url))
     if inplace:
         report.add("inplace", check_inplace(cfg, url))

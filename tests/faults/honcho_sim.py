@@ -1,6 +1,6 @@
 """A simulated Honcho writing to the database while the migration runs (another process).
 
-    python -m tests.faults.honcho_sim URL --seed N --rate R --workdir DIR
+    python -m tests.faults.honcho_sim URL --seed N --rate R --workdir DIR [--env HONCHO_ENV]
 
 At a steady (Poisson) rate it does what Honcho's API and deriver do to the two vector tables:
 inserts documents with a vector from the model Honcho is configured with (sometimes NULL and
@@ -16,6 +16,12 @@ writers, as an operator does around a cutover) and `space` (which model Honcho i
 with: after an in-place cutover the operator switches it, and Honcho writes that space's
 vectors into the same column). State, counts and ids go to DIR/sim.state.json and the log;
 never a text.
+
+With `--env FILE` it is configured the way Honcho is, by the .env settings `embed cutover`
+prints: it runs Honcho's startup check (both vector columns' declared dims must equal
+EMBEDDING_VECTOR_DIMENSIONS, else it exits 3, as Honcho refuses to start), and embeds every text
+by POSTing it raw, with no query/passage hint, to EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL as
+EMBEDDING_MODEL_CONFIG__MODEL: whatever space that server makes is what lands in the column.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import random
 import signal
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +54,51 @@ OPS = {  # weights
 }
 
 
+def read_env(path: Path) -> dict[str, str]:
+    """A .env file: VAR=value lines; comments and blank lines skipped."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+class HonchoEmbedder:
+    """Honcho's embedding client, reduced to what decides the space: endpoint, model, raw text."""
+
+    def __init__(self, settings: dict[str, str]) -> None:
+        self.url = settings["EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL"].rstrip("/") + "/embeddings"
+        self.model = settings["EMBEDDING_MODEL_CONFIG__MODEL"]
+        self.dims = int(settings["EMBEDDING_VECTOR_DIMENSIONS"])
+        self.batch = int(settings.get("EMBEDDING_MODEL_CONFIG__MAX_BATCH_SIZE", 32))
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        data: list[dict] = []
+        for at in range(0, len(texts), self.batch):  # Honcho batches by MAX_BATCH_SIZE too
+            body = json.dumps({"model": self.model, "input": texts[at:at + self.batch]}).encode()
+            req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                data += sorted(json.loads(r.read())["data"], key=lambda d: d["index"])
+        out = np.asarray([d["embedding"] for d in data], dtype=np.float32).reshape(len(texts), -1)
+        if out.shape[1] != self.dims:  # Honcho checks every vector's length
+            raise ValueError(f"the server returned {out.shape[1]} dims, EMBEDDING_VECTOR_DIMENSIONS is {self.dims}")
+        return out
+
+    def startup_check(self, conn: psycopg.Connection) -> str | None:
+        """Honcho's src/startup/embedding_validator.py: the declared dims of both columns."""
+        for table in ("documents", "message_embeddings"):
+            typ = conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                               "%s::regclass AND attname = 'embedding' AND NOT attisdropped", (table,)).fetchone()[0]
+            if typ != f"vector({self.dims})":
+                return f"{table}.embedding is {typ}, EMBEDDING_VECTOR_DIMENSIONS is {self.dims}"
+        return None
+
+
 class Sim:
-    def __init__(self, url: str, seed: int, rate: float, workdir: Path) -> None:
+    def __init__(self, url: str, seed: int, rate: float, workdir: Path, honcho: HonchoEmbedder | None = None
+                 ) -> None:
+        self.honcho = honcho
         self.url, self.seed, self.rate = url, seed, rate
         self.rng = random.Random(seed)
         self.control = workdir / "sim.control.json"
@@ -102,7 +152,9 @@ class Sim:
         return f"{body} ({tag})"
 
     def vector(self, text: str) -> np.ndarray | None:
-        return VECTORS[self.space]([text])[0] if text.strip() else None
+        if not text.strip():
+            return None
+        return (self.honcho or VECTORS[self.space])([text])[0]
 
     def nanoid(self) -> str:
         return "".join(self.rng.choice(NANOID) for _ in range(21))
@@ -207,6 +259,11 @@ class Sim:
     def run(self) -> None:
         names, weights = list(OPS), list(OPS.values())
         conn = self.connect()
+        if self.honcho is not None:
+            wrong = self.honcho.startup_check(conn)
+            if wrong:
+                self.say(f"startup check failed: {wrong}")
+                raise SystemExit(3)
         self.load(conn)
         self.write_state()
         self.say(f"started seed={self.seed} rate={self.rate}")
@@ -230,7 +287,7 @@ class Sim:
                 self.errors[type(e).__name__] += 1
                 self.say(f"op={op} lost the connection ({type(e).__name__}); reconnecting")
                 conn.close()
-            except psycopg.Error as e:  # a race with our own deletes, a lock timeout: Honcho would retry
+            except (psycopg.Error, OSError, ValueError) as e:  # a race with our deletes, a lock timeout, the server: Honcho retries
                 self.errors[type(e).__name__] += 1
                 self.say(f"op={op} failed ({type(e).__name__})")
             if time.monotonic() - last_state > 0.5:
@@ -247,8 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--rate", type=float, default=4.0, help="operations per second (Poisson)")
     ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--env", type=Path, help="Honcho's .env settings: embed through that server, check dims first")
     a = ap.parse_args(argv)
-    sim = Sim(a.url, a.seed, a.rate, a.workdir)
+    sim = Sim(a.url, a.seed, a.rate, a.workdir, HonchoEmbedder(read_env(a.env)) if a.env else None)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         sim.stop = True

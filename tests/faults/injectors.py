@@ -6,7 +6,7 @@ menu per kind of step is in `MENU`:
 
   kill9@<point>   park the process at an EMBED_TEST_PAUSE_AT point (embed/hooks.py), SIGKILL it:
                   the backfill writer's points, before the HNSW build, and in a switch after
-                  the gate, after config.yaml is rewritten, after the views are switched
+                  the gate, after the views are aimed, after a swap commits, after the views are switched
   kill9           SIGKILL after a random delay (no pause point: anywhere, e.g. inside a plan)
   pg_restart      stop Postgres (fast shutdown) for a moment and start it again
   pg_terminate    pg_terminate_backend() on every connection except the simulator's and reader's
@@ -44,7 +44,8 @@ MENU: dict[str, tuple[str, ...]] = {
     "backfill_local": (*(f"kill9@{p}" for p in (*WRITE_POINTS, "before_index")), "kill9", *DB),
     "sync_http": (*(f"kill9@{p}" for p in WRITE_POINTS), "kill9", *DB, *ENDPOINT),
     "sync_local": (*(f"kill9@{p}" for p in WRITE_POINTS), "kill9", *DB),
-    "switch": ("kill9", "kill9@cutover_gated", "kill9@switch_config_written", "kill9@switch_views_done", *DB,
+    "switch": ("kill9", "kill9@cutover_gated", "kill9@switch_aimed", "kill9@switch_committed",
+               "kill9@switch_views_done", *DB,
                "concurrent", "concurrent"),
     "backup": ("kill9", "pg_terminate", "backup:full", "backup:immutable"),
     "stage": ("kill9", "kill9@inplace_before_index", *DB),

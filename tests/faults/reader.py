@@ -94,10 +94,10 @@ class Reader:
               left: str | None, **kw: Any) -> None:
         """A read of `got` where `expected` was recorded. Not a wrong space when `got` is where a
         switch is going: while it holds its lock (a switch window), or after it died between
-        switching and recording, when `left` (what that switch wrote first: config.yaml's
-        embed_active for the views, the swap's own record for Honcho's column) names `got` (an
+        switching and recording, when `left` (what that switch wrote first: the views' target in
+        embed_store.serving, the swap's own record for Honcho's column) names `got` (an
         interrupted switch; its rerun must close the gap: the driver checks after every step
-        that log, views, config.yaml and columns agree). Anything else is a violation."""
+        that log, views, embed_store.serving and columns agree). Anything else is a violation."""
         if got in targets and (in_switch or got == left):
             self.stats[f"{'switch_window' if in_switch else 'interrupted_switch'}:{kind}"] += 1
             return
@@ -138,12 +138,12 @@ class Reader:
         return _RECORDED.format(source=sql.Literal(name), legacy=sql.Literal(self.cfg.legacy_space.fingerprint),
                                 lock=sql.Literal(SWITCH_LOCK), mode=sql.Literal(mode))
 
-    def config_active(self, name: str) -> str | None:
-        """The space config.yaml names for a source right now (a switch rewrites it first)."""
-        try:
-            return Config.load(self.project, "local").active_space(name).fingerprint
-        except Exception:  # mid-rewrite (it is replaced atomically, but be safe): no tolerance
+    def aimed(self, conn: psycopg.Connection, name: str) -> str | None:
+        """The space a view switch aimed the views at before its plan (embed_store.serving.target_fp)."""
+        if not conn.execute("SELECT to_regclass('embed_store.serving') IS NOT NULL").fetchone()[0]:
             return None
+        row = conn.execute("SELECT target_fp FROM embed_store.serving WHERE source = %s", (name,)).fetchone()
+        return row[0] if row else None
 
     def swapped(self, conn: psycopg.Connection, name: str) -> str | None:
         """The space Honcho's live column holds per the swap's own record (written in the swap's
@@ -171,7 +171,7 @@ class Reader:
         for expected, in_switch, targets, fp, n in rows:
             self.stats["view_rows"] += n
             if fp is not None and fp != expected:
-                self.wrong("view", name, expected, fp, in_switch, targets, self.config_active(name), rows=n)
+                self.wrong("view", name, expected, fp, in_switch, targets, self.aimed(conn, name), rows=n)
         return rows[0][0]
 
     def check_query(self, conn: psycopg.Connection, name: str, tenant_cols: tuple[str, ...], expected: str) -> None:
@@ -192,7 +192,7 @@ class Reader:
         self.stats["query_rows"] += sum(1 for r in rows if r[3] is not None)
         bad = [r for r in rows if r[3] is not None and r[4] != r[0]]
         if bad:
-            self.wrong("query", name, bad[0][0], bad[0][4], bad[0][1], bad[0][2], self.config_active(name),
+            self.wrong("query", name, bad[0][0], bad[0][4], bad[0][1], bad[0][2], self.aimed(conn, name),
                        ids=[str(r[3]) for r in bad[:5]])
 
     def check_column(self, conn: psycopg.Connection, name: str, expected: str) -> None:

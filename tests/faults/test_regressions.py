@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from embed import serving
 from embed.backfill import Options, run_pass
 from embed.config import Config
+from embed.database import connect
 from tests.badserver import BadServer
 from tests.faults import checker
 from tests.faults.endpoint import Endpoint
@@ -63,7 +65,7 @@ def test_a_burst_of_malformed_responses_skips_no_row(run: tuple[Config, str]) ->
         space = cfg.space(HTTP)
         space = dataclasses.replace(space, options={**space.options, "endpoint": bad.url, "api_key_env": None})
         out = run_pass(cfg, url, space, opts=Options(progress=False, chunk_rows=8))
-    assert set(out["skipped"]) <= {"empty"}, out["skipped"]
+    assert set(out.skipped) <= {"empty"}, out.skipped
     for source in cfg.sources:
         assert checker.check_store(cfg, url, HTTP, source) == []
 
@@ -81,23 +83,23 @@ def test_a_switch_killed_before_its_event_is_completed_by_the_rerun(
     p = _switch(url, env, "cutover", "--space", HTTP, pause="switch_views_done")
     p.wait_for("embed-test: paused at switch_views_done")
     p.kill9()
-    behind = checker.check_active(cfg, url, cfg.project)
-    assert {v["recorded"] for v in behind} == {LEGACY} and {v["config"] for v in behind} == {HTTP}
+    behind = checker.check_active(cfg, url)  # the views serve HTTP, nothing recorded it yet
+    assert {v["recorded"] for v in behind} == {LEGACY} and {tuple(v["served"]) for v in behind} == {(HTTP,)}
 
     again = _switch(url, env, "cutover", "--space", HTTP)
     again.p.wait(300)
     assert again.p.returncode == 0, again.err[-3:]
     assert f"documents: {LEGACY} -> {HTTP}" in again.out
-    assert checker.check_active(cfg, url, cfg.project) == [] and checker.check_events(cfg, url) == []
+    assert checker.check_active(cfg, url) == [] and checker.check_events(cfg, url) == []
 
-    p = _switch(url, env, "rollback", pause="switch_config_written")  # killed before its plan
-    p.wait_for("embed-test: paused at switch_config_written")
+    p = _switch(url, env, "rollback", pause="switch_aimed")  # killed before its plan
+    p.wait_for("embed-test: paused at switch_aimed")
     p.kill9()
     again = _switch(url, env, "rollback")
     again.p.wait(300)
     assert again.p.returncode == 0, again.err[-3:]
     assert f"documents: {HTTP} -> {LEGACY}" in again.out
-    assert checker.check_active(cfg, url, cfg.project) == [] and checker.check_events(cfg, url) == []
+    assert checker.check_active(cfg, url) == [] and checker.check_events(cfg, url) == []
 
 
 def test_a_lost_lock_connection_stops_the_switch_before_it_happens(
@@ -114,8 +116,9 @@ def test_a_lost_lock_connection_stops_the_switch_before_it_happens(
     assert p.p.returncode == 1 and not any("Traceback" in ln for ln in p.err), p.err[-5:]
     assert p.err[-1] == ("embed: error: lost the database connection holding the cutover lock; "
                          "nothing switched: run it again")
-    assert checker.check_active(cfg, url, cfg.project) == []
-    assert Config.load(cfg.project, "local").active_space("documents").name == LEGACY
+    assert checker.check_active(cfg, url) == []
+    with connect(url) as conn:
+        assert serving.read(conn, cfg)["documents"].space_fp == cfg.space(LEGACY).fingerprint
 
 
 def test_an_inplace_switch_killed_after_its_swap_is_finished_not_swapped_again(
@@ -123,31 +126,34 @@ def test_an_inplace_switch_killed_after_its_swap_is_finished_not_swapped_again(
     """Found in the in-place phase (seed 1): the rerun of an in-place switch that failed or died
     after its swap swapped again: a rollback's rerun put the cutover's space back in Honcho's
     column under a 'rollback' event, a cutover's rerun was stuck ("already live: nothing to
-    stage"). The rerun now finishes the switch instead."""
+    stage"). The swap now records itself in its own transaction, and the rerun finishes the
+    views instead of swapping."""
     cfg, url, env = ready
-    p = _switch(url, env, "cutover", "--space", HTTP, "--mode", "honcho-inplace", pause="switch_config_written")
-    p.wait_for("embed-test: paused at switch_config_written")
+    p = _switch(url, env, "cutover", "--space", HTTP, "--mode", "honcho-inplace", "--writers-stopped",
+                pause="switch_committed")
+    p.wait_for("embed-test: paused at switch_committed")
     p.kill9()
-    assert {v["source"] for v in checker.check_inplace(cfg, url)} == set(cfg.sources)  # swapped, not recorded
-    again = _switch(url, env, "cutover", "--space", HTTP, "--mode", "honcho-inplace")
+    assert checker.check_inplace(cfg, url) == []  # swapped and recorded together
+    assert {v["views_behind"] for v in checker.check_active(cfg, url)} == {True}
+    again = _switch(url, env, "cutover", "--space", HTTP, "--mode", "honcho-inplace", "--writers-stopped")
     again.p.wait(300)
     for t in again._t:
         t.join(5)
     assert again.p.returncode == 0, again.err[-3:]
     assert checker.check_inplace(cfg, url) == [] and checker.check_events(cfg, url) == []
-    assert checker.check_active(cfg, url, cfg.project) == []
+    assert checker.check_active(cfg, url) == []
 
-    p = _switch(url, env, "rollback", pause="switch_config_written")  # swapped back, nothing recorded
-    p.wait_for("embed-test: paused at switch_config_written")
+    p = _switch(url, env, "rollback", "--writers-stopped", pause="switch_committed")  # swapped back
+    p.wait_for("embed-test: paused at switch_committed")
     p.kill9()
-    again = _switch(url, env, "rollback")
+    again = _switch(url, env, "rollback", "--writers-stopped")
     again.p.wait(300)
     for t in again._t:
         t.join(5)
     assert again.p.returncode == 0, again.err[-3:]
-    assert f"documents: {HTTP} -> {LEGACY}" in again.out
+    assert any(ln.startswith(f"finished: {LEGACY}") for ln in again.out)  # not swapped twice: the views caught up
     assert checker.check_inplace(cfg, url) == [] and checker.check_events(cfg, url) == []  # legacy, not swapped twice
-    assert checker.check_active(cfg, url, cfg.project) == []
+    assert checker.check_active(cfg, url) == []
 
 
 def test_a_connection_lost_mid_command_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
