@@ -11,7 +11,7 @@ Part 2, store writes (no model; random unit vectors of --write-dims, default 102
   raw COPY          binary COPY (psycopg write_row + set_types, the documented way) into an
                     empty table shaped and indexed like the store table, same batches;
   raw COPY, buffer  the same with the COPY stream prebuilt in numpy (no per-row Python);
-  store writer      embed.writer.StoreWriter: binary COPY + source check + skip cleanup, one
+  store writer      embed.store.writer.StoreWriter: binary COPY + source check + skip cleanup, one
                     transaction per batch, into the real store table;
   LangChain         PGVector.add_embeddings (langchain-postgres) when it imports here or in
                     --langchain-python; row-by-row executemany INSERT otherwise (said so).
@@ -40,13 +40,13 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from embed.backfill import Options, run_pass  # noqa: E402
 from embed.config import Config  # noqa: E402
-from embed.database import connect  # noqa: E402
-from embed.indexes import ensure_hash_index  # noqa: E402
+from embed.db.connection import connect  # noqa: E402
+from embed.fill.backfill import Options, run_pass  # noqa: E402
 from embed.spaces import parse_space  # noqa: E402
-from embed.target import Target  # noqa: E402
-from embed.writer import COLUMNS, Rows, StoreWriter, copy_statement, encode_copy  # noqa: E402
+from embed.store.indexes import ensure_hash_index  # noqa: E402
+from embed.store.target import Target  # noqa: E402
+from embed.store.writer import COLUMNS, Rows, StoreWriter, copy_statement, encode_copy  # noqa: E402
 
 BATCH = 4096
 SCALES = {"small": (2000, 1000), "honcho": (26141, 13558)}
@@ -72,7 +72,7 @@ def database(args: argparse.Namespace) -> tuple[str, object]:
         return url, drop
     import socket
 
-    from embed.localdb import LocalServer
+    from embed.db.localpg import LocalServer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -358,8 +358,8 @@ def main() -> None:
         langchain_worker(*args.langchain_worker)
         return
     from embed import store
-    from embed.honcho.corpus import generate
-    from embed.honcho.seed import seed
+    from embed.honcho.synthetic.corpus import generate
+    from embed.honcho.synthetic.seed import seed
 
     docs, msgs = SCALES[args.scale]
     docs = args.rows or docs

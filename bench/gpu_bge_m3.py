@@ -14,7 +14,7 @@ For each length L (synthetic PL/EN texts of L*[0.9, 1.0] tokens, specials includ
 a Honcho-like log-normal mix with mean ~60 tokens, max_length 512) and batch size B:
   FE    BGEM3FlagModel(path, use_fp16=True, devices=[dev]).encode(texts, batch_size=B,
         max_length=L, return_dense=True, return_sparse=False, return_colbert_vecs=False):
-        one call over all --texts texts (as embed.backfill does, one call per chunk of rows),
+        one call over all --texts texts (as embed.fill.backfill does, one call per chunk of rows),
         tokenisation, its first-batch probe, padding and the copy back included;
   bare  the same model loaded with transformers' AutoModel (fp16 on CUDA, fp32 on CPU), fed
         the same length-sorted, padded batches already on the device: forward, CLS pooling,
@@ -64,7 +64,7 @@ SHAPE = dict(
     eos_token_id=2,
 )
 HONCHO_ROWS = 40_000  # ~26k docs + ~14k message chunks
-CALL_ROWS = 4096  # embed.backfill's chunk_rows: the most texts in one encode() call
+CALL_ROWS = 4096  # embed.fill.backfill's chunk_rows: the most texts in one encode() call
 
 PL = [
     "Ala ma kota, a kot ma Alę.",

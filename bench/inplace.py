@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.backfill import SCALES, database, say  # noqa: E402
-from embed import inplace  # noqa: E402
 from embed.config import Config  # noqa: E402
-from tests.test_inplace_support import LEGACY, NEW, Writer, fill_store, honcho_db  # noqa: E402
+from embed.cutover import inplace  # noqa: E402
+from tests.support.inplace import LEGACY, NEW, Writer, fill_store, honcho_db  # noqa: E402
 
 
 def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/shadow.py [--scale tiny|small|honcho] [--queries 1000] [--k 10]
                                      [--query-embedder real|synthetic] [--db URL]
 
-Builds a Honcho-shaped corpus (embed.honcho.corpus SCALES; honcho = ~26k documents + ~13.5k
+Builds a Honcho-shaped corpus (embed.honcho.synthetic.corpus SCALES; honcho = ~26k documents + ~13.5k
 message_embeddings) with two spaces: the legacy minilm_l6 vectors in the source columns and
 e5_small vectors in its store tables, both deterministic synthetic unit vectors (sha256-seeded,
 as tests/conftest.py makes them) loaded with binary COPY, HNSW-indexed as Honcho indexes them
@@ -32,15 +32,15 @@ sys.path.insert(0, str(ROOT))
 
 from embed import store  # noqa: E402
 from embed.config import Config  # noqa: E402
-from embed.database import connect  # noqa: E402
+from embed.db.connection import connect  # noqa: E402
 from embed.embedders import EmbedResult  # noqa: E402
-from embed.honcho.corpus import SCALES, generate  # noqa: E402
-from embed.honcho.seed import seed  # noqa: E402
-from embed.indexes import ensure_hnsw  # noqa: E402
+from embed.honcho.synthetic.corpus import SCALES, generate  # noqa: E402
+from embed.honcho.synthetic.seed import seed  # noqa: E402
 from embed.shadow.run import Phases, shadow  # noqa: E402
 from embed.spaces import Space  # noqa: E402
-from embed.target import Target, content_hash  # noqa: E402
-from embed.writer import Rows, copy_statement, encode_parts  # noqa: E402
+from embed.store.indexes import ensure_hnsw  # noqa: E402
+from embed.store.target import Target, content_hash  # noqa: E402
+from embed.store.writer import Rows, copy_statement, encode_parts  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from backfill import database  # noqa: E402  (bench/backfill.py: a fresh database, embedded or on --db)

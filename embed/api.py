@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from embed import mesh, serving, store
+from embed import mesh, store
 from embed.config import Config
-from embed.database import connect, ensure_pgvector, resolve_url
+from embed.db.connection import connect, ensure_pgvector, resolve_url
 from embed.errors import EmbedError
-from embed.location import check_legacy
+from embed.store import serving
+from embed.store.location import check_legacy
 
 
 def init_store(cfg: Config, url: str) -> dict[str, Any]:
@@ -59,8 +60,8 @@ def seed_honcho(
     cfg: Config, url: str, *, scale: str = "small", seed: int = 7, dims: int | None = None, vectors: bool = True
 ) -> dict[str, Any]:
     """Create the Honcho-shaped tables and load the seeded corpus, with legacy-space vectors."""
-    from embed.honcho.corpus import SCALES, generate
-    from embed.honcho.seed import seed as load
+    from embed.honcho.synthetic.corpus import SCALES, generate
+    from embed.honcho.synthetic.seed import seed as load
 
     legacy = cfg.legacy_space
     dims = dims or legacy.dims

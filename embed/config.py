@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
+from embed.db.idents import check_name, column, qualified
 from embed.errors import EmbedError
-from embed.idents import check_name, column, qualified
 from embed.spaces import Space, parse_space
 
 CONFIG_FILE = "config.yaml"

@@ -24,8 +24,8 @@ from psycopg import sql
 
 from embed import api, mesh
 from embed.config import Config
-from embed.database import connect, mask
-from embed.localdb import LocalServer
+from embed.db.connection import connect, mask
+from embed.db.localpg import LocalServer
 
 CANDIDATE = "e5_small"
 BGE_M3 = "bge_m3"
@@ -77,7 +77,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return f"demo project (a copy of the checkout's project files): {st['cfg'].project}"
 
     def redis() -> str:
-        from embed.localredis import LocalRedis
+        from embed.db.localredis import LocalRedis
 
         if not LocalRedis.available():
             st["redis"] = None
@@ -109,7 +109,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return f"sqlmesh plan applied: {len(out['new_snapshots'])} view(s) built; audits passed"
 
     def reset() -> str:
-        from embed.cutover import rollback
+        from embed.cutover.switch import rollback
 
         dcfg = st["cfg"]
         if all(name == legacy for name in _reads(dcfg, st["url"]).values()):
@@ -118,7 +118,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return f"a previous demo left {CANDIDATE} active: rolled back to {legacy} to replay the procedure"
 
     def backup() -> str:
-        from embed.backup import human_bytes, take_backup
+        from embed.safety.backup import human_bytes, take_backup
 
         out = st["work"] / "backups" / time.strftime("%Y%m%dT%H%M%S")
         m = take_backup(st["cfg"], st["url"], out, redis_url=st["redis"])
@@ -138,17 +138,17 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return "; ".join(lines)
 
     def backfill() -> str:
-        from embed.backfill import backfill as fill
+        from embed.fill.backfill import backfill as fill
 
         outs = [fill(st["cfg"], st["url"], name, progress=False) for name in candidates]
         return "; ".join(f"{o.space}: {o.rows_written} rows written, {o.rows_reused} reused, "
                          f"{o.rows_per_s} rows/s" for o in outs)
 
     def sync() -> str:
-        from embed.backfill import Options
         from embed.embedders import get_embedder
-        from embed.honcho.live import LiveWriter
-        from embed.sync import sync_once
+        from embed.fill.backfill import Options
+        from embed.fill.sync import sync_once
+        from embed.honcho.synthetic.live import LiveWriter
 
         st["legacy_embedder"] = emb = get_embedder(st["cfg"].legacy_space)
         st["writer"] = writer = LiveWriter(st["url"], lambda t: emb.embed(t, "passage").vectors)
@@ -175,16 +175,16 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return _shadow_line(results["documents"], legacy) + f"; report {html}"
 
     def gate_blocked() -> str:
-        from embed.cutover import gate
+        from embed.cutover.switch import gate
 
         st["writer"].burst(3)  # Honcho kept writing after the last sync
         r = gate(st["cfg"], st["url"], CANDIDATE)
         return ("BLOCKED: " + r.summary()) if not r.passed else "passed (expected a lag)"
 
     def gate_passing() -> str:
-        from embed.backfill import Options
-        from embed.cutover import gate
-        from embed.sync import sync_once
+        from embed.cutover.switch import gate
+        from embed.fill.backfill import Options
+        from embed.fill.sync import sync_once
 
         n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False)).rows_written
         r = gate(st["cfg"], st["url"], CANDIDATE)
@@ -192,7 +192,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return f"after `embed sync` ({n} written): {verdict}, {sum(g.passed for g in r.gates)}/{len(r.gates)} gates"
 
     def cutover() -> str:
-        from embed.cutover import cutover as switch
+        from embed.cutover.switch import cutover as switch
 
         out = switch(st["cfg"], st["url"], CANDIDATE)
         moved = ", ".join(f"{s} {a} -> {b}" for s, (a, b) in out.switched.items())
@@ -202,7 +202,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return _honcho_style_query(st["cfg"], st["url"])
 
     def rollback() -> str:
-        from embed.cutover import rollback as back
+        from embed.cutover.switch import rollback as back
 
         out = back(st["cfg"], st["url"])
         moved = ", ".join(f"{s} -> {b}" for s, (_, b) in out.switched.items())
@@ -211,15 +211,15 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
                 f"again: {again.outcome}")
 
     def retire() -> str:
-        from embed.backup import human_bytes
-        from embed.retire import retire_plan
+        from embed.safety.backup import human_bytes
+        from embed.safety.retire import retire_plan
 
         p = retire_plan(st["cfg"], st["url"], legacy)
         why = p["blockers"][0] if p["blockers"] else "allowed"
         return f"dry run for {legacy}: would free {human_bytes(p['bytes'])}; {why}"
 
     def evidence() -> str:
-        from embed.evidence import write_bundle
+        from embed.safety.evidence import write_bundle
 
         out = st["work"] / "evidence"
         idx = write_bundle(st["cfg"], st["url"], CANDIDATE, out)
@@ -268,7 +268,7 @@ def _shadow_line(result: dict[str, Any], legacy: str) -> str:
 
 def _reads(cfg: Config, url: str) -> dict[str, str]:
     """source -> the space production reads (embed_store.serving)."""
-    from embed import serving
+    from embed.store import serving
 
     with connect(url) as conn:
         return {s: cfg.label(st.space_fp) for s, st in serving.read(conn, cfg).items()}

@@ -26,13 +26,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from embed import serving
 from embed.config import Config
-from embed.endpoint import IN_PROCESS, LOOPBACK, PRIVATE
+from embed.embedders.endpoint import IN_PROCESS, LOOPBACK, PRIVATE
 from embed.errors import EmbedError
 from embed.spaces import Space
-from embed.store import SCHEMA
-from embed.target import Target
+from embed.store import SCHEMA, serving
+from embed.store.target import Target
 
 BLOCKED = "embed gate blocked the plan: "
 Fetch = Callable[[str], list[tuple[Any, ...]]]

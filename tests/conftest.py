@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from embed.config import Config
-from embed.localdb import LocalServer
+from embed.db.localpg import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "macros", "audits")

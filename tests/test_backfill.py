@@ -18,18 +18,17 @@ import pytest
 
 from embed import mesh
 from embed.api import init_store
-from embed.backfill import Options, backfill, run_pass
 from embed.config import Config
-from embed.database import connect
+from embed.db.connection import connect
+from embed.db.localpg import LocalServer
 from embed.embedders import EmbedResponseError, get_embedder
 from embed.errors import EmbedError
-from embed.localdb import LocalServer
-from embed.progress import Progress
-from embed.status import status
-from embed.target import Target
-from embed.writer import Rows, Skip, StoreWriter, copy_statement, encode_copy
-from tests.gate_support import plan_switch, plant_gates
-from tests.test_backfill_support import (
+from embed.fill.backfill import Options, backfill, run_pass
+from embed.fill.progress import Progress
+from embed.fill.status import status
+from embed.store.target import Target
+from embed.store.writer import Rows, Skip, StoreWriter, copy_statement, encode_copy
+from tests.support.backfill import (
     ROOT,
     SPACE,
     Proc,
@@ -43,6 +42,7 @@ from tests.test_backfill_support import (
     store_table,
     stored,
 )
+from tests.support.gate import plan_switch, plant_gates
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +230,7 @@ def test_rejected_rows_are_skipped_and_a_blanket_rejection_stops(db_url: str, cf
 
 
 def test_an_invalid_index_left_by_a_crash_is_rebuilt(db_url: str, cfg: Config) -> None:
-    from embed.indexes import ensure_hnsw
+    from embed.store.indexes import ensure_hnsw
 
     seeded(db_url, cfg, documents=8, messages=1)
     backfill(cfg, db_url, SPACE, sources=["documents"], progress=False)
@@ -366,7 +366,7 @@ def test_server_restart_mid_backfill_is_retried_to_the_end(pg_server: LocalServe
 
 
 def test_a_lost_database_beyond_the_retry_window_is_a_clear_error(db_url: str, cfg: Config) -> None:
-    from embed.backfill import SourcePass
+    from embed.fill.backfill import SourcePass
 
     seeded(db_url, cfg, documents=8, messages=1)
     t = Target(cfg.source("documents"), cfg.space(SPACE))

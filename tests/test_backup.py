@@ -20,16 +20,16 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from embed import backup as bk
 from embed import store
-from embed.backup import libpq_target, pg_tools, redis_target, take_backup, verify_backup
 from embed.cli import cli
 from embed.config import Config
-from embed.database import connect, ensure_pgvector
+from embed.db.connection import connect, ensure_pgvector
+from embed.db.localpg import LocalServer
 from embed.errors import EmbedError
-from embed.honcho.corpus import generate
-from embed.honcho.seed import seed
-from embed.localdb import LocalServer
+from embed.honcho.synthetic.corpus import generate
+from embed.honcho.synthetic.seed import seed
+from embed.safety import backup as bk
+from embed.safety.backup import libpq_target, pg_tools, redis_target, take_backup, verify_backup
 from tests.conftest import ROOT, free_port, hashed_unit_vectors, new_database
 
 REDIS_PASSWORD = "r3d!s:pw@x"

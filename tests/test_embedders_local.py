@@ -14,7 +14,7 @@ from embed.config import Config
 from embed.embedders import EmbedConfigError, Embedder, EmbedInputError, get_embedder
 from embed.embedders.flag import model_dir
 from embed.spaces import Space
-from tests.tinybge import session_tiny_bge
+from tests.support.tinybge import session_tiny_bge
 
 
 @pytest.fixture(scope="session")

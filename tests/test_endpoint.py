@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from embed.embedders import EmbedConfigError, EmbedRefusedError, get_embedder
-from embed.endpoint import address_class, classify, safe_url
+from embed.embedders.endpoint import address_class, classify, safe_url
 from embed.errors import EmbedError
 from embed.spaces import Space
 

@@ -19,17 +19,17 @@ from click.testing import CliRunner, Result
 
 from embed import store
 from embed.api import init_store
-from embed.backup import take_backup
 from embed.cli import cli
 from embed.config import Config
-from embed.database import connect
+from embed.db.connection import connect
+from embed.db.localpg import LocalServer
 from embed.embedders import get_embedder
-from embed.evidence import visible_secrets
-from embed.localdb import LocalServer
+from embed.safety.backup import take_backup
+from embed.safety.evidence import visible_secrets
 from embed.shadow.report import build_result
 from embed.smoke import SENTINELS, run_smoke
 from tests.conftest import ROOT, new_database
-from tests.test_backfill_support import seeded
+from tests.support.backfill import seeded
 
 API_KEY = "sk-test-evidence-5f0c9a7e1b2d4c6a8e0f"
 DB_PASSWORD = "Ev1dence-db-pw-7c41"

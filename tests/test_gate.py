@@ -2,7 +2,7 @@
 embedded Postgres with real `sqlmesh plan`s.
 
 One database per module (seeded, both spaces' vectors present, views planned); each test plants
-the gate inputs it needs (tests/gate_support.py) after wiping the previous test's, so one gate
+the gate inputs it needs (tests/support/gate.py) after wiping the previous test's, so one gate
 at a time can be made to fail. Vectors are `hashed_unit_vectors` test data.
 """
 
@@ -19,20 +19,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from embed import mesh, serving
+from embed import mesh
 from embed.api import init_store
 from embed.cli import cli
 from embed.config import Config
-from embed.cutover import GateResult, cutover, gate, rollback
-from embed.database import connect, sqlmesh_env
+from embed.cutover.switch import GateResult, cutover, gate, rollback
+from embed.db.connection import connect, sqlmesh_env
+from embed.db.localpg import LocalServer
 from embed.errors import EmbedError
-from embed.honcho.corpus import generate
-from embed.honcho.seed import seed
-from embed.localdb import LocalServer
-from embed.store import table_name
+from embed.honcho.synthetic.corpus import generate
+from embed.honcho.synthetic.seed import seed
+from embed.store import serving, table_name
 from tests.conftest import PROJECT_FILES, ROOT, new_database
-from tests.gate_support import plan_switch, plant_backup, plant_gates, plant_shadow, plant_smoke
-from tests.test_backfill_support import insert_doc
+from tests.support.backfill import insert_doc
+from tests.support.gate import plan_switch, plant_backup, plant_gates, plant_shadow, plant_smoke
 from tests.test_sqlmesh_gates import DIMS, active_space_fps, fill_store, text_vectors
 
 SPACE = "e5_small"
@@ -248,7 +248,7 @@ def test_a_second_cutover_at_the_same_time_exits_clearly(env: tuple[Config, str]
     cfg, url = env
     plant_gates(url, cfg, cfg.space(SPACE))
     with connect(url, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(hashtext('embed.cutover'))")
+        holder.execute("SELECT pg_advisory_lock(hashtext('embed.cutover.switch'))")
         with pytest.raises(EmbedError, match="another embed cutover or rollback is running"):
             cutover(cfg, url, SPACE)
         with pytest.raises(EmbedError, match="another embed cutover or rollback is running"):

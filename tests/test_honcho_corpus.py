@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from embed.honcho.corpus import CHUNK_CHARS, SCALES, Corpus, generate
+from embed.honcho.synthetic.corpus import CHUNK_CHARS, SCALES, Corpus, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 NANOID = re.compile(r"^[A-Za-z0-9_-]{21}$")
@@ -45,7 +45,7 @@ def test_same_seed_gives_byte_identical_rows(small: Corpus) -> None:
 def test_output_does_not_depend_on_the_interpreter_hash_seed(small: Corpus) -> None:
     # set/dict iteration order must never leak into the rows
     code = (
-        "import hashlib, pickle; from embed.honcho.corpus import generate;"
+        "import hashlib, pickle; from embed.honcho.synthetic.corpus import generate;"
         "print(hashlib.sha256(pickle.dumps(generate(), protocol=5)).hexdigest())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

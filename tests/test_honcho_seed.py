@@ -9,11 +9,11 @@ import numpy as np
 import psycopg
 import pytest
 
+from embed.db.localpg import LocalServer
 from embed.errors import EmbedError
-from embed.honcho.corpus import Corpus, generate
-from embed.honcho.schema import TABLES, create_schema
-from embed.honcho.seed import seed
-from embed.localdb import LocalServer
+from embed.honcho.synthetic.corpus import Corpus, generate
+from embed.honcho.synthetic.schema import TABLES, create_schema
+from embed.honcho.synthetic.seed import seed
 from tests.conftest import hashed_unit_vectors
 
 DIMS = 8

@@ -1,7 +1,7 @@
-"""The Honcho in-place cutover (embed.inplace) on the real embedded Postgres + pgvector.
+"""The Honcho in-place cutover (embed.cutover.inplace) on the real embedded Postgres + pgvector.
 
 Spaces: legacy minilm_l6 and candidate e5_small, both 384-d (dims do not identify a space).
-Vectors are synthetic and salted per space (tests/test_inplace_support.py) except where a real
+Vectors are synthetic and salted per space (tests/support/inplace.py) except where a real
 model must embed rows written after the cutover (swap_back uses the real minilm_l6 model).
 """
 
@@ -19,14 +19,14 @@ import numpy as np
 import psycopg
 import pytest
 
-from embed import inplace
 from embed.config import Config
-from embed.database import connect
+from embed.cutover import inplace
+from embed.cutover.inplace_sql import index_name, tagged_column
+from embed.db.connection import connect
 from embed.errors import EmbedError
-from embed.inplace_honcho import API_KEY_PLACEHOLDER, honcho_settings
-from embed.inplace_sql import index_name, tagged_column
-from tests.test_backfill_support import insert_doc
-from tests.test_inplace_support import (
+from embed.honcho.settings import API_KEY_PLACEHOLDER, honcho_settings
+from tests.support.backfill import insert_doc
+from tests.support.inplace import (
     HONCHO_QUERY,
     LEGACY,
     NEW,
@@ -290,7 +290,7 @@ def test_refusals_change_nothing(honcho: str, cfg: Config) -> None:
 
 # ------------------------------------------------------------------------------------ kill -9
 def parked(url: str, call: str, point: str) -> subprocess.Popen[str]:
-    """A real process running `embed.inplace.<call>` that parks at `point` (embed/hooks.py)."""
+    """A real process running `embed.cutover.inplace.<call>` that parks at `point` (embed/db/hooks.py)."""
     code = (
         "import json, sys; from pathlib import Path; from embed.config import Config; from embed import inplace; "
         "cfg = Config.load(Path(sys.argv[1]), 'local'); "
@@ -354,8 +354,8 @@ def test_swap_lock_is_short_at_honcho_scale(db_url: str, cfg: Config) -> None:
     at this scale instead of ~40 s; bench/inplace.py measures it with the index in place). The
     lock does not depend on it: inside it only the rows changed since stage are written, and
     index renames are catalog updates (the small tests rename Honcho's index)."""
-    from embed.honcho.corpus import SCALES
-    from embed.honcho.schema import hnsw_index_name
+    from embed.honcho.synthetic.corpus import SCALES
+    from embed.honcho.synthetic.schema import hnsw_index_name
 
     t0 = time.monotonic()
     n_docs, n_msgs = SCALES["honcho"]

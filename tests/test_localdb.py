@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from embed.cli import cli
-from embed.database import ensure_pgvector
-from embed.localdb import LocalServer
+from embed.db.connection import ensure_pgvector
+from embed.db.localpg import LocalServer
 from tests.conftest import free_port, server_home
 
 

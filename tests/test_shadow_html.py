@@ -19,17 +19,17 @@ import numpy as np
 import pytest
 
 from embed.api import init_store
-from embed.backfill import backfill
 from embed.config import Config
-from embed.database import connect
+from embed.db.connection import connect
+from embed.db.localpg import LocalServer
 from embed.embedders import EmbedResult
-from embed.honcho.corpus import generate
-from embed.honcho.seed import seed
-from embed.localdb import LocalServer
+from embed.fill.backfill import backfill
+from embed.honcho.synthetic.corpus import generate
+from embed.honcho.synthetic.seed import seed
 from embed.shadow import render_html
 from embed.shadow.run import shadow
 from tests.conftest import hashed_unit_vectors
-from tests.test_backfill_support import ROOT, make_db
+from tests.support.backfill import ROOT, make_db
 
 CHROMIUM = Path("/usr/bin/chromium")
 WIDTH, HEIGHT = 1280, 2400

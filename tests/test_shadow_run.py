@@ -20,19 +20,19 @@ import psycopg
 import pytest
 
 from embed.api import init_store
-from embed.backfill import backfill
 from embed.config import Config
-from embed.database import connect
+from embed.db.connection import connect
+from embed.db.localpg import LocalServer
 from embed.embedders import get_embedder
 from embed.errors import EmbedError
-from embed.honcho.corpus import generate
-from embed.honcho.seed import seed
-from embed.localdb import LocalServer
-from embed.location import locate
+from embed.fill.backfill import backfill
+from embed.honcho.synthetic.corpus import generate
+from embed.honcho.synthetic.seed import seed
 from embed.shadow import render_html, render_table
 from embed.shadow.inputs import CrossSpaceError, Hits, QueryVectors, SpaceReader, embed_queries, tie_aware_exact
 from embed.shadow.run import shadow
-from tests.test_backfill_support import ROOT, cli_env, make_db
+from embed.store.location import locate
+from tests.support.backfill import ROOT, cli_env, make_db
 
 BASE, CAND = "minilm_l6", "e5_small"
 K = 10

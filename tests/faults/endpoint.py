@@ -1,4 +1,4 @@
-"""The fault suite's embedding endpoint: tests/badserver.py's BadServer in a process of its own.
+"""The fault suite's embedding endpoint: tests/support/badserver.py's BadServer in a process of its own.
 
 A real OpenAI-compatible HTTP server (vectors from each input's sha256, cheap and
 deterministic) that the suite can SIGKILL and start again on the same port, and make
@@ -24,8 +24,8 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from tests.badserver import BadServer
 from tests.faults.common import write_json
+from tests.support.badserver import BadServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -44,7 +44,7 @@ import psycopg
 
 from tests.faults.common import connect_until, write_json
 from tests.faults.world import HTTP, LEGACY, http_vectors, legacy_vectors
-from tests.test_backfill_support import NANOID
+from tests.support.backfill import NANOID
 
 MARKER = "fz{seed}n{k}"
 VECTORS: dict[str, Callable[[list[str]], np.ndarray]] = {LEGACY: legacy_vectors, HTTP: http_vectors}

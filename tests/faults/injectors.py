@@ -4,7 +4,7 @@ A fault is a name; `Injector.attempt(fault, args)` starts the command, injects t
 moment drawn from the run's seeded RNG, waits for the command and returns what happened. The
 menu per kind of step is in `MENU`:
 
-  kill9@<point>   park the process at an EMBED_TEST_PAUSE_AT point (embed/hooks.py), SIGKILL it:
+  kill9@<point>   park the process at an EMBED_TEST_PAUSE_AT point (embed/db/hooks.py), SIGKILL it:
                   the backfill writer's points, before the HNSW build, and in a switch after
                   the gate, after the views are aimed, after a swap commits, after the views are switched
   kill9           SIGKILL after a random delay (no pause point: anywhere, e.g. inside a plan)
@@ -31,9 +31,9 @@ from typing import Any
 
 import psycopg
 
-from embed.localdb import LocalServer
+from embed.db.localpg import LocalServer
 from tests.faults.endpoint import Endpoint
-from tests.test_backfill_support import Proc
+from tests.support.backfill import Proc
 
 WRITE_POINTS = ("before_copy", "during_copy", "after_copy", "after_commit")
 ENDPOINT = ("endpoint:429", "endpoint:5xx", "endpoint:slow", "endpoint:wrong_dims", "endpoint:nan",

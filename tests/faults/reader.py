@@ -43,7 +43,7 @@ K = 10
 # Vectors the reader can recompute from a row's content: the spaces the simulator writes into
 # Honcho's own column (an in-place cutover only ever swaps between these in the suite).
 GENERATORS: dict[str, Callable[[list[str]], np.ndarray]] = {LEGACY: legacy_vectors, HTTP: http_vectors}
-SWITCH_LOCK = "embed.cutover"
+SWITCH_LOCK = "embed.cutover.switch"
 INPLACE = "honcho-inplace"
 
 # Every check is ONE statement that also reads, in its own snapshot, what the event log says:

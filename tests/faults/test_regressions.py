@@ -20,17 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from embed import serving
-from embed.backfill import Options, run_pass
 from embed.config import Config
-from embed.database import connect
-from tests.badserver import BadServer
+from embed.db.connection import connect
+from embed.fill.backfill import Options, run_pass
+from embed.store import serving
 from tests.faults import checker
 from tests.faults.endpoint import Endpoint
 from tests.faults.injectors import terminate_backends
 from tests.faults.world import API_KEY_ENV, DIMS, HTTP, LEGACY, World
-from tests.gate_support import plant_gates
-from tests.test_backfill_support import Proc
+from tests.support.backfill import Proc
+from tests.support.badserver import BadServer
+from tests.support.gate import plant_gates
 from tests.test_sqlmesh_gates import fill_store
 
 pytestmark = pytest.mark.faults
@@ -162,13 +162,13 @@ def test_a_connection_lost_mid_command_is_one_clear_line(monkeypatch: pytest.Mon
     import psycopg
     from click.testing import CliRunner
 
-    import embed.status
+    import embed.fill.status
     from embed.cli import cli
 
     def lost(*args: object, **kwargs: object) -> None:
         raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
 
-    monkeypatch.setattr(embed.status, "status", lost)
+    monkeypatch.setattr(embed.fill.status, "status", lost)
     r = CliRunner().invoke(cli, ["--db", "postgresql://u:secret@127.0.0.1:1/x", "status"])
     assert r.exit_code == 1 and "Traceback" not in r.output and "secret" not in r.output
     assert r.output.strip().splitlines()[-1] == ("embed: error: lost the database connection (AdminShutdown: "

@@ -32,10 +32,10 @@ import yaml
 from embed import mesh
 from embed.api import init_store
 from embed.config import Config
-from embed.database import connect
-from embed.honcho.corpus import generate
-from embed.honcho.seed import seed
-from embed.localdb import LocalServer
+from embed.db.connection import connect
+from embed.db.localpg import LocalServer
+from embed.honcho.synthetic.corpus import generate
+from embed.honcho.synthetic.seed import seed
 from tests.conftest import PROJECT_FILES, ROOT, hashed_unit_vectors
 
 DIMS = 384

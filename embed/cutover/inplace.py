@@ -1,0 +1,443 @@
+"""Honcho in-place cutover: an unmodified Honcho reads `documents.embedding` and
+`message_embeddings.embedding`, so the new space has to end up in exactly those columns.
+
+    stage       ahead of time, per source: add `<vector_column>__<space>_<fp8>` as vector(D), copy
+                the space's store vectors into it in short batches (rows whose content changed
+                since they were embedded are left NULL), build its HNSW index CONCURRENTLY; also
+                copy the live column's vectors into *its* space's store table, so a rollback
+                later only has to embed rows written after the cutover. Resumable: a rerun
+                continues where the last one stopped.
+    swap        one short transaction over every source (Honcho wants both tables at the same
+                dims): lock them, catch up the rows changed since stage, rename the columns and
+                their HNSW indexes (the live column keeps Honcho's index name), record it.
+    swap_back   back to the previous space: rows written since the cutover are embedded with
+                the old space's model *before* the swap back, outside the lock.
+    fill_column embed and fill rows whose column for a space is NULL or stale.
+
+Reads never mix spaces: a column holds one space (its name says which, or `inplace_columns`
+for the live one), a staged vector is only ever the store's vector for the row's current
+content, and a live row without one is NULL and 'pending' (Honcho's reconciler embeds it with
+the model it is configured with). Nothing here logs text; results carry ids, counts and timings.
+
+Costs: staging writes a new version of every row, which Postgres also inserts into each index
+of the table, Honcho's live HNSW index included (the dominant cost, ~2 ms a row on 2 cores; the
+old versions are dead tuples until vacuum). The swap's lock covers one scan per table plus the
+few rows changed since stage; Honcho's writers should be paused for it (and restarted with
+`honcho_settings`), since any insert waits behind the lock and would embed with the old model.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from embed import store
+from embed.config import Config, Source
+from embed.cutover import inplace_run, inplace_sql
+from embed.cutover.inplace_run import BATCH_ROWS, STAGE_ATTEMPTS, STAGE_LOCK_TIMEOUT_S, SYNC_COLUMNS
+from embed.db.connection import connect
+from embed.db.hooks import pause_point
+from embed.errors import EmbedError
+from embed.spaces import Space
+from embed.store.indexes import HNSW_MAX_DIMS
+from embed.store.location import live_fp, recorded
+from embed.store.target import Target
+
+__all__ = ["fill_column", "stage", "state", "swap", "swap_back"]
+
+
+# --------------------------------------------------------------------------------------- stage
+def stage(
+    cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None, progress: bool | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> dict[str, Any]:
+    """Stage `space_name` next to each source's live vector column, ahead of the swap.
+
+    Per source: rows_staged (live rows whose staged column holds a current vector), rows_missing
+    (live rows with no current store vector: sync lag, swap marks them pending), rows_skipped
+    (blank or rejected text), rows_written this run, the index, seconds. Idempotent; after a
+    kill -9 a rerun finishes the job. `progress` None: a progress line on a terminal only.
+    """
+    space = cfg.space(space_name)
+    show = sys.stderr.isatty() if progress is None else progress
+    out: dict[str, Any] = {}
+    with inplace_run.session(url) as conn:
+        for src in inplace_run.sources_of(cfg, sources):
+            out[src.name] = _stage_one(conn, cfg, src, space, batch_rows, show)
+    return {
+        "space": space.name, "fingerprint": space.fingerprint, "sources": out,
+        "rows_staged": sum(s["rows_staged"] for s in out.values()),
+        "rows_missing": sum(s["rows_missing"] for s in out.values()),
+    }
+
+
+def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space, batch_rows: int,
+               show: bool) -> dict[str, Any]:
+    t0 = time.monotonic()
+    t = Target(src, space)
+    live = inplace_sql.live_column(src)
+    if live_fp(conn, cfg, src) == space.fingerprint:
+        raise EmbedError(f"space {space.name} is already live in {src.table}.{live}: nothing to stage")
+    inplace_run.needs_store(conn, t)
+    col = _ensure_column(conn, t)
+    written, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows,
+                                label=f"stage {src.name}/{space.name}" if show else None, pause="inplace_stage_batch")
+    adopted = _adopt(conn, cfg, src, batch_rows=batch_rows)
+    pause_point("inplace_before_index")
+    index = _ensure_index(conn, t, col, cfg.index_params)
+    try:
+        conn.execute(sql.SQL("ANALYZE {}").format(t.src))  # statistics follow the column through the swap
+    except inplace_run.BUSY:
+        pass  # autovacuum or a maintenance job holds it: autovacuum analyzes it later anyway
+    staged, missing, skipped = conn.execute(inplace_sql.coverage(t, col)).fetchone()
+    return {
+        "table": src.table, "column": col, "rows_staged": staged, "rows_missing": missing, "rows_skipped": skipped,
+        "rows_written": written, "rows_cleared": cleared, "live_rows_adopted": adopted, "index": index,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+
+
+def _ensure_column(conn: psycopg.Connection, t: Target) -> str:
+    """Add the staged column (catalog-only: nullable, no default) and record it, atomically."""
+    col = inplace_sql.tagged_column(t.source, t.space)
+    have = inplace_sql.columns(conn, t.source)
+    if inplace_sql.live_column(t.source) not in have:
+        raise EmbedError(f"{t.source.table} has no column {inplace_sql.live_column(t.source)}")
+    rec = recorded(conn).get((t.source.name, col))
+    if rec and rec[0] != t.space.fingerprint:
+        raise EmbedError(f"{t.source.table}.{col} is recorded for another space ({rec[0][:12]}): rename the space")
+    if col in have and have[col].dims != t.space.dims:
+        raise EmbedError(f"{t.source.table}.{col} exists as vector({have[col].dims}), not vector({t.space.dims})")
+    if col not in have or rec is None:
+        stmt, params = inplace_sql.record_column(t.source.name, col, t.space.fingerprint)
+
+        def add(c: psycopg.Connection) -> tuple[int, int]:
+            c.execute(inplace_sql.add_column(t, col))
+            c.execute(stmt, params)
+            return 0, 0
+
+        inplace_run.attempt(conn, add, lock_s=STAGE_LOCK_TIMEOUT_S, attempts=STAGE_ATTEMPTS,
+                  busy=f"{t.source.table} stays locked by other sessions: cannot add {col}; retry")
+    return col
+
+
+def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, *, batch_rows: int, lock_s: float = STAGE_LOCK_TIMEOUT_S,
+           attempts: int = STAGE_ATTEMPTS, busy: str | None = None) -> int:
+    """Copy the live column's trusted vectors into its own space's store table (see inplace_sql.adopt)."""
+    live = inplace_sql.live_column(src)
+    old = inplace_run.space_of(conn, cfg, live_fp(conn, cfg, src))
+    t = Target(src, old)
+    inplace_run.needs_store(conn, t)
+    dims = inplace_sql.columns(conn, src)[live].dims
+    if dims != old.dims:
+        raise EmbedError(f"{src.table}.{live} is vector({dims}) but should hold space {old.name} ({old.dims} dims)")
+    trust = inplace_sql.trusted(live, bool(inplace_sql.has_columns(conn, src, ["sync_state"])))
+    adopted, _ = inplace_run.batched(conn, t, lambda lo, hi: inplace_run.one(inplace_sql.adopt(t, live, trust, lo, hi)), batch_rows=batch_rows,
+                          lock_s=lock_s, attempts=attempts, busy=busy)
+    return adopted
+
+
+def _ensure_index(conn: psycopg.Connection, t: Target, col: str, params: dict[str, int]) -> dict[str, Any]:
+    """The staged column's HNSW index under its derived name, built CONCURRENTLY (Honcho keeps
+    writing); an invalid leftover of an interrupted build is dropped and rebuilt."""
+    if t.space.dims > HNSW_MAX_DIMS:
+        raise EmbedError(f"space {t.space.name}: pgvector builds HNSW only up to {HNSW_MAX_DIMS} dims, "
+                         "and Honcho's reads need that index")
+    schema, table = inplace_sql.split_table(t.source)
+    name = inplace_sql.index_name(table, col)
+    cur = inplace_sql.indexes(conn, t.source).get(name)
+    if cur is None and inplace_sql.relation_exists(conn, t.source, name):
+        raise EmbedError(f"{schema}.{name} exists but is not an index on {t.source.table}.{col}")
+    if cur is not None and cur.column != col:
+        raise EmbedError(f"index {schema}.{name} is on column {cur.column}, not {col}")
+    t0 = time.monotonic()
+    built = False
+    conn.execute(inplace_run.set_timeout(0, local=False))  # CONCURRENTLY waits for older transactions; blocks no writer
+    try:
+        if cur is not None and not cur.valid:
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
+            cur = None
+        if cur is None:
+            conn.execute("SET maintenance_work_mem = '512MB'")
+            conn.execute(inplace_sql.create_index(t, col, name, params))
+            conn.execute("RESET maintenance_work_mem")
+            built = True
+    finally:
+        conn.execute(inplace_run.set_timeout(STAGE_LOCK_TIMEOUT_S, local=False))
+    info = inplace_sql.indexes(conn, t.source).get(name)
+    if info is None or not info.valid or info.method != "hnsw" or info.opclass != inplace_sql.expected_opclass(t.space):
+        raise EmbedError(f"index {schema}.{name} is not a valid HNSW {inplace_sql.expected_opclass(t.space)} index: rerun stage")
+    return {"name": name, "valid": True, "built": built, "seconds": round(time.monotonic() - t0, 3),
+            "m": params["m"], "ef_construction": params["ef_construction"], "opclass": info.opclass}
+
+
+# ---------------------------------------------------------------------------------------- swap
+@dataclass(frozen=True)
+class _Plan:
+    """One source's swap, checked before and again under the lock."""
+
+    source: Source
+    new: Space
+    old: Space
+    live: str  # `embedding`
+    staged: str  # `embedding__<new>`, becomes `embedding`
+    retired: str  # `embedding__<old>`, what `embedding` becomes
+    staged_index: str
+    live_index: str | None  # the live column's HNSW index (renamed to retired_index)
+    keep_name: str  # the name the new live column's index takes: Honcho's
+    retired_index: str
+    sync_cols: frozenset[str]
+
+
+def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Plan:
+    """Every refusal of a swap, before anything changes."""
+    live = inplace_sql.live_column(src)
+    old_fp = live_fp(conn, cfg, src)
+    if old_fp == new.fingerprint:
+        raise EmbedError(f"space {new.name} is already live in {src.table}.{live}; nothing changed")
+    old = inplace_run.space_of(conn, cfg, old_fp)
+    cols, idx = inplace_sql.columns(conn, src), inplace_sql.indexes(conn, src)
+    staged, retired = inplace_sql.tagged_column(src, new), inplace_sql.tagged_column(src, old)
+    _, table = inplace_sql.split_table(src)
+    if live not in cols:
+        raise EmbedError(f"{src.table} has no column {live}; nothing changed")
+    if cols[live].not_null:
+        raise EmbedError(f"{src.table}.{live} is NOT NULL: after a swap writers could not insert; nothing changed")
+    if staged not in cols:
+        raise EmbedError(f"{src.table}.{staged} does not exist: stage space {new.name} first; nothing changed")
+    if cols[staged].dims != new.dims:
+        raise EmbedError(f"{src.table}.{staged} is vector({cols[staged].dims}), space {new.name} has {new.dims} dims;"
+                         " nothing changed")
+    if retired in cols:
+        raise EmbedError(f"{src.table}.{retired} already exists: the live column cannot take that name;"
+                         " nothing changed")
+    staged_index = inplace_sql.index_name(table, staged)
+    si = idx.get(staged_index)
+    if si is None or si.column != staged or si.method != "hnsw" or si.opclass != inplace_sql.expected_opclass(new):
+        raise EmbedError(f"no HNSW index {staged_index} on {src.table}.{staged}: rerun stage to build it;"
+                         " nothing changed")
+    if not si.valid:
+        raise EmbedError(f"index {staged_index} is invalid (an interrupted build): rerun stage to rebuild it;"
+                         " nothing changed")
+    live_index = inplace_sql.hnsw_on(idx, live, inplace_sql.index_name(table, live))
+    keep = live_index.name if live_index else inplace_sql.index_name(table, live)
+    retired_index = inplace_sql.index_name(table, retired)
+    if (live_index and inplace_sql.relation_exists(conn, src, retired_index)) or (
+            not live_index and inplace_sql.relation_exists(conn, src, keep)):
+        raise EmbedError(f"an object named {retired_index if live_index else keep} is in the way of the index "
+                         "renames; nothing changed")
+    return _Plan(src, new, old, live, staged, retired, staged_index, live_index.name if live_index else None, keep,
+                 retired_index, frozenset(inplace_sql.has_columns(conn, src, SYNC_COLUMNS)))
+
+
+Record = Callable[[psycopg.Connection, dict[str, dict[str, Any]]], None]
+
+
+def swap(cfg: Config, url: str, space_name: str, *, lock_timeout_s: float = 2.0,
+         batch_rows: int = BATCH_ROWS, record: Record | None = None) -> dict[str, Any]:
+    """Make `space_name` the live `embedding` of every source in one short transaction.
+
+    Before the lock, in short batches: catch the staged columns up and copy the live vectors
+    into their space's store. Then: lock all source tables (waiting at most lock_timeout_s),
+    catch up what changed since, mark live rows with no current vector NULL + 'pending', rename
+    columns and indexes, record the mapping, commit. Returns lock_ms (lock acquired to commit),
+    rows caught up per source. Refuses with one line and changes no schema when not staged,
+    not indexed, already live, or when writers hold a table past the timeout. `record(conn,
+    per_source)` runs inside the swap's transaction, so what it writes (embed_store.serving, the
+    event) commits with the renames or not at all.
+    """
+    space = cfg.space(space_name)
+    with inplace_run.session(url) as conn:
+        return _swap(conn, cfg, space, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows, record=record)
+
+
+def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: float,
+          batch_rows: int, record: Record | None = None) -> dict[str, Any]:
+    if lock_timeout_s <= 0:
+        raise EmbedError("lock_timeout_s must be positive: an unbounded wait would queue Honcho behind the swap")
+    plans = [_plan(conn, cfg, src, new) for src in inplace_run.sources_of(cfg)]
+    dims = {p.new.dims for p in plans}
+    if len(dims) != 1:
+        raise EmbedError(f"the staged columns would leave the tables at different dims {sorted(dims)}; nothing changed")
+    pre: dict[str, dict[str, int]] = {}
+    for p in plans:  # the bulk of the catch-up, outside the lock
+        t = Target(p.source, new)
+        busy = inplace_run.busy_message(p.source.table, lock_timeout_s)
+        caught, _ = inplace_run.batched(conn, t, inplace_run.refresher(t, p.staged), batch_rows=batch_rows, lock_s=lock_timeout_s,
+                              attempts=1, busy=busy)
+        adopted = _adopt(conn, cfg, p.source, batch_rows=batch_rows, lock_s=lock_timeout_s, attempts=1, busy=busy)
+        pre[p.source.name] = {"rows_caught_up": caught, "live_rows_adopted": adopted}
+    per: dict[str, dict[str, Any]] = {}
+    t_wait = time.monotonic()
+    t_locked = t_wait
+    try:
+        with conn.transaction():
+            conn.execute(inplace_run.set_timeout(lock_timeout_s))
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.SQL(", ").join(Target(p.source, new).src for p in plans)))
+            t_locked = time.monotonic()
+            pause_point("inplace_locked")
+            if [_plan(conn, cfg, p.source, new) for p in plans] != plans:
+                raise EmbedError("the tables changed while the swap waited for its lock; nothing changed: retry")
+            for p in plans:
+                per[p.source.name] = _swap_locked(conn, p)
+            if record is not None:
+                record(conn, per)
+            pause_point("inplace_swap_commit")
+        lock_ms = round((time.monotonic() - t_locked) * 1000, 1)
+    except inplace_run.BUSY:
+        tables = ", ".join(p.source.table for p in plans)
+        raise EmbedError(inplace_run.busy_message(tables, lock_timeout_s) + "; nothing changed") from None
+    for p in plans:
+        t = Target(p.source, new)
+        live_with, live_without, skipped = conn.execute(inplace_sql.coverage(t, p.live)).fetchone()
+        per[p.source.name].update(pre[p.source.name], rows_with_vector=live_with, rows_without_vector=live_without,
+                                  rows_skipped=skipped)
+    return {
+        "space": new.name, "fingerprint": new.fingerprint, "dims": new.dims,
+        "lock_ms": lock_ms, "lock_wait_ms": round((t_locked - t_wait) * 1000, 1),
+        "rows_caught_up": sum(s["rows_caught_up_in_lock"] for s in per.values()),
+        "rows_marked_pending": sum(s["rows_marked_pending"] for s in per.values()),
+        "rows_without_vector": sum(s["rows_without_vector"] for s in per.values()),
+        "sources": per,
+    }
+
+
+def _swap_locked(conn: psycopg.Connection, p: _Plan) -> dict[str, Any]:
+    """Inside the lock: the delta, the renames, the bookkeeping of one source."""
+    t = Target(p.source, p.new)
+    caught, cleared, marks = inplace_run.refresh(conn, t, p.staged, states="sync_state" in p.sync_cols)
+    pending = failed = 0
+    if marks:
+        pending, failed = conn.execute(inplace_sql.mark_unembedded(t, p.staged, set(p.sync_cols)),
+                                       ([i for i, _ in marks], [s for _, s in marks])).fetchone()
+    schema, _ = inplace_sql.split_table(p.source)
+    rename_col = sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}")
+    rename_idx = sql.SQL("ALTER INDEX {} RENAME TO {}")
+    if p.live_index:
+        conn.execute(rename_idx.format(sql.Identifier(schema, p.live_index), sql.Identifier(p.retired_index)))
+    conn.execute(rename_col.format(t.src, sql.Identifier(p.live), sql.Identifier(p.retired)))
+    conn.execute(rename_col.format(t.src, sql.Identifier(p.staged), sql.Identifier(p.live)))
+    conn.execute(rename_idx.format(sql.Identifier(schema, p.staged_index), sql.Identifier(p.keep_name)))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND column_name = %s").format(inplace_sql.COLUMNS),
+                 (p.source.name, p.staged))
+    for stmt, params in (inplace_sql.record_column(p.source.name, p.live, p.new.fingerprint, p.old.fingerprint),
+                         inplace_sql.record_column(p.source.name, p.retired, p.old.fingerprint)):
+        conn.execute(stmt, params)
+    return {
+        "table": p.source.table, "from_fp": p.old.fingerprint, "from_space": p.old.name, "to_fp": p.new.fingerprint,
+        "old_column": p.retired, "live_index": p.keep_name, "old_index": p.retired_index if p.live_index else None,
+        "rows_caught_up_in_lock": caught, "rows_cleared_in_lock": cleared,
+        "rows_marked_pending": pending, "rows_marked_failed": failed,
+    }
+
+
+# ------------------------------------------------------------------------------- back and fill
+def swap_back(cfg: Config, url: str, to: Space, *, lock_timeout_s: float = 2.0, embed_missing: bool = True,
+              batch_rows: int = BATCH_ROWS, record: Record | None = None) -> dict[str, Any]:
+    """Swap the live columns back to space `to` (what they held before the last cutover).
+
+    BEFORE the swap (outside the lock) rows written since the cutover are embedded with the
+    old space's own model through the one write path (`embed sync` of that space into its
+    store table) and copied into the old column; the swap then catches up inside the lock only
+    rows that need no embedding. Rows that appear between that fill and the swap are left NULL
+    and 'pending' (reported as rows_without_vector); `fill_column` of the same space, called
+    right after, fills them (as would Honcho's reconciler once it runs with the old settings).
+    """
+    with inplace_run.session(url) as conn:
+        filled = _fill(conn, cfg, url, to, None, embed_missing=embed_missing, batch_rows=batch_rows)
+        out = _swap(conn, cfg, to, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows, record=record)
+    return {**out, "filled_before_swap": filled}
+
+
+def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None,
+                embed_missing: bool = True, batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
+    """Give live rows whose column for `space_name` is NULL or stale that space's vector.
+
+    embed_missing: first one `embed sync` pass of the space (embeds what its store lacks with
+    its own model). Then the column is filled from the store: a tagged column is made current
+    (stale values are replaced or cleared); the live column, which Honcho owns, only gets
+    vectors where it is NULL (those rows become 'synced').
+    """
+    with inplace_run.session(url) as conn:
+        return _fill(conn, cfg, url, inplace_run.space_named(conn, cfg, space_name), sources, embed_missing=embed_missing,
+                     batch_rows=batch_rows)
+
+
+def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: list[str] | None, *,
+          embed_missing: bool, batch_rows: int) -> dict[str, Any]:
+    srcs = inplace_run.sources_of(cfg, names)
+    rec = recorded(conn)
+    plan: list[tuple[Source, str, bool]] = []
+    for src in srcs:  # check every column first: fail before embedding anything
+        live = live_fp(conn, cfg, src) == space.fingerprint
+        col = inplace_sql.live_column(src) if live else inplace_sql.tagged_column(src, space)
+        if not live and (col not in inplace_sql.columns(conn, src) or (src.name, col) not in rec):
+            raise EmbedError(f"no column of {src.table} holds space {space.name}: stage it first")
+        plan.append((src, col, live))
+    synced: dict[str, Any] | None = None
+    if embed_missing:
+        from embed.fill.backfill import Options
+        from embed.fill.sync import sync_once
+
+        res = sync_once(cfg, url, space, sources=[s.name for s in srcs],
+                        opts=Options(progress=False, build_index=False))
+        synced = {n: {k: s[k] for k in ("rows_written", "rows_embedded", "rows_reused", "skipped")}
+                  for n, s in res.sources.items()}
+    out: dict[str, Any] = {}
+    for src, col, live in plan:
+        t = Target(src, space)
+        if live:
+            cols = set(inplace_sql.has_columns(conn, src, SYNC_COLUMNS))
+            filled, cleared = inplace_run.batched(
+                conn, t, lambda lo, hi, t=t, col=col, c=cols: inplace_run.one(inplace_sql.fill_live(t, col, c, lo, hi)),
+                batch_rows=batch_rows)
+        else:
+            filled, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows)
+        with_vec, without, skipped = conn.execute(inplace_sql.coverage(t, col)).fetchone()
+        out[src.name] = {"column": col, "live": live, "rows_filled": filled, "rows_cleared": cleared,
+                         "rows_with_vector": with_vec, "rows_without_vector": without, "rows_skipped": skipped,
+                         **({"sync": synced.get(src.name)} if synced else {})}
+    return {"space": space.name, "fingerprint": space.fingerprint, "sources": out,
+            "rows_filled": sum(s["rows_filled"] for s in out.values()),
+            "rows_without_vector": sum(s["rows_without_vector"] for s in out.values())}
+
+
+# ------------------------------------------------------------------------------ state, settings
+def state(cfg: Config, url: str) -> dict[str, Any]:
+    """Which space each source's live column holds now, and every tagged column with its index."""
+    with connect(url) as conn:
+        ready = store.is_initialized(conn) and conn.execute(
+            "SELECT to_regclass('embed_store.inplace_columns') IS NOT NULL").fetchone()[0]
+        rec = recorded(conn) if ready else {}
+        out: dict[str, Any] = {}
+        for src in inplace_run.sources_of(cfg):
+            live = inplace_sql.live_column(src)
+            _, table = inplace_sql.split_table(src)
+            cols, idx = inplace_sql.columns(conn, src), inplace_sql.indexes(conn, src)
+            live_fp, previous = rec.get((src.name, live), (cfg.legacy_space.fingerprint, None))
+            tagged = []
+            for name in sorted(c for c in cols if c != live):
+                fp = (rec.get((src.name, name)) or (None, None))[0]
+                ix = idx.get(inplace_sql.index_name(table, name))
+                tagged.append({"column": name, "space_fp": fp, "space": inplace_run.name_of(conn if ready else None, cfg, fp),
+                               "dims": cols[name].dims, "index": ix.name if ix else None,
+                               "index_valid": ix.valid if ix else None})
+            li = inplace_sql.hnsw_on(idx, live, inplace_sql.index_name(table, live))
+            out[src.name] = {
+                "table": src.table, "live_column": live, "live_fp": live_fp,
+                "live_space": inplace_run.name_of(conn if ready else None, cfg, live_fp),
+                "live_dims": cols[live].dims if live in cols else None,
+                "live_index": {"name": li.name, "valid": li.valid} if li else None,
+                "previous_fp": previous, "previous_space": inplace_run.name_of(conn if ready else None, cfg, previous),
+                "columns": tagged,
+            }
+    return {"sources": out}
+
+

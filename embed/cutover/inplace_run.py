@@ -1,0 +1,198 @@
+"""How embed.cutover.inplace runs its SQL: one locked session per operation, short transactions under a
+lock timeout (retried while Honcho holds a row or table), id-range batches, and where the
+in-place bookkeeping says each space lives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+
+from embed import store
+from embed.config import Config, Source
+from embed.cutover import inplace_sql
+from embed.db.connection import connect
+from embed.db.hooks import pause_point
+from embed.errors import EmbedError
+from embed.fill.progress import Progress
+from embed.spaces import Space, parse_space
+from embed.store.target import Target
+
+BATCH_ROWS = 500  # rows per UPDATE batch: a short transaction (each row also updates Honcho's HNSW index)
+STAGE_LOCK_TIMEOUT_S = 2.0  # a batch never queues long behind Honcho (and never makes it queue)
+STAGE_ATTEMPTS = 5
+LOCK = "embed.cutover.inplace"  # stage, swap and fill of one database never interleave
+SYNC_COLUMNS = ("sync_state", "last_sync_at", "sync_attempts")  # Honcho's vector sync bookkeeping
+BUSY = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+@contextmanager
+def session(url: str, *, wait_s: float = 10.0) -> Iterator[psycopg.Connection]:
+    """An autocommit connection holding the in-place lock for as long as it is open (closing
+    it, or killing its process, releases the lock; we wait a little for a dead holder's)."""
+    with connect(url, autocommit=True) as conn:
+        if not store.is_initialized(conn):
+            raise EmbedError("embed_store is not initialized in this database: run `embed init` first")
+        inplace_sql.ensure_tables(conn)
+        conn.execute(set_timeout(STAGE_LOCK_TIMEOUT_S, local=False))  # no statement queues long behind Honcho
+        deadline = time.monotonic() + wait_s
+        while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise EmbedError("another embed in-place operation (stage, swap, fill) is running on this database")
+            time.sleep(0.2)
+        yield conn
+
+
+def set_timeout(seconds: float, *, local: bool = True) -> sql.Composed:
+    """`SET [LOCAL] lock_timeout`; 0 waits forever."""
+    ms = f"{max(int(seconds * 1000), 1)}ms" if seconds > 0 else "0"
+    return sql.SQL("SET {} lock_timeout = {}").format(sql.SQL("LOCAL" if local else "SESSION"), sql.Literal(ms))
+
+
+def busy_message(table: str, seconds: float) -> str:
+    return (f"{table}: writers still hold the table (no lock within {seconds:g}s): "
+            "pause Honcho's writers (API and deriver) and retry")
+
+
+T = TypeVar("T")
+Work = Callable[[psycopg.Connection], tuple[int, int]]
+
+
+def attempt(conn: psycopg.Connection, work: Callable[[psycopg.Connection], T], *, lock_s: float, attempts: int,
+            busy: str) -> T:
+    """`work` in its own short transaction under a lock timeout, retried while busy."""
+    for i in range(attempts):
+        try:
+            with conn.transaction():
+                conn.execute(set_timeout(lock_s))
+                return work(conn)
+        except BUSY:
+            if i == attempts - 1:
+                raise EmbedError(busy) from None
+            time.sleep(min(0.5 * 2**i, 5.0))
+    raise AssertionError("unreachable")
+
+
+def one(stmt: sql.Composable) -> Work:
+    """A statement that returns one row of two counts, as a unit of work."""
+    def work(conn: psycopg.Connection) -> tuple[int, int]:
+        a, b = conn.execute(stmt).fetchone()
+        return int(a), int(b)
+    return work
+
+
+def refresh(conn: psycopg.Connection, t: Target, col: str, lo: str | None = None, hi: str | None = None, *,
+            states: bool = False) -> tuple[int, int, list[tuple[str, str]]]:
+    """Make the tagged column current for live rows in (lo, hi]: (rows filled, rows cleared,
+    [(id, sync_state it must get)] for rows left NULL whose state is not that yet: with `states`)."""
+    rows = conn.execute(inplace_sql.stale(t, col, lo, hi, states=states)).fetchall()
+    todo = [(i, bytes(sha)) for i, sha, empty, has, _ in rows if has or not empty]
+    changed: dict[str, bool] = {}
+    if todo:
+        changed = dict(conn.execute(inplace_sql.refresh(t, col), ([i for i, _ in todo], [h for _, h in todo])).fetchall())
+    filled = sum(1 for v in changed.values() if v)
+    marks = [(i, state) for i, _, _, _, state in rows if state is not None and not changed.get(i, False)]
+    return filled, len(changed) - filled, marks
+
+
+def batched(
+    conn: psycopg.Connection, t: Target, make: Callable[[str | None, str | None], Work], *,
+    batch_rows: int, lock_s: float = STAGE_LOCK_TIMEOUT_S, attempts: int = STAGE_ATTEMPTS, busy: str | None = None,
+    label: str | None = None, pause: str | None = None,
+) -> tuple[int, int]:
+    """Run `make(lo, hi)` over the source's id ranges of `batch_rows` rows, each its own
+    transaction; returns the sums of its two counts. A rerun simply starts over: every
+    statement only touches rows that still need it."""
+    if batch_rows < 1:
+        raise EmbedError(f"batch_rows must be >= 1, got {batch_rows}")
+    busy = busy or (f"{t.source.table} stays locked by other sessions ({attempts} tries, {lock_s:g}s each); "
+                    "finished batches are kept: rerun to continue")
+    progress = None
+    if label:
+        total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.src)).fetchone()[0]
+        progress = Progress(label, total).start()
+    done = (0, 0)
+    lo: str | None = None
+    bound = inplace_sql.next_bound(t)
+    try:
+        while True:
+            hi, n = attempt(conn, lambda c, lo=lo: c.execute(bound, {"lo": lo, "n": batch_rows}).fetchone(),
+                            lock_s=lock_s, attempts=attempts, busy=busy)
+            if hi is None:
+                return done
+            a, b = attempt(conn, make(lo, hi), lock_s=lock_s, attempts=attempts, busy=busy)
+            done = (done[0] + a, done[1] + b)
+            if progress:
+                progress.add(n)
+            if pause:
+                pause_point(pause)
+            lo = hi
+    finally:
+        if progress:
+            progress.finish()
+
+
+def refresher(t: Target, col: str) -> Callable[[str | None, str | None], Work]:
+    """Batches of `refresh`, each also moving unchanged rows' records to their current xmin."""
+    def make(lo: str | None, hi: str | None) -> Work:
+        def work(conn: psycopg.Connection) -> tuple[int, int]:
+            filled, cleared, _ = refresh(conn, t, col, lo, hi)
+            conn.execute(inplace_sql.touch(t, col, lo, hi))
+            return filled, cleared
+        return work
+    return make
+
+
+def sources_of(cfg: Config, names: list[str] | None = None) -> list[Source]:
+    chosen = [cfg.source(n) for n in names] if names else list(cfg.sources.values())
+    bare = [s.name for s in chosen if not s.vector_column]
+    if names and bare:
+        raise EmbedError(f"source {bare[0]} has no vector_column: nothing to cut over in place")
+    out = [s for s in chosen if s.vector_column]
+    if not out:
+        raise EmbedError("no source declares a vector_column: nothing to cut over in place")
+    return out
+
+
+def space_of(conn: psycopg.Connection | None, cfg: Config, fp: str) -> Space:
+    """A space by fingerprint: declared in config.yaml, else as embed_store recorded it."""
+    for sp in cfg.spaces.values():
+        if sp.fingerprint == fp:
+            return sp
+    row = conn.execute(
+        sql.SQL("SELECT name, spec FROM {}.spaces WHERE fingerprint = %s").format(sql.Identifier(store.SCHEMA)), (fp,)
+    ).fetchone() if conn is not None else None
+    if row is None:
+        raise EmbedError(f"space {fp[:12]} is neither declared in config.yaml nor recorded in embed_store")
+    return parse_space(row[0], row[1])
+
+
+def needs_store(conn: psycopg.Connection, t: Target) -> None:
+    if not t.has_store_table(conn):
+        raise EmbedError(f"no store table for source {t.source.name} in space {t.space.name}: run `embed init`")
+
+
+def name_of(conn: psycopg.Connection | None, cfg: Config, fp: str | None) -> str | None:
+    if fp is None:
+        return None
+    try:
+        return space_of(conn, cfg, fp).name
+    except EmbedError:
+        return None
+
+
+def space_named(conn: psycopg.Connection, cfg: Config, name: str) -> Space:
+    if name in cfg.spaces:
+        return cfg.spaces[name]
+    rows = conn.execute(
+        sql.SQL("SELECT fingerprint FROM {}.spaces WHERE name || '_' || left(fingerprint, 8) = %s").format(
+            sql.Identifier(store.SCHEMA)), (name,)).fetchall()
+    if len(rows) != 1:
+        raise EmbedError(f"unknown space {name!r} (declared: {', '.join(cfg.spaces)})")
+    return space_of(conn, cfg, rows[0][0])
+
+

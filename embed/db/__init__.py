@@ -1,0 +1,1 @@
+"""Plumbing: connections, identifier quoting, the embedded PostgreSQL and Redis, test pause points."""

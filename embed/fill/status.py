@@ -1,0 +1,208 @@
+"""`embed status`: how far each space is from covering each source, read from the database.
+
+Per (source, space): live source rows, rows with a current vector (content hash matches),
+stale vectors (the row was edited since), orphans (the row is gone or soft-deleted), rows
+pending, skip records by reason, coverage overall and per workspace (the source's first
+tenant column), the last run (and whether its process is still alive), the unfinished plan,
+and the HNSW index. A space held in a column of the source table (the legacy space, or after an
+in-place swap the live one) is counted in that column (embed.store.location). Counts only: no text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from embed import store
+from embed.config import Config
+from embed.db.connection import connect
+from embed.db.idents import column
+from embed.errors import EmbedError
+from embed.fill.leases import LEASES, run_alive_sql
+from embed.honcho.settings import honcho_settings
+from embed.spaces import Space
+from embed.store import serving
+from embed.store.indexes import column_indexes
+from embed.store.location import LIVE, check_legacy, locate
+from embed.store.target import Target
+
+
+def _pct(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 2) if whole else 100.0
+
+
+def _store_counts(conn: psycopg.Connection, t: Target) -> list[dict[str, Any]]:
+    """One row per workspace: live, current, stale, skipped (current), blank."""
+    rows = conn.execute(
+        sql.SQL(
+            """SELECT s.ws,
+                  count(*) AS live,
+                  count(*) FILTER (WHERE v.content_sha256 = h.sha) AS current,
+                  count(*) FILTER (WHERE v.source_id IS NOT NULL AND v.content_sha256 <> h.sha) AS stale,
+                  count(*) FILTER (WHERE k.source_id IS NOT NULL
+                                   AND v.content_sha256 IS DISTINCT FROM h.sha) AS skipped
+               FROM ({rows}) AS s
+               CROSS JOIN LATERAL (SELECT {sha} AS sha) AS h
+               LEFT JOIN {store} AS v ON v.source_id = s.id
+               LEFT JOIN {skipped} AS k ON k.source = %s AND k.space_fp = %s
+                    AND k.source_id = s.id::text AND k.content_sha256 = h.sha
+               GROUP BY s.ws ORDER BY s.ws NULLS LAST"""
+        ).format(rows=t.live_rows(tenant=True), sha=t.sha(), store=t.store, skipped=t.skipped),
+        (t.source.name, t.space.fingerprint),
+    ).fetchall()
+    return [dict(zip(("workspace", "live_rows", "current", "stale", "skipped"), r, strict=True)) for r in rows]
+
+
+def _column_counts(conn: psycopg.Connection, t: Target, col: str) -> list[dict[str, Any]]:
+    """Per workspace: live rows, and rows with a vector in the source column `col`."""
+    vec = column(col)
+    ws = column(t.source.tenant_columns[0]) if t.source.tenant_columns else None
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT {ws} AS ws, count(*), count(*) FILTER (WHERE {vec} IS NOT NULL) FROM {src}"
+            " WHERE ({live}) GROUP BY 1 ORDER BY 1 NULLS LAST"
+        ).format(ws=sql.SQL("{}::text").format(ws) if ws else sql.SQL("NULL::text"), vec=vec, src=t.src, live=t.live)
+    ).fetchall()
+    return [{"workspace": w, "live_rows": n, "current": c, "stale": 0, "skipped": 0} for w, n, c in rows]
+
+
+def _summarize(per_ws: list[dict[str, Any]]) -> dict[str, Any]:
+    tot = {k: sum(r[k] for r in per_ws) for k in ("live_rows", "current", "stale", "skipped")}
+    for r in [*per_ws, tot]:
+        r["pending"] = r["live_rows"] - r["current"] - r["skipped"]
+        r["coverage_pct"] = _pct(r["current"] + r["skipped"], r["live_rows"])
+    return tot
+
+
+def _index_state(conn: psycopg.Connection, t: Target) -> dict[str, Any]:
+    found = column_indexes(conn, t, "embedding", "hnsw")
+    building = conn.execute(
+        "SELECT phase, tuples_done, tuples_total FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)",
+        (f"{store.SCHEMA}.{t.table}",),
+    ).fetchone()
+    if building:
+        return {"hnsw": "building", "phase": building[0], "tuples_done": building[1], "tuples_total": building[2]}
+    valid = [n for n, ok in found if ok]
+    if valid:
+        return {"hnsw": "valid", "name": valid[0]}
+    return {"hnsw": "invalid" if found else "missing", "name": found[0][0] if found else None}
+
+
+def _last_run(conn: psycopg.Connection, t: Target) -> dict[str, Any] | None:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT r.id, r.kind, r.status, r.started_at, r.finished_at, r.actor, {alive},"
+            " r.stats->'rows_written', r.stats->'skipped'"
+            " FROM {schema}.runs AS r WHERE r.source = %s AND r.space_fp = %s ORDER BY r.id DESC LIMIT 1"
+        ).format(alive=run_alive_sql(), schema=sql.Identifier(store.SCHEMA)),
+        (t.source.name, t.space.fingerprint),
+    ).fetchone()
+    if row is None:
+        return None
+    rid, kind, status, started, finished, actor, alive, written, skipped = row
+    if status == "running" and not alive:
+        status = "abandoned"  # its process died without recording an end
+    return {
+        "id": rid, "kind": kind, "status": status, "started_at": started.isoformat() if started else None,
+        "finished_at": finished.isoformat() if finished else None, "actor": actor,
+        "rows_written": written, "skipped": skipped,
+    }
+
+
+def _plan(conn: psycopg.Connection, t: Target) -> dict[str, Any] | None:
+    if conn.execute("SELECT to_regclass(%s)", (f"{store.SCHEMA}.leases",)).fetchone()[0] is None:
+        return None
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT kind, gen, count(*), count(done_at) FROM {} WHERE source = %s AND space_fp = %s"
+            " GROUP BY kind, gen HAVING count(*) > count(done_at) ORDER BY kind, gen"
+        ).format(LEASES),
+        (t.source.name, t.space.fingerprint),
+    ).fetchall()
+    return {f"{k}#{g}": {"chunks": n, "done": d} for k, g, n, d in rows} or None
+
+
+def _skip_reasons(conn: psycopg.Connection, t: Target) -> dict[str, int]:
+    rows = conn.execute(
+        sql.SQL("SELECT reason, count(*) FROM {} WHERE source = %s AND space_fp = %s GROUP BY reason").format(
+            t.skipped
+        ),
+        (t.source.name, t.space.fingerprint),
+    ).fetchall()
+    return dict(rows)
+
+
+def pair_status(conn: psycopg.Connection, cfg: Config, t: Target) -> dict[str, Any]:
+    """Everything `embed status` says about one (source, space): a space held in a column of the
+    source table (the legacy one; after an in-place swap, the live one) is counted there."""
+    out: dict[str, Any] = {"source": t.source.name, "space": t.space.name, "fingerprint": t.space.fingerprint}
+    if t.space.fingerprint == cfg.legacy_space.fingerprint and not t.source.vector_column:
+        return {**out, "kind": "legacy", "note": "source has no vector column"}
+    loc = locate(conn, cfg, t.source, t.space)
+    if loc.in_source:
+        per_ws = _column_counts(conn, t, loc.column)
+        tot = _summarize(per_ws)
+        return {**out, "kind": "column", "table": t.source.table, "column": loc.column, "live": loc.kind == LIVE,
+                **tot, "workspaces": per_ws if t.source.tenant_columns else []}
+    if not t.has_store_table(conn):
+        return {**out, "kind": "store", "table": None, "note": "no store table: run `embed init`"}
+    per_ws = _store_counts(conn, t)
+    tot = _summarize(per_ws)
+    stored = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.store)).fetchone()[0]
+    orphans = conn.execute(
+        sql.SQL("SELECT count(*) FROM {store} AS v WHERE NOT EXISTS (SELECT 1 FROM ({rows}) AS s WHERE s.id = v.source_id)")
+        .format(store=t.store, rows=t.live_rows())
+    ).fetchone()[0]
+    return {
+        **out,
+        "kind": "store",
+        "table": f"{store.SCHEMA}.{t.table}",
+        **tot,
+        "stored": stored,
+        "orphans": orphans,
+        "skipped_by_reason": _skip_reasons(conn, t),
+        "workspaces": per_ws if t.source.tenant_columns else [],
+        "last_run": _last_run(conn, t),
+        "open_plans": _plan(conn, t),
+        "index": _index_state(conn, t),
+    }
+
+
+def status(
+    cfg: Config, url: str, *, spaces: list[str] | None = None, sources: list[str] | None = None
+) -> dict[str, Any]:
+    """What production reads per source (embed_store.serving), the coverage of every (source,
+    space) pair (or the named ones), each space's state, and the Honcho settings while Honcho's
+    column holds a space whose settings no switch finished delivering."""
+    chosen: list[Space] = [cfg.space(s) for s in spaces] if spaces else list(cfg.spaces.values())
+    names = sources or list(cfg.sources)
+    with connect(url) as conn:
+        check_legacy(conn, cfg)
+        if not store.is_initialized(conn):
+            raise EmbedError("embed_store is not initialized in this database: run `embed init` first")
+        states = store.space_states(conn)
+        reads = serving.read(conn, cfg)
+        pairs = [pair_status(conn, cfg, Target(cfg.source(n), sp)) for sp in chosen for n in names]
+    for p in pairs:
+        p["state"] = states.get(p["fingerprint"], "not in database")
+    untold = sorted({st.space_fp for n, st in reads.items() if n in names and st.untold})
+    return {"serving": {n: _serving(cfg, reads[n]) for n in names}, "pairs": pairs,
+            "honcho_settings": [honcho_settings(cfg, url, cfg.space_by_fp(fp)).env_block() for fp in untold]}
+
+
+def _serving(cfg: Config, st: serving.Serving) -> dict[str, Any]:
+    """One source's line of what production reads, with the command that settles an interrupted switch."""
+    out = {"reads": cfg.label(st.space_fp), "fingerprint": st.space_fp, "mode": st.mode or "initial",
+           "views": cfg.label(st.views_fp) if st.views_fp else "not planned", "legacy_column": st.legacy_column,
+           "rollback_to": cfg.label(st.from_fp) if st.from_fp else None, "next": None}
+    if st.switch_pending:
+        out["next"] = (f"a switch to {cfg.label(st.target_fp)} was interrupted: `embed cutover --space "
+                       f"{cfg.label(st.target_fp)}` finishes it, `embed rollback` undoes it")
+    elif st.views_behind:
+        out["next"] = (f"the views are behind ({out['views']}): `embed plan` (or the same cutover/rollback again) "
+                       "brings them to what production reads")
+    elif st.untold:
+        out["next"] = "Honcho's column holds this space: restart Honcho with the settings below"
+    return out

@@ -1,0 +1,1 @@
+"""What keeps production recoverable: backups, delayed deletion (retire, pins), evidence."""

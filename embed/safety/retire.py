@@ -1,0 +1,354 @@
+"""`embed retire`, `embed pin/unpin`, `embed history`: delayed deletion of a space's vectors.
+
+Old vectors are kept through a retention window after cutover so rollback stays instant and
+lossless (invariant 4); only then, with no pin and a verified backup taken after the space
+stopped being active (invariant 5), may they be dropped: one `DROP TABLE` per store table
+(no HNSW vacuum storm), plus, after a Honcho in-place cutover, the renamed old vector column
+`<vector_column>__<space>_<fp8>` on the source tables. Every drop is an event.
+
+When a space stopped being active: the last 'cutover' or 'rollback' event (outcome ok) whose
+details carry `from_fp` = the space's fingerprint. A space that never served reads (no such
+event) counts from when it was declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from embed import store
+from embed.config import Config
+from embed.cutover.inplace_sql import COLUMNS
+from embed.db.connection import connect
+from embed.db.idents import qualified
+from embed.errors import EmbedError
+from embed.safety.backup import ensure_ops_tables, find_verified_backup
+from embed.spaces import Space, parse_space
+from embed.store import serving
+from embed.store.location import live_fp, recorded
+
+DEFAULT_RETENTION_DAYS = 14
+LOCK = "embed.safety.retire"  # retire and pin serialize on it: no pin can slip between check and drop
+DROP_LOCK_TIMEOUT = "10s"  # a column drop locks a live source table: fail rather than queue Honcho behind us
+
+
+def retention_days(cfg: Config) -> int:
+    raw = (cfg.variables.get("embed_retention") or {}).get("days", DEFAULT_RETENTION_DAYS)
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+        raise EmbedError(f"embed_retention.days must be a whole number of days >= 0, got {raw!r}")
+    return raw
+
+
+def _has_bookkeeping(conn: psycopg.Connection) -> None:
+    if not store.is_initialized(conn):
+        raise EmbedError("embed_store does not exist in that database: run `embed init` first")
+    ensure_ops_tables(conn)
+
+
+def resolve_space(conn: psycopg.Connection, cfg: Config, name: str) -> Space:
+    """A declared space by name, else one the database has seen: by `<name>_<fp8>`, or by a
+    name that only one fingerprint ever had (so a space removed from config.yaml can be retired)."""
+    if name in cfg.spaces:
+        return cfg.spaces[name]
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT name, spec FROM {}.spaces WHERE name || '_' || left(fingerprint, 8) = %s OR name = %s "
+            "ORDER BY declared_at"
+        ).format(sql.Identifier(store.SCHEMA)),
+        (name, name),
+    ).fetchall()
+    exact = [r for r in rows if r[0] != name]
+    rows = exact or rows
+    if not rows:
+        raise EmbedError(f"unknown space {name!r}: neither declared in config.yaml nor recorded in embed_store")
+    spaces = [parse_space(r[0], r[1]) for r in rows]
+    if len(spaces) > 1:
+        raise EmbedError(f"space name {name!r} matches several specs: use one of {', '.join(s.ident for s in spaces)}")
+    return spaces[0]
+
+
+@dataclass
+class Target:
+    """One object to drop: a store table, or an old vector column on a source table."""
+
+    kind: str  # 'table' | 'column'
+    schema: str
+    table: str
+    column: str | None
+    source: str | None
+    bytes: int  # freed at once (the table, or the column's indexes)
+    bytes_after_rewrite: int = 0  # a dropped column's data, reclaimed by the next table rewrite
+    dependents: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}" + (f".{self.column}" if self.column else "")
+
+    def statement(self) -> sql.Composed:
+        tbl = sql.Identifier(self.schema, self.table)
+        if self.kind == "table":
+            return sql.SQL("DROP TABLE {}").format(tbl)
+        return sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(tbl, sql.Identifier(self.column or ""))
+
+
+def _dependents(conn: psycopg.Connection, schema: str, table: str, attnum: int | None) -> tuple[str, ...]:
+    """Views (SQLMesh's included) that read the object: DROP would fail, CASCADE would break them."""
+    rows = conn.execute(
+        """SELECT DISTINCT v.oid::regclass::text FROM pg_depend d
+           JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+           WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+             AND d.refobjid = format('%%I.%%I', %s::text, %s::text)::regclass AND v.oid <> d.refobjid
+             AND (%s::int IS NULL OR d.refobjsubid = %s::int)
+           ORDER BY 1""",
+        (schema, table, attnum, attnum),
+    ).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def _targets(conn: psycopg.Connection, cfg: Config, space: Space) -> list[Target]:
+    """Every object holding `space`'s vectors: its store table per source (embed.store's name for
+    it) and the source columns recorded for it (embed.store.location's record) other than the live one;
+    a column merely named like the space is not taken for it."""
+    held = recorded(conn)
+    out: list[Target] = []
+    for src in cfg.sources.values():
+        tbl = store.table_name(src, space)
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{store.SCHEMA}"."{tbl}"',)).fetchone()[0]:
+            size = conn.execute(
+                "SELECT pg_total_relation_size(format('%%I.%%I', %s::text, %s::text)::regclass)", (store.SCHEMA, tbl)
+            ).fetchone()[0]
+            out.append(Target("table", store.SCHEMA, tbl, None, src.name, size,
+                              dependents=_dependents(conn, store.SCHEMA, tbl, None)))
+        schema, _, table = src.table.rpartition(".")
+        schema = schema or "public"
+        mine = sorted(c for (s, c), (fp, _) in held.items()
+                      if s == src.name and fp == space.fingerprint and c != src.vector_column)
+        if not mine or conn.execute("SELECT to_regclass(%s) IS NULL", (f'"{schema}"."{table}"',)).fetchone()[0]:
+            continue
+        cols = conn.execute(
+            """SELECT attname, attnum FROM pg_attribute WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass
+               AND attnum > 0 AND NOT attisdropped AND attname = ANY(%s) ORDER BY attnum""",
+            (schema, table, mine),
+        ).fetchall()
+        for col, attnum in cols:
+            idx = conn.execute(
+                """SELECT coalesce(sum(pg_relation_size(i.indexrelid)), 0)::bigint FROM pg_index i
+                   WHERE i.indrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND %s = ANY(i.indkey)""",
+                (schema, table, attnum),
+            ).fetchone()[0]
+            data = conn.execute(
+                sql.SQL("SELECT coalesce(sum(pg_column_size({})), 0)::bigint FROM {}").format(
+                    sql.Identifier(col), qualified(f"{schema}.{table}")
+                )
+            ).fetchone()[0]
+            out.append(Target("column", schema, table, col, src.name, idx, data,
+                              dependents=_dependents(conn, schema, table, attnum)))
+    return out
+
+
+def _deactivated_at(conn: psycopg.Connection, space: Space) -> tuple[datetime | None, str]:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT max(at) FROM {}.events WHERE kind IN ('cutover', 'rollback') AND outcome = 'ok' "
+            "AND details ->> 'from_fp' = %s"
+        ).format(sql.Identifier(store.SCHEMA)),
+        (space.fingerprint,),
+    ).fetchone()
+    if row[0] is not None:
+        return row[0], "last cutover/rollback away from it"
+    row = conn.execute(
+        sql.SQL("SELECT declared_at FROM {}.spaces WHERE fingerprint = %s").format(sql.Identifier(store.SCHEMA)),
+        (space.fingerprint,),
+    ).fetchone()
+    return (row[0], "declared (never active)") if row else (None, "not in embed_store")
+
+
+def _plan(conn: psycopg.Connection, cfg: Config, space: Space) -> tuple[dict[str, Any], list[Target]]:
+    """What retiring `space` would drop, and every reason it may not (in the order they are reported)."""
+    blockers: list[str] = []
+    reads = serving.read(conn, cfg)
+    active = [s for s, st in reads.items() if space.fingerprint in (st.space_fp, st.views_expected)]
+    if active:
+        blockers.append(f"space {space.name} is what production reads for source(s) {', '.join(active)}: "
+                        "cut over away from it first")
+    legacy_name = cfg.variables.get("embed_legacy_space")
+    legacy_fp = cfg.spaces[legacy_name].fingerprint if legacy_name in cfg.spaces else None
+    is_legacy = legacy_fp == space.fingerprint or (legacy_fp is None and legacy_name == space.name)
+    holders = [s.name for s in cfg.sources.values() if s.vector_column and live_fp(conn, cfg, s) == legacy_fp]
+    if is_legacy and holders:
+        blockers.append(
+            f"space {space.name} is the legacy space of gateway {cfg.gateway}: the vector columns of "
+            f"{', '.join(holders)} still hold it (an in-place cutover moves it to a retirable column)"
+        )
+    pin = conn.execute(
+        sql.SQL("SELECT reason, actor, at FROM {}.pins WHERE space_fp = %s").format(sql.Identifier(store.SCHEMA)),
+        (space.fingerprint,),
+    ).fetchone()
+    if pin:
+        blockers.append(f"space {space.name} is pinned by {pin[1]} since {pin[2]:%Y-%m-%d}: {pin[0]} (embed unpin to release)")
+    days = retention_days(cfg)
+    since, since_what = _deactivated_at(conn, space)
+    eligible_at = None
+    if since is None:
+        blockers.append(f"space {space.name} is not in embed_store: nothing to retire")
+    else:
+        elapsed, eligible_at = conn.execute(
+            "SELECT now() - %s >= make_interval(days => %s), %s + make_interval(days => %s)",
+            (since, days, since, days),
+        ).fetchone()
+        if not elapsed:
+            blockers.append(
+                f"retention window of {days} day(s) since {since:%Y-%m-%d %H:%M} ({since_what}) has not passed: "
+                f"eligible from {eligible_at:%Y-%m-%d %H:%M %Z}"
+            )
+    targets = _targets(conn, cfg, space)
+    needed = {f"{t.schema}.{t.table}" for t in targets}
+    backup, why = find_verified_backup(conn, since, needed)
+    if why:
+        blockers.append(why)
+    for t in targets:
+        if t.dependents:
+            blockers.append(
+                f"{t.name} is still read by view(s) {', '.join(t.dependents[:3])}: remove space {space.name} "
+                "from embed_spaces, run `embed plan` and `sqlmesh janitor --ignore-ttl`, then retry"
+            )
+            break
+    state = store.space_states(conn).get(space.fingerprint)
+    if state == "retired" and not targets:
+        blockers.append(f"space {space.name} is already retired")
+    return {
+        "space": space.name,
+        "fingerprint": space.fingerprint,
+        "state": state,
+        "retention_days": days,
+        "inactive_since": since.isoformat() if since else None,
+        "inactive_since_what": since_what,
+        "eligible_at": eligible_at.isoformat() if eligible_at else None,
+        "backup": backup,
+        "targets": [{**asdict(t), "name": t.name} for t in targets],
+        "bytes": sum(t.bytes for t in targets),
+        "bytes_after_rewrite": sum(t.bytes_after_rewrite for t in targets),
+        "blockers": blockers,
+        "allowed": not blockers,
+    }, targets
+
+
+def retire_plan(cfg: Config, url: str, name: str) -> dict[str, Any]:
+    """The dry run: what would be dropped, the space it frees, and what blocks it (drops nothing)."""
+    with connect(url, vector=False) as conn:
+        _has_bookkeeping(conn)
+        with conn.transaction():
+            return _plan(conn, cfg, resolve_space(conn, cfg, name))[0]
+
+
+def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """Re-check everything under the retire lock, ask `confirm`, then drop object by object
+    (each its own transaction and event, so an interrupted retire resumes where it stopped)."""
+    with connect(url, vector=False, autocommit=True) as conn:
+        _has_bookkeeping(conn)
+        space = resolve_space(conn, cfg, name)
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (LOCK,))
+        try:
+            plan, targets = _plan(conn, cfg, space)
+            if plan["blockers"]:
+                store.record_event(conn, "retire", "blocked", space=space, reason=plan["blockers"][0][:500])
+                raise EmbedError(f"cannot retire {space.name}: {plan['blockers'][0]}")
+            if confirm is not None and not confirm(plan):
+                raise EmbedError("retire cancelled: nothing dropped")
+            dropped: list[str] = []
+            for i, t in enumerate(targets):
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(DROP_LOCK_TIMEOUT)))
+                    try:
+                        conn.execute(t.statement())
+                        if t.kind == "column":  # the record goes with the column, or it would point at nothing
+                            conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND column_name = %s").format(
+                                COLUMNS), (t.source, t.column))
+                    except psycopg.errors.LockNotAvailable:
+                        raise EmbedError(
+                            f"{t.name} is busy (lock not free within {DROP_LOCK_TIMEOUT}); "
+                            f"dropped so far: {', '.join(dropped) or 'nothing'}; rerun to continue"
+                        ) from None
+                    store.record_event(
+                        conn, "retire", "ok", space=space, source=t.source, reason=f"dropped {t.kind} {t.name}",
+                        details={"object": t.name, "kind": t.kind, "bytes": t.bytes,
+                                 "bytes_after_rewrite": t.bytes_after_rewrite, "backup": plan["backup"]["id"]},
+                        move="retired" if i == len(targets) - 1 else "retire",
+                    )
+                dropped.append(t.name)
+            if not targets:
+                store.record_event(conn, "retire", "ok", space=space, reason="nothing left to drop",
+                                   details={"backup": plan["backup"]["id"]}, move="retired")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (LOCK,))
+    return {**plan, "dropped": dropped, "state": "retired"}
+
+
+# ---------------------------------------------------------------- pins
+def pin(cfg: Config, url: str, name: str, reason: str) -> dict[str, Any]:
+    """Hold a space's vectors past retention (a pin blocks retire until unpinned)."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise EmbedError("--reason must say why the space is pinned")
+    with connect(url, vector=False, autocommit=True) as conn:
+        _has_bookkeeping(conn)
+        space = resolve_space(conn, cfg, name)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK,))
+            if store.space_states(conn).get(space.fingerprint) == "retired":
+                raise EmbedError(f"space {space.name} is already retired: nothing left to pin")
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.pins (space_fp, name, reason, actor) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (space_fp) DO UPDATE SET reason = EXCLUDED.reason, actor = EXCLUDED.actor, "
+                    "at = clock_timestamp()"
+                ).format(sql.Identifier(store.SCHEMA)),
+                (space.fingerprint, space.name, reason, store.actor()),
+            )
+            store.record_event(conn, "pin", "ok", space=space, reason=reason)
+    return {"space": space.name, "fingerprint": space.fingerprint, "reason": reason}
+
+
+def unpin(cfg: Config, url: str, name: str) -> dict[str, Any]:
+    with connect(url, vector=False, autocommit=True) as conn:
+        _has_bookkeeping(conn)
+        space = resolve_space(conn, cfg, name)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK,))
+            gone = conn.execute(
+                sql.SQL("DELETE FROM {}.pins WHERE space_fp = %s RETURNING reason").format(sql.Identifier(store.SCHEMA)),
+                (space.fingerprint,),
+            ).fetchone()
+            if gone is None:
+                raise EmbedError(f"space {space.name} is not pinned")
+            store.record_event(conn, "unpin", "ok", space=space)
+    return {"space": space.name, "fingerprint": space.fingerprint, "was": gone[0]}
+
+
+# ---------------------------------------------------------------- history
+def history(cfg: Config, url: str, name: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """The event log, oldest first: who did what to which space, when and why. `details` holds
+    ids and counts written by embed itself; no memory text is ever logged."""
+    with connect(url, vector=False) as conn:
+        if not store.is_initialized(conn):
+            raise EmbedError("embed_store does not exist in that database: run `embed init` first")
+        fps = [resolve_space(conn, cfg, name).fingerprint] if name is not None else None
+        rows = conn.execute(
+            sql.SQL(
+                """SELECT * FROM (
+                     SELECT e.id, e.at, e.actor, e.kind, s.name, e.space_fp, e.source, e.outcome, e.reason, e.details
+                     FROM {schema}.events e LEFT JOIN {schema}.spaces s ON s.fingerprint = e.space_fp
+                     WHERE %(fps)s::text[] IS NULL OR e.space_fp = ANY(%(fps)s)
+                        OR e.details ->> 'from_fp' = ANY(%(fps)s) OR e.details ->> 'to_fp' = ANY(%(fps)s)
+                     ORDER BY e.at DESC, e.id DESC LIMIT %(limit)s) AS recent
+                   ORDER BY at, id"""
+            ).format(schema=sql.Identifier(store.SCHEMA)),
+            {"fps": fps, "limit": limit},
+        ).fetchall()
+    keys = ("id", "at", "actor", "kind", "space", "space_fp", "source", "outcome", "reason", "details")
+    return [dict(zip(keys, r, strict=True)) for r in rows]

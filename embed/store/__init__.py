@@ -1,0 +1,275 @@
+"""The writer-owned store: schema `embed_store`, one vector table per (source, space), bookkeeping.
+
+SQLMesh only manages views over these tables (rows written into a SQLMesh-managed table are
+lost at its next model version), so the tables are created and owned here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from embed.config import Config, Source
+from embed.db.idents import PG_MAX_IDENT
+from embed.errors import EmbedError
+from embed.spaces import Space
+from embed.store import lifecycle
+
+SCHEMA = "embed_store"
+
+BOOKKEEPING = f"""
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+CREATE TABLE IF NOT EXISTS {SCHEMA}.spaces (
+    fingerprint text PRIMARY KEY CHECK (fingerprint ~ '^[0-9a-f]{{64}}$'),
+    name        text NOT NULL,
+    dims        integer NOT NULL CHECK (dims > 0),
+    spec        jsonb NOT NULL,
+    state       text NOT NULL DEFAULT 'declared',
+    declared_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
+    id       bigserial PRIMARY KEY,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor    text NOT NULL,
+    kind     text NOT NULL,
+    space_fp text,
+    source   text,
+    outcome  text NOT NULL CHECK (outcome IN ('ok', 'failed', 'blocked', 'info')),
+    reason   text,
+    details  jsonb NOT NULL DEFAULT '{{}}'
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.runs (
+    id          bigserial PRIMARY KEY,
+    kind        text NOT NULL,
+    space_fp    text NOT NULL,
+    source      text,
+    actor       text NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    status      text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'ok', 'failed')),
+    params      jsonb NOT NULL DEFAULT '{{}}',
+    stats       jsonb NOT NULL DEFAULT '{{}}'
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.smoke_runs (
+    id             bigserial PRIMARY KEY,
+    space_fp       text NOT NULL,
+    at             timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor          text NOT NULL,
+    passed         boolean NOT NULL,
+    endpoint_class text NOT NULL,
+    evidence       jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.skipped (
+    source         text NOT NULL,
+    space_fp       text NOT NULL,
+    source_id      text NOT NULL,
+    content_sha256 bytea NOT NULL,
+    reason         text NOT NULL,
+    at             timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, space_fp, source_id)
+);
+-- Shadow validation (embed.shadow.run): one row per run, the result dict (ids and numbers only),
+-- and its numbers in long form so the gate audits (audits/embed_shadow_*.sql) can read them.
+CREATE TABLE IF NOT EXISTS {SCHEMA}.shadow_runs (
+    id            bigserial PRIMARY KEY,
+    started_at    timestamptz NOT NULL,
+    at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor         text NOT NULL,
+    source        text NOT NULL,
+    baseline_fp   text NOT NULL CHECK (baseline_fp ~ '^[0-9a-f]{{64}}$'),
+    candidate_fps text[] NOT NULL CHECK (cardinality(candidate_fps) > 0),
+    params        jsonb NOT NULL DEFAULT '{{}}',
+    result        jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_runs_source_started ON {SCHEMA}.shadow_runs (source, started_at DESC);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.shadow_metrics (
+    run_id      bigint NOT NULL REFERENCES {SCHEMA}.shadow_runs (id) ON DELETE CASCADE,
+    space_fp    text NOT NULL,
+    slice       text NOT NULL,
+    slice_value text NOT NULL,
+    metric      text NOT NULL,
+    n           integer,
+    value       double precision,
+    ci_low      double precision,
+    ci_high     double precision,
+    PRIMARY KEY (run_id, space_fp, slice, slice_value, metric)
+);
+"""
+
+# Backups taken by `embed backup` (verified ones unlock `embed retire`) and pins that hold a
+# space's vectors past their retention window. Kept apart so those commands can create just
+# these in a database initialized before they existed.
+OPS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA}.backups (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL,
+    actor       text NOT NULL,
+    path        text NOT NULL,
+    manifest    jsonb NOT NULL CHECK (manifest ? 'backup_id'),
+    verified    boolean NOT NULL DEFAULT false,
+    verified_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS backups_backup_id ON {SCHEMA}.backups ((manifest ->> 'backup_id'));
+CREATE TABLE IF NOT EXISTS {SCHEMA}.pins (
+    space_fp text PRIMARY KEY,
+    name     text NOT NULL,
+    reason   text NOT NULL CHECK (length(reason) > 0),
+    actor    text NOT NULL,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+BOOKKEEPING += OPS_DDL
+
+
+def actor() -> str:
+    """Who did it: OS user at host (recorded with every event)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def table_name(source: Source, space: Space) -> str:
+    """`<source>__<space>_<fp8>`: the fingerprint in the name keeps two specs in two tables."""
+    name = f"{source.name}__{space.ident}"
+    if len(name) > PG_MAX_IDENT:
+        raise EmbedError(f"store table name {name!r} exceeds {PG_MAX_IDENT} characters: shorten the names")
+    return name
+
+
+def table_ident(source: Source, space: Space) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, table_name(source, space))
+
+
+def create_store_table(conn: psycopg.Connection, source: Source, space: Space) -> None:
+    """One typed vector table, tagged with its space both in a column and in a CHECK constraint."""
+    conn.execute(
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {tbl} (
+                source_id      {id_type} PRIMARY KEY,
+                content_sha256 bytea NOT NULL CHECK (octet_length(content_sha256) = 32),
+                space_fp       text NOT NULL CONSTRAINT space_tag CHECK (space_fp = {fp}),
+                embedding      vector({dims}) NOT NULL,
+                tokens         integer,
+                truncated      boolean NOT NULL DEFAULT false,
+                embedded_at    timestamptz NOT NULL DEFAULT now(),
+                run_id         bigint
+            )"""
+        ).format(
+            tbl=table_ident(source, space),
+            id_type=sql.SQL(source.id_type),
+            fp=sql.Literal(space.fingerprint),
+            dims=sql.Literal(space.dims),
+        )
+    )
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            table_ident(source, space),
+            sql.Literal(f"embed store: source {source.name}, space {space.name} ({space.fingerprint})"),
+        )
+    )
+
+
+def record_event(
+    conn: psycopg.Connection,
+    kind: str,
+    outcome: str,
+    *,
+    space: Space | None = None,
+    source: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    move: str | None = None,
+) -> int:
+    """Append to the event log (and apply a lifecycle move to the space, embed.store.lifecycle) in the
+    caller's transaction."""
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.events (actor, kind, space_fp, source, outcome, reason, details) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
+        ).format(sql.Identifier(SCHEMA)),
+        (actor(), kind, space.fingerprint if space else None, source, outcome, reason, json.dumps(details or {})),
+    ).fetchone()
+    if move and space:
+        lifecycle.move(conn, space.fingerprint, move)
+    return row[0]
+
+
+def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
+    """Create the schema, bookkeeping and every (source, space) table; idempotent.
+
+    Runs in one transaction under an advisory lock, so two concurrent `embed init` agree.
+    """
+    created: list[str] = []
+    declared: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.init'))")
+        conn.execute(BOOKKEEPING)
+        existing = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,)
+            ).fetchall()
+        }
+        for space in cfg.spaces.values():
+            new = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.spaces (fingerprint, name, dims, spec, state) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (fingerprint) DO NOTHING RETURNING fingerprint"
+                ).format(sql.Identifier(SCHEMA)),
+                # the legacy space is what production reads from the start
+                (space.fingerprint, space.name, space.dims, json.dumps(space.spec()),
+                 "active" if space.fingerprint == cfg.legacy_space.fingerprint else "declared"),
+            ).fetchone()
+            if new:
+                declared.append(space.name)
+                record_event(conn, "declared", "ok", space=space, details={"spec": space.spec()})
+            if retired(conn, space):
+                continue  # its tables were dropped on purpose: re-declaring it is a new decision
+            for source in cfg.sources.values():
+                name = table_name(source, space)
+                if name not in existing:
+                    create_store_table(conn, source, space)
+                    created.append(name)
+    return {"created_tables": created, "declared_spaces": declared}
+
+
+def record_smoke(conn: psycopg.Connection, space: Space, evidence: dict[str, Any]) -> int:
+    """Store smoke evidence (ids and hashes only, no text) and log the event; returns its id."""
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.smoke_runs (space_fp, actor, passed, endpoint_class, evidence) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id"
+        ).format(sql.Identifier(SCHEMA)),
+        (space.fingerprint, actor(), evidence["passed"], evidence["endpoint_class"], json.dumps(evidence)),
+    ).fetchone()
+    record_event(
+        conn, "smoke", "ok" if evidence["passed"] else "failed", space=space,
+        details={"smoke_run": row[0], "endpoint_class": evidence["endpoint_class"]},
+        move="smoke-passed" if evidence["passed"] else "smoke-failed",
+    )
+    return row[0]
+
+
+def retired(conn: psycopg.Connection, space: Space) -> bool:
+    row = conn.execute(
+        sql.SQL("SELECT state = 'retired' FROM {}.spaces WHERE fingerprint = %s").format(sql.Identifier(SCHEMA)),
+        (space.fingerprint,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def space_states(conn: psycopg.Connection) -> dict[str, str]:
+    """fingerprint -> lifecycle state, for the spaces this database has seen."""
+    rows = conn.execute(sql.SQL("SELECT fingerprint, state FROM {}.spaces").format(sql.Identifier(SCHEMA)))
+    return dict(rows.fetchall())
+
+
+def is_initialized(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('embed_store.spaces') IS NOT NULL").fetchone()[0]

@@ -1,0 +1,1 @@
+"""Helpers for the tests (not collected): fixtures' builders, servers, planted inputs."""
