@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from embed import mesh, store
 from embed.config import Config
 from embed.db.connection import connect, ensure_pgvector, resolve_url
-from embed.errors import EmbedError
+from embed.db.files import write_atomic
+from embed.errors import EmbedError, NotInitialized
 from embed.store import serving
 from embed.store.location import check_legacy
 
@@ -104,20 +104,10 @@ def smoke(
     with get_embedder(space, allow_cloud=allow_cloud) as embedder:
         evidence = run_smoke(embedder, required=required)
     if out is not None:
-        write_private(out, json.dumps(evidence, indent=2, sort_keys=True) + "\n")
+        write_atomic(out, json.dumps(evidence, indent=2, sort_keys=True) + "\n")
     if url is not None:
         with connect(url) as conn:
             if not store.is_initialized(conn):
-                raise EmbedError("embed_store does not exist in that database: run `embed init` first")
+                raise NotInitialized()
             evidence["smoke_run"] = store.record_smoke(conn, space, evidence)
     return evidence
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (evidence and manifests carry no secrets, but
-    they describe a production system)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)

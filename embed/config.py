@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from embed.db.idents import check_name, column, qualified
-from embed.errors import EmbedError
+from embed.errors import EmbedError, first_line
 from embed.spaces import Space, parse_space
 
 CONFIG_FILE = "config.yaml"
@@ -31,6 +31,12 @@ class Source:
     vector_column: str | None
     live_filter: str
     tenant_columns: tuple[str, ...]
+
+    @property
+    def schema_table(self) -> tuple[str, str]:
+        """(schema, table) of `table`, an unqualified name being in `public`."""
+        schema, _, table = self.table.rpartition(".")
+        return schema or "public", table
 
 
 def parse_source(name: str, raw: Any) -> Source:
@@ -93,7 +99,7 @@ class Config:
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise EmbedError(f"{CONFIG_FILE} is not valid YAML: {str(e).splitlines()[0]}") from None
+            raise EmbedError(f"{CONFIG_FILE} is not valid YAML: {first_line(str(e))}") from None
         gateway = gateway or os.environ.get("EMBED_GATEWAY") or raw.get("default_gateway") or "local"
         if gateway not in (raw.get("gateways") or {}):
             known = ", ".join(raw.get("gateways") or {}) or "none"

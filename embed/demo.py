@@ -25,6 +25,7 @@ from psycopg import sql
 from embed import api, mesh
 from embed.config import Config
 from embed.db.connection import connect, mask
+from embed.db.files import write_atomic
 from embed.db.localpg import LocalServer
 
 CANDIDATE = "e5_small"
@@ -170,7 +171,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
 
         results = compare(st["cfg"], st["url"], baseline=legacy, candidates=candidates, queries=200)
         html = st["work"] / "shadow-documents.html"
-        api.write_private(html, render_html(results["documents"]))
+        write_atomic(html, render_html(results["documents"]))
         st["report"] = html
         return _shadow_line(results["documents"], legacy) + f"; report {html}"
 

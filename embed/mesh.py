@@ -15,7 +15,8 @@ import yaml
 from embed import store
 from embed.config import Config
 from embed.db.connection import connect, sqlmesh_env
-from embed.errors import EmbedError
+from embed.db.files import write_atomic
+from embed.errors import EmbedError, first_line
 from embed.store import SCHEMA, serving, table_name
 from embed.store.location import check_legacy
 
@@ -95,7 +96,7 @@ def write_external_models(cfg: Config) -> bool:
     text = render_external_models(cfg)
     if path.is_file() and path.read_text() == text:
         return False
-    path.write_text(text)
+    write_atomic(path, text, private=False)  # an interrupted write must not leave SQLMesh half a file
     return True
 
 
@@ -176,7 +177,7 @@ def audit(cfg: Config, url: str, models: list[str] | None = None) -> list[AuditR
                     snapshot=snap, start=now(), end=now(), snapshots=ctx.snapshots
                 ))
             except Exception as e:  # an audit whose SQL fails is a failed gate, never a pass
-                results.append(AuditResult("?", _short(snap.name), FAIL, None, True, _first_line(str(e))))
+                results.append(AuditResult("?", _short(snap.name), FAIL, None, True, first_line(str(e))))
                 continue
             for r in runs:
                 status = NOT_RUN if r.skipped else FAIL if r.count else PASS
@@ -206,7 +207,7 @@ class Switch:
         try:
             return self.ctx.plan_builder("prod", no_auto_categorization=False).build()
         except SQLMeshError as e:
-            raise EmbedError(f"the views cannot be planned for this switch (nothing changed): {_first_line(str(e))}"
+            raise EmbedError(f"the views cannot be planned for this switch (nothing changed): {first_line(str(e))}"
                              ) from None
 
     def apply(self) -> list[str]:
@@ -216,7 +217,7 @@ class Switch:
             self.ctx.apply(self.plan)
         except Exception as e:
             guard = GUARD_MESSAGE.search(str(e))
-            why = guard.group(1) if guard else f"{type(e).__name__}: {_first_line(str(e))}"
+            why = guard.group(1) if guard else f"{type(e).__name__}: {first_line(str(e))}"
             raise EmbedError(f"sqlmesh plan failed: {why}") from None
         return sorted(_short(s.name) for s in self.plan.new_snapshots if not s.is_external)
 
@@ -279,6 +280,3 @@ def _short(fqn: str) -> str:
     parts = fqn.replace('"', "").split(".")
     return ".".join(parts[-2:])
 
-
-def _first_line(text: str) -> str:
-    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error")

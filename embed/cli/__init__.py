@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from embed.errors import EmbedError
+from embed.errors import EmbedError, first_line
 
 
 @dataclass
@@ -49,7 +49,7 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:
             if not _lost_connection(e):
                 raise
-            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+            first = first_line(str(e), "")
             click.echo(f"embed: error: lost the database connection ({type(e).__name__}: {first}); "
                        "run the same command again", err=True)
             sys.exit(1)

@@ -100,9 +100,9 @@ def _switch_lines(r: SwitchResult) -> list[str]:
 
 def _deliver(r: SwitchResult, settings_out: Path | None) -> None:
     if settings_out is not None and r.honcho is not None:
-        from embed.api import write_private
+        from embed.db.files import write_atomic
 
-        write_private(settings_out, r.honcho.env_block())
+        write_atomic(settings_out, r.honcho.env_block())
 
 
 @cli.command()
@@ -163,9 +163,9 @@ def _run_switch(fn: Callable[[], Any], settings_out: Path | None) -> Any:
     except SwitchIncomplete as e:
         if e.honcho is not None:
             if settings_out is not None:
-                from embed.api import write_private
+                from embed.db.files import write_atomic
 
-                write_private(settings_out, e.honcho.env_block())
+                write_atomic(settings_out, e.honcho.env_block())
             click.echo(e.honcho.env_block().rstrip())
         raise
 

@@ -114,8 +114,8 @@ def shadow(
     audits/embed_shadow_*.sql audits and `sqlmesh plan`) read the newest run against the
     legacy space: delta_ndcg@k CI floor, ann_recall@k, and freshness after the last backfill.
     """
-    from embed.api import write_private
     from embed.config import Config
+    from embed.db.files import write_atomic
     from embed.shadow import render_html, render_table
     from embed.shadow.run import shadow as run
 
@@ -137,11 +137,11 @@ def shadow(
         say=lambda line: click.echo(line, err=True),
     )
     if out is not None:
-        write_private(out, json.dumps(results, indent=2, allow_nan=False) + "\n")
+        write_atomic(out, json.dumps(results, indent=2, allow_nan=False) + "\n")
         click.echo(f"shadow: result JSON written to {out}", err=True)
     if html_path is not None:
         for name, path in _paths(html_path, list(results)).items():
-            write_private(path, render_html(results[name]))
+            write_atomic(path, render_html(results[name]))
             click.echo(f"shadow: HTML report for {name} written to {path}", err=True)
     if as_json:
         click.echo(json.dumps(results, indent=2, allow_nan=False))

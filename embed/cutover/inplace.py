@@ -45,6 +45,7 @@ from embed.db.connection import connect
 from embed.db.hooks import pause_point
 from embed.errors import EmbedError
 from embed.spaces import Space
+from embed.store import registry
 from embed.store.indexes import HNSW_MAX_DIMS
 from embed.store.location import live_fp, recorded
 from embed.store.target import Target
@@ -131,7 +132,7 @@ def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, *, batch_rows: in
            attempts: int = STAGE_ATTEMPTS, busy: str | None = None) -> int:
     """Copy the live column's trusted vectors into its own space's store table (see inplace_sql.adopt)."""
     live = inplace_sql.live_column(src)
-    old = inplace_run.space_of(conn, cfg, live_fp(conn, cfg, src))
+    old = registry.by_fp(conn, cfg, live_fp(conn, cfg, src))
     t = Target(src, old)
     inplace_run.needs_store(conn, t)
     dims = inplace_sql.columns(conn, src)[live].dims
@@ -149,7 +150,7 @@ def _ensure_index(conn: psycopg.Connection, t: Target, col: str, params: dict[st
     if t.space.dims > HNSW_MAX_DIMS:
         raise EmbedError(f"space {t.space.name}: pgvector builds HNSW only up to {HNSW_MAX_DIMS} dims, "
                          "and Honcho's reads need that index")
-    schema, table = inplace_sql.split_table(t.source)
+    schema, table = t.source.schema_table
     name = inplace_sql.index_name(table, col)
     cur = inplace_sql.indexes(conn, t.source).get(name)
     if cur is None and inplace_sql.relation_exists(conn, t.source, name):
@@ -201,10 +202,10 @@ def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Pl
     old_fp = live_fp(conn, cfg, src)
     if old_fp == new.fingerprint:
         raise EmbedError(f"space {new.name} is already live in {src.table}.{live}; nothing changed")
-    old = inplace_run.space_of(conn, cfg, old_fp)
+    old = registry.by_fp(conn, cfg, old_fp)
     cols, idx = inplace_sql.columns(conn, src), inplace_sql.indexes(conn, src)
     staged, retired = inplace_sql.tagged_column(src, new), inplace_sql.tagged_column(src, old)
-    _, table = inplace_sql.split_table(src)
+    _, table = src.schema_table
     if live not in cols:
         raise EmbedError(f"{src.table} has no column {live}; nothing changed")
     if cols[live].not_null:
@@ -317,7 +318,7 @@ def _swap_locked(conn: psycopg.Connection, p: _Plan) -> dict[str, Any]:
     if marks:
         pending, failed = conn.execute(inplace_sql.mark_unembedded(t, p.staged, set(p.sync_cols)),
                                        ([i for i, _ in marks], [s for _, s in marks])).fetchone()
-    schema, _ = inplace_sql.split_table(p.source)
+    schema, _ = p.source.schema_table
     rename_col = sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}")
     rename_idx = sql.SQL("ALTER INDEX {} RENAME TO {}")
     if p.live_index:
@@ -366,7 +367,7 @@ def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | 
     vectors where it is NULL (those rows become 'synced').
     """
     with inplace_run.session(url) as conn:
-        return _fill(conn, cfg, url, inplace_run.space_named(conn, cfg, space_name), sources, embed_missing=embed_missing,
+        return _fill(conn, cfg, url, registry.by_name(conn, cfg, space_name), sources, embed_missing=embed_missing,
                      batch_rows=batch_rows)
 
 
@@ -419,23 +420,23 @@ def state(cfg: Config, url: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for src in inplace_run.sources_of(cfg):
             live = inplace_sql.live_column(src)
-            _, table = inplace_sql.split_table(src)
+            _, table = src.schema_table
             cols, idx = inplace_sql.columns(conn, src), inplace_sql.indexes(conn, src)
             live_fp, previous = rec.get((src.name, live), (cfg.legacy_space.fingerprint, None))
             tagged = []
             for name in sorted(c for c in cols if c != live):
                 fp = (rec.get((src.name, name)) or (None, None))[0]
                 ix = idx.get(inplace_sql.index_name(table, name))
-                tagged.append({"column": name, "space_fp": fp, "space": inplace_run.name_of(conn if ready else None, cfg, fp),
+                tagged.append({"column": name, "space_fp": fp, "space": registry.name_of(conn if ready else None, cfg, fp),
                                "dims": cols[name].dims, "index": ix.name if ix else None,
                                "index_valid": ix.valid if ix else None})
             li = inplace_sql.hnsw_on(idx, live, inplace_sql.index_name(table, live))
             out[src.name] = {
                 "table": src.table, "live_column": live, "live_fp": live_fp,
-                "live_space": inplace_run.name_of(conn if ready else None, cfg, live_fp),
+                "live_space": registry.name_of(conn if ready else None, cfg, live_fp),
                 "live_dims": cols[live].dims if live in cols else None,
                 "live_index": {"name": li.name, "valid": li.valid} if li else None,
-                "previous_fp": previous, "previous_space": inplace_run.name_of(conn if ready else None, cfg, previous),
+                "previous_fp": previous, "previous_space": registry.name_of(conn if ready else None, cfg, previous),
                 "columns": tagged,
             }
     return {"sources": out}

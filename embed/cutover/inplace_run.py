@@ -17,9 +17,8 @@ from embed.config import Config, Source
 from embed.cutover import inplace_sql
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
-from embed.errors import EmbedError
+from embed.errors import EmbedError, NotInitialized
 from embed.fill.progress import Progress
-from embed.spaces import Space, parse_space
 from embed.store.target import Target
 
 BATCH_ROWS = 500  # rows per UPDATE batch: a short transaction (each row also updates Honcho's HNSW index)
@@ -36,7 +35,7 @@ def session(url: str, *, wait_s: float = 10.0) -> Iterator[psycopg.Connection]:
     it, or killing its process, releases the lock; we wait a little for a dead holder's)."""
     with connect(url, autocommit=True) as conn:
         if not store.is_initialized(conn):
-            raise EmbedError("embed_store is not initialized in this database: run `embed init` first")
+            raise NotInitialized()
         inplace_sql.ensure_tables(conn)
         conn.execute(set_timeout(STAGE_LOCK_TIMEOUT_S, local=False))  # no statement queues long behind Honcho
         deadline = time.monotonic() + wait_s
@@ -158,41 +157,6 @@ def sources_of(cfg: Config, names: list[str] | None = None) -> list[Source]:
     return out
 
 
-def space_of(conn: psycopg.Connection | None, cfg: Config, fp: str) -> Space:
-    """A space by fingerprint: declared in config.yaml, else as embed_store recorded it."""
-    for sp in cfg.spaces.values():
-        if sp.fingerprint == fp:
-            return sp
-    row = conn.execute(
-        sql.SQL("SELECT name, spec FROM {}.spaces WHERE fingerprint = %s").format(sql.Identifier(store.SCHEMA)), (fp,)
-    ).fetchone() if conn is not None else None
-    if row is None:
-        raise EmbedError(f"space {fp[:12]} is neither declared in config.yaml nor recorded in embed_store")
-    return parse_space(row[0], row[1])
-
-
 def needs_store(conn: psycopg.Connection, t: Target) -> None:
     if not t.has_store_table(conn):
         raise EmbedError(f"no store table for source {t.source.name} in space {t.space.name}: run `embed init`")
-
-
-def name_of(conn: psycopg.Connection | None, cfg: Config, fp: str | None) -> str | None:
-    if fp is None:
-        return None
-    try:
-        return space_of(conn, cfg, fp).name
-    except EmbedError:
-        return None
-
-
-def space_named(conn: psycopg.Connection, cfg: Config, name: str) -> Space:
-    if name in cfg.spaces:
-        return cfg.spaces[name]
-    rows = conn.execute(
-        sql.SQL("SELECT fingerprint FROM {}.spaces WHERE name || '_' || left(fingerprint, 8) = %s").format(
-            sql.Identifier(store.SCHEMA)), (name,)).fetchall()
-    if len(rows) != 1:
-        raise EmbedError(f"unknown space {name!r} (declared: {', '.join(cfg.spaces)})")
-    return space_of(conn, cfg, rows[0][0])
-
-

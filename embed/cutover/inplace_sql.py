@@ -62,11 +62,6 @@ def ensure_tables(conn: psycopg.Connection) -> None:
 
 
 # ---------------------------------------------------------------------------------------- names
-def split_table(source: Source) -> tuple[str, str]:
-    schema, _, table = source.table.rpartition(".")
-    return schema or "public", table
-
-
 def live_column(source: Source) -> str:
     if not source.vector_column:
         raise EmbedError(f"source {source.name} has no vector_column: nothing to cut over in place")
@@ -111,7 +106,7 @@ class IndexInfo:
 
 def columns(conn: psycopg.Connection, source: Source) -> dict[str, ColumnInfo]:
     """The live vector column and every tagged column of the source table."""
-    schema, table = split_table(source)
+    schema, table = source.schema_table
     prefix = f"{live_column(source)}__"
     rows = conn.execute(
         """SELECT a.attname, format_type(a.atttypid, NULL) = 'vector', a.atttypmod, a.attnotnull
@@ -124,7 +119,7 @@ def columns(conn: psycopg.Connection, source: Source) -> dict[str, ColumnInfo]:
 
 def indexes(conn: psycopg.Connection, source: Source) -> dict[str, IndexInfo]:
     """Single-column indexes on the live or tagged vector columns, by name."""
-    schema, table = split_table(source)
+    schema, table = source.schema_table
     prefix = f"{live_column(source)}__"
     rows = conn.execute(
         """SELECT c.relname, att.attname, i.indisvalid AND i.indisready, am.amname, oc.opcname
@@ -140,7 +135,7 @@ def indexes(conn: psycopg.Connection, source: Source) -> dict[str, IndexInfo]:
 
 
 def relation_exists(conn: psycopg.Connection, source: Source, name: str) -> bool:
-    schema, _ = split_table(source)
+    schema, _ = source.schema_table
     return conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
                         (schema, name)).fetchone()[0]
 
@@ -157,7 +152,7 @@ def expected_opclass(space: Space) -> str:
 
 def has_columns(conn: psycopg.Connection, source: Source, names: Sequence[str]) -> set[str]:
     """Which of `names` the source table has (Honcho's sync_state, last_sync_at, sync_attempts)."""
-    schema, table = split_table(source)
+    schema, table = source.schema_table
     rows = conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))"
         " AND attnum > 0 AND NOT attisdropped AND attname = ANY(%s)",

@@ -36,7 +36,7 @@ from embed.cutover import inplace, writers
 from embed.cutover.inplace_sql import tagged_column
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
-from embed.errors import EmbedError, SwitchIncomplete
+from embed.errors import EmbedError, NotInitialized, SwitchIncomplete, first_line
 from embed.honcho.settings import HonchoSettings, honcho_settings
 from embed.spaces import Space
 from embed.store import lifecycle, serving
@@ -85,7 +85,7 @@ def _ready(cfg: Config, url: str) -> None:
     with connect(url) as conn:
         check_legacy(conn, cfg)
         if not store.is_initialized(conn):
-            raise EmbedError("embed_store is missing in this database: run `embed init` first")
+            raise NotInitialized()
         serving.ensure(conn, cfg)
 
 
@@ -131,7 +131,7 @@ def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str]) -> list
         results = mesh.audit(cfg, url, models)
     except Exception as e:  # a model SQLMesh does not know yet: the views were never planned
         return [GateRow("*", "audits", mesh.NOT_RUN,
-                        f"cannot audit the space's views ({str(e).splitlines()[0]}): run `embed plan`")]
+                        f"cannot audit the space's views ({first_line(str(e))}): run `embed plan`")]
     return [GateRow(r.model, f"audit {r.audit}", r.status,
                     r.error or (f"{r.count} bad row(s)" if r.count else "ok")) for r in results]
 

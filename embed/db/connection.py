@@ -11,7 +11,7 @@ from pgvector.psycopg import register_vector
 
 from embed.config import Config
 from embed.db.localpg import LocalServer
-from embed.errors import EmbedError
+from embed.errors import EmbedError, first_line
 
 URL_ENV = "EMBED_DATABASE_URL"
 MIN_PGVECTOR = (0, 5, 0)  # HNSW; 0.8 adds iterative index scans for filtered queries
@@ -54,7 +54,7 @@ def connect(url: str, *, autocommit: bool = False, vector: bool = True) -> psyco
     try:
         conn = psycopg.connect(url, autocommit=autocommit, application_name="embed", connect_timeout=10)
     except psycopg.OperationalError as e:
-        reason = _first_line(str(e)).replace(url, mask(url))
+        reason = first_line(str(e)).replace(url, mask(url))
         raise EmbedError(f"cannot connect to {mask(url)}: {reason}") from None
     if vector:
         try:
@@ -86,12 +86,9 @@ def ensure_pgvector(url: str) -> str:
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed.create_extension'))")
                     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             except psycopg.Error as e:
-                raise EmbedError(f"cannot create the vector extension on {mask(url)}: {_first_line(str(e))}") from None
+                raise EmbedError(f"cannot create the vector extension on {mask(url)}: {first_line(str(e))}") from None
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
     if tuple(int(x) for x in re.findall(r"\d+", version)[:3]) < MIN_PGVECTOR:
         raise EmbedError(f"pgvector {version} on {mask(url)} is too old: need >= 0.5 (HNSW)")
     return version
 
-
-def _first_line(text: str) -> str:
-    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error")

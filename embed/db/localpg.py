@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from embed.errors import EmbedError
+from embed.errors import EmbedError, last_line
 
 DEFAULT_PORT = 54329
 DATABASE = "embed"
@@ -110,7 +110,7 @@ class LocalServer:
                 "--encoding=UTF8", "--locale=C.UTF-8",
             )
             if r.returncode != 0:
-                raise EmbedError(f"initdb failed: {_last_line(r.stderr)}")
+                raise EmbedError(f"initdb failed: {last_line(r.stderr)}")
 
     def running_pid(self) -> int | None:
         """The postmaster's pid when it is alive and ours, else None (a stale pid file is ignored)."""
@@ -173,7 +173,7 @@ class LocalServer:
             return False
         r = self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
         if r.returncode != 0:
-            raise EmbedError(f"could not stop the embedded PostgreSQL: {_last_line(r.stderr)}")
+            raise EmbedError(f"could not stop the embedded PostgreSQL: {last_line(r.stderr)}")
         return True
 
     def status(self) -> dict[str, object]:
@@ -214,7 +214,3 @@ class LocalServer:
         errs = [ln for ln in lines if "FATAL" in ln or "ERROR" in ln]
         return (errs or lines or ["no server log"])[-1]
 
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"

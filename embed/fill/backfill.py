@@ -44,7 +44,7 @@ from embed import store
 from embed.config import Config
 from embed.db.connection import mask
 from embed.db.hooks import pause_point
-from embed.errors import EmbedError
+from embed.errors import EmbedError, NotInitialized, first_line
 from embed.fill import leases as lease_mod
 from embed.fill.leases import Chunk, Leases
 from embed.fill.progress import Progress
@@ -233,7 +233,7 @@ class SourcePass:
         try:
             had_rows = self._start()
         except psycopg.OperationalError as e:
-            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            first = first_line(str(e), type(e).__name__)
             raise EmbedError(f"cannot reach the database at {mask(self.url)}: {first}") from None
         if self.opts.progress and self.stats.rows_pending_at_start:
             label = f"{self.kind} {self.t.source.name}/{self.t.space.name}"
@@ -300,7 +300,7 @@ class SourcePass:
                 if self._committed:
                     failing_since, delay, self._committed = None, 0.5, False
                 failing_since = failing_since or now
-                first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+                first = first_line(str(e), type(e).__name__)
                 if now - failing_since > self.opts.retry_seconds:
                     raise EmbedError(
                         f"lost the database at {mask(self.url)} for over {self.opts.retry_seconds:g}s ({first}); "
@@ -671,7 +671,7 @@ def check_ready(url: str) -> None:
 
     with connect(url) as conn:
         if not store.is_initialized(conn):
-            raise EmbedError("embed_store is not initialized in this database: run `embed init` first")
+            raise NotInitialized()
 
 
 def run_pass(

@@ -19,7 +19,7 @@ from embed import store
 from embed.config import Config
 from embed.db.connection import connect
 from embed.db.idents import column
-from embed.errors import EmbedError
+from embed.errors import NotInitialized
 from embed.fill.leases import LEASES, run_alive_sql
 from embed.honcho.settings import honcho_settings
 from embed.spaces import Space
@@ -181,7 +181,7 @@ def status(
     with connect(url) as conn:
         check_legacy(conn, cfg)
         if not store.is_initialized(conn):
-            raise EmbedError("embed_store is not initialized in this database: run `embed init` first")
+            raise NotInitialized()
         states = store.space_states(conn)
         reads = serving.read(conn, cfg)
         pairs = [pair_status(conn, cfg, Target(cfg.source(n), sp)) for sp in chosen for n in names]

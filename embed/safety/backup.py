@@ -37,8 +37,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from embed import store
 from embed.config import Config
 from embed.db.connection import connect, mask
+from embed.db.files import write_atomic
 from embed.db.localpg import bin_dir
-from embed.errors import EmbedError
+from embed.errors import EmbedError, last_line
 
 FORMAT = "embed-backup/1"
 PG_FILE = "postgres.dump"
@@ -177,10 +178,6 @@ def _redact(text: str, *secrets: str | None) -> str:
     return text
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
-
 
 def _run(argv: list[str], *, env: dict[str, str] | None = None, what: str, secrets: tuple[str | None, ...] = (),
          timeout: float | None = None) -> subprocess.CompletedProcess[str]:
@@ -192,7 +189,7 @@ def _run(argv: list[str], *, env: dict[str, str] | None = None, what: str, secre
     except subprocess.TimeoutExpired:
         raise EmbedError(f"{what}: {Path(argv[0]).name} timed out") from None
     if r.returncode != 0:
-        detail = _redact(_last_line(r.stderr or r.stdout), *secrets)
+        detail = _redact(last_line(r.stderr or r.stdout), *secrets)
         raise EmbedError(f"{what} failed: {detail}")
     return r
 
@@ -233,8 +230,7 @@ def _tables(conn: psycopg.Connection, cfg: Config, scope: str) -> list[tuple[str
         return [(r[0], r[1]) for r in rows]
     out: list[tuple[str, str]] = []
     for src in cfg.sources.values():
-        schema, _, table = src.table.rpartition(".")
-        schema = schema or "public"
+        schema, table = src.schema_table
         found = conn.execute(
             "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s", (schema, table)
         ).fetchone()
@@ -321,7 +317,7 @@ def redis_info(target: RedisTarget, redis_bin: Path | None) -> dict[str, str]:
              what=f"redis-cli INFO against {target.masked}", secrets=(target.password,), timeout=30)
     info = dict(ln.split(":", 1) for ln in r.stdout.splitlines() if ":" in ln and not ln.startswith("#"))
     if "redis_version" not in info:
-        raise EmbedError(f"redis-cli INFO against {target.masked} failed: {_redact(_last_line(r.stdout), target.password)}")
+        raise EmbedError(f"redis-cli INFO against {target.masked} failed: {_redact(last_line(r.stdout), target.password)}")
     return {k.strip(): v.strip() for k, v in info.items()}
 
 
@@ -345,7 +341,7 @@ def check_rdb(path: Path, redis_bin: Path | None) -> dict[str, Any]:
             "pass --redis-bin DIR with the tools of a Redis at least as new as the server"
         )
     if r.returncode != 0 or "RDB looks OK" not in out:
-        raise EmbedError(f"{path.name}: redis-check-rdb failed: {_last_line(out)}")
+        raise EmbedError(f"{path.name}: redis-check-rdb failed: {last_line(out)}")
 
     def count(label: str) -> int:
         m = re.search(rf"\[info\] (\d+) {label}", out)
@@ -421,19 +417,8 @@ def _file_entry(path: Path, kind: str) -> dict[str, Any]:
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    """Write-then-rename, so a manifest is either absent or whole."""
-    tmp = out / (MANIFEST + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / MANIFEST)
-    dfd = os.open(out, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Written last and atomically, so a manifest is either absent or whole."""
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def take_backup(
@@ -483,7 +468,7 @@ def take_backup(
     except BaseException as e:
         left = _discard(out, created)
         secret = _url_password(url)
-        _record_failure(url, _redact(f"{_one_line(e)}; {left}", secret))
+        _record_failure(url, _redact(f"{last_line(str(e), type(e).__name__)}; {left}", secret))
         if isinstance(e, EmbedError):
             raise EmbedError(_redact(f"{e} ({left})", secret)) from None
         if isinstance(e, OSError):
@@ -492,10 +477,6 @@ def take_backup(
     manifest["registered"] = register(url, out, manifest, verified=True)
     manifest["path"] = str(out)
     return manifest
-
-
-def _one_line(e: BaseException) -> str:
-    return _last_line(str(e)) if str(e) else type(e).__name__
 
 
 def ensure_ops_tables(conn: psycopg.Connection) -> bool:
@@ -542,7 +523,7 @@ def register(url: str, out: Path, manifest: dict[str, Any], *, verified: bool) -
             return backup_id
     except (psycopg.Error, EmbedError) as e:
         raise EmbedError(
-            f"backup in {out} is complete but could not be registered: {_last_line(str(e))} "
+            f"backup in {out} is complete but could not be registered: {last_line(str(e))} "
             f"(run `embed backup verify {out}` to register it)"
         ) from None
 

@@ -42,12 +42,14 @@ from psycopg.conninfo import conninfo_to_dict
 from embed import store
 from embed.config import Config
 from embed.db.connection import connect
-from embed.errors import EmbedError
+from embed.db.files import write_atomic
+from embed.errors import EmbedError, NotInitialized, first_line
 from embed.fill.status import status
 from embed.safety.backup import embed_version, masked_url
-from embed.safety.retire import history, resolve_space
+from embed.safety.retire import history
 from embed.shadow.report import render_html
 from embed.spaces import Space
+from embed.store import registry
 
 ARTIFACT = "embed.safety.evidence/1"
 INDEX_JSON = "index.json"
@@ -76,8 +78,8 @@ class Bundle:
 # ---------------------------------------------------------------- collecting
 def _space(conn: psycopg.Connection, cfg: Config, name: str) -> Space:
     if not store.is_initialized(conn):
-        raise EmbedError("embed_store does not exist in that database: run `embed init` first")
-    return resolve_space(conn, cfg, name)
+        raise NotInitialized()
+    return registry.by_name(conn, cfg, name)
 
 
 def _select(conn: psycopg.Connection, b: Bundle, section: str, table: str, query: str,
@@ -184,7 +186,7 @@ def _coverage(cfg: Config, url: str, b: Bundle) -> None:
     try:
         st = status(cfg, url, spaces=[b.space.name])
     except psycopg.errors.UndefinedTable as e:
-        b.sections["status"] = f"status: a source table is missing ({str(e).splitlines()[0]}): {NONE}"
+        b.sections["status"] = f"status: a source table is missing ({first_line(str(e))}): {NONE}"
         return
     b.add_json("status.json", st, "coverage per source (and per workspace): live rows, current vectors, stale, "
                "orphans, pending, skipped, HNSW index state")
@@ -277,14 +279,6 @@ def check_target(out: Path, space: Space) -> bool:
         raise EmbedError(f"{out} holds files that are not part of its evidence bundle ({', '.join(extra[:3])}): "
                          "not replaced")
     return True
-
-
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -393,7 +387,7 @@ def write_bundle(cfg: Config, url: str, name: str, out: Path) -> dict[str, Any]:
         raise EmbedError(f"cannot create the evidence directory next to {out}: {e.strerror}") from None
     try:
         for n, d in blobs.items():
-            _write(tmp / n, d)
+            write_atomic(tmp / n, d)
         previous = check_target(out, space)  # again: the directory may have changed while we collected
         _publish(tmp, out, previous)
     except BaseException as e:

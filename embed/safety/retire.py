@@ -26,10 +26,10 @@ from embed.config import Config
 from embed.cutover.inplace_sql import COLUMNS
 from embed.db.connection import connect
 from embed.db.idents import qualified
-from embed.errors import EmbedError
+from embed.errors import EmbedError, NotInitialized
 from embed.safety.backup import ensure_ops_tables, find_verified_backup
-from embed.spaces import Space, parse_space
-from embed.store import serving
+from embed.spaces import Space
+from embed.store import registry, serving
 from embed.store.location import live_fp, recorded
 
 DEFAULT_RETENTION_DAYS = 14
@@ -46,34 +46,12 @@ def retention_days(cfg: Config) -> int:
 
 def _has_bookkeeping(conn: psycopg.Connection) -> None:
     if not store.is_initialized(conn):
-        raise EmbedError("embed_store does not exist in that database: run `embed init` first")
+        raise NotInitialized()
     ensure_ops_tables(conn)
 
 
-def resolve_space(conn: psycopg.Connection, cfg: Config, name: str) -> Space:
-    """A declared space by name, else one the database has seen: by `<name>_<fp8>`, or by a
-    name that only one fingerprint ever had (so a space removed from config.yaml can be retired)."""
-    if name in cfg.spaces:
-        return cfg.spaces[name]
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT name, spec FROM {}.spaces WHERE name || '_' || left(fingerprint, 8) = %s OR name = %s "
-            "ORDER BY declared_at"
-        ).format(sql.Identifier(store.SCHEMA)),
-        (name, name),
-    ).fetchall()
-    exact = [r for r in rows if r[0] != name]
-    rows = exact or rows
-    if not rows:
-        raise EmbedError(f"unknown space {name!r}: neither declared in config.yaml nor recorded in embed_store")
-    spaces = [parse_space(r[0], r[1]) for r in rows]
-    if len(spaces) > 1:
-        raise EmbedError(f"space name {name!r} matches several specs: use one of {', '.join(s.ident for s in spaces)}")
-    return spaces[0]
-
-
 @dataclass
-class Target:
+class DropTarget:
     """One object to drop: a store table, or an old vector column on a source table."""
 
     kind: str  # 'table' | 'column'
@@ -110,22 +88,21 @@ def _dependents(conn: psycopg.Connection, schema: str, table: str, attnum: int |
     return tuple(r[0] for r in rows)
 
 
-def _targets(conn: psycopg.Connection, cfg: Config, space: Space) -> list[Target]:
+def _targets(conn: psycopg.Connection, cfg: Config, space: Space) -> list[DropTarget]:
     """Every object holding `space`'s vectors: its store table per source (embed.store's name for
     it) and the source columns recorded for it (embed.store.location's record) other than the live one;
     a column merely named like the space is not taken for it."""
     held = recorded(conn)
-    out: list[Target] = []
+    out: list[DropTarget] = []
     for src in cfg.sources.values():
         tbl = store.table_name(src, space)
         if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{store.SCHEMA}"."{tbl}"',)).fetchone()[0]:
             size = conn.execute(
                 "SELECT pg_total_relation_size(format('%%I.%%I', %s::text, %s::text)::regclass)", (store.SCHEMA, tbl)
             ).fetchone()[0]
-            out.append(Target("table", store.SCHEMA, tbl, None, src.name, size,
+            out.append(DropTarget("table", store.SCHEMA, tbl, None, src.name, size,
                               dependents=_dependents(conn, store.SCHEMA, tbl, None)))
-        schema, _, table = src.table.rpartition(".")
-        schema = schema or "public"
+        schema, table = src.schema_table
         mine = sorted(c for (s, c), (fp, _) in held.items()
                       if s == src.name and fp == space.fingerprint and c != src.vector_column)
         if not mine or conn.execute("SELECT to_regclass(%s) IS NULL", (f'"{schema}"."{table}"',)).fetchone()[0]:
@@ -146,7 +123,7 @@ def _targets(conn: psycopg.Connection, cfg: Config, space: Space) -> list[Target
                     sql.Identifier(col), qualified(f"{schema}.{table}")
                 )
             ).fetchone()[0]
-            out.append(Target("column", schema, table, col, src.name, idx, data,
+            out.append(DropTarget("column", schema, table, col, src.name, idx, data,
                               dependents=_dependents(conn, schema, table, attnum)))
     return out
 
@@ -168,7 +145,7 @@ def _deactivated_at(conn: psycopg.Connection, space: Space) -> tuple[datetime | 
     return (row[0], "declared (never active)") if row else (None, "not in embed_store")
 
 
-def _plan(conn: psycopg.Connection, cfg: Config, space: Space) -> tuple[dict[str, Any], list[Target]]:
+def _plan(conn: psycopg.Connection, cfg: Config, space: Space) -> tuple[dict[str, Any], list[DropTarget]]:
     """What retiring `space` would drop, and every reason it may not (in the order they are reported)."""
     blockers: list[str] = []
     reads = serving.read(conn, cfg)
@@ -243,7 +220,7 @@ def retire_plan(cfg: Config, url: str, name: str) -> dict[str, Any]:
     with connect(url, vector=False) as conn:
         _has_bookkeeping(conn)
         with conn.transaction():
-            return _plan(conn, cfg, resolve_space(conn, cfg, name))[0]
+            return _plan(conn, cfg, registry.by_name(conn, cfg, name))[0]
 
 
 def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
@@ -251,7 +228,7 @@ def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[dict[str, Any
     (each its own transaction and event, so an interrupted retire resumes where it stopped)."""
     with connect(url, vector=False, autocommit=True) as conn:
         _has_bookkeeping(conn)
-        space = resolve_space(conn, cfg, name)
+        space = registry.by_name(conn, cfg, name)
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (LOCK,))
         try:
             plan, targets = _plan(conn, cfg, space)
@@ -297,7 +274,7 @@ def pin(cfg: Config, url: str, name: str, reason: str) -> dict[str, Any]:
         raise EmbedError("--reason must say why the space is pinned")
     with connect(url, vector=False, autocommit=True) as conn:
         _has_bookkeeping(conn)
-        space = resolve_space(conn, cfg, name)
+        space = registry.by_name(conn, cfg, name)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK,))
             if store.space_states(conn).get(space.fingerprint) == "retired":
@@ -317,7 +294,7 @@ def pin(cfg: Config, url: str, name: str, reason: str) -> dict[str, Any]:
 def unpin(cfg: Config, url: str, name: str) -> dict[str, Any]:
     with connect(url, vector=False, autocommit=True) as conn:
         _has_bookkeeping(conn)
-        space = resolve_space(conn, cfg, name)
+        space = registry.by_name(conn, cfg, name)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK,))
             gone = conn.execute(
@@ -336,8 +313,8 @@ def history(cfg: Config, url: str, name: str | None = None, limit: int | None = 
     ids and counts written by embed itself; no memory text is ever logged."""
     with connect(url, vector=False) as conn:
         if not store.is_initialized(conn):
-            raise EmbedError("embed_store does not exist in that database: run `embed init` first")
-        fps = [resolve_space(conn, cfg, name).fingerprint] if name is not None else None
+            raise NotInitialized()
+        fps = [registry.by_name(conn, cfg, name).fingerprint] if name is not None else None
         rows = conn.execute(
             sql.SQL(
                 """SELECT * FROM (

@@ -126,7 +126,7 @@ class Target:
         return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{self.table}",)).fetchone()[0]
 
     def has_column(self, conn: psycopg.Connection, name: str) -> bool:
-        schema, _, table = self.source.table.rpartition(".")
+        schema, table = self.source.schema_table
         return (
             conn.execute(
                 "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
