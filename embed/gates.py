@@ -7,7 +7,7 @@ never an absent row. The same SQL is used three ways, so the gates cannot drift 
 - as SQLMesh audits on `embed.<source>_active` (audits/embed_<gate>.sql, via macros/embed_gates.py);
 - as the project's `before_all` guard, which runs at the start of *every* `sqlmesh plan` —
   including one that re-promotes a version SQLMesh built and audited earlier and would
-  therefore not audit again (DESIGN §6);
+  therefore not audit again (docs/design.md, "Production stays off the new model");
 - directly by `embed gate`, which prints the measured values.
 
 Gates judge a switch. While a space is what production reads for the source (or what a

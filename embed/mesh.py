@@ -209,6 +209,9 @@ class Switch:
         except SQLMeshError as e:
             raise EmbedError(f"the views cannot be planned for this switch (nothing changed): {first_line(str(e))}"
                              ) from None
+        except Exception as e:  # the database under SQLMesh (a restart, a terminated backend): one line too
+            raise EmbedError("the views cannot be planned for this switch (nothing changed): "
+                             f"{type(e).__name__}: {_first_line(str(e))}") from None
 
     def apply(self) -> list[str]:
         """Apply the built plan; the views it (re)built. Any failure (SQLMesh's, or a database

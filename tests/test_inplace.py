@@ -347,7 +347,7 @@ def test_kill9_mid_stage_and_inside_the_swap_then_rerun(honcho: str, cfg: Config
 # ------------------------------------------------------------------------------- honcho scale
 @pytest.mark.slow
 def test_swap_lock_is_short_at_honcho_scale(db_url: str, cfg: Config) -> None:
-    """26,141 documents + 13,558 message chunks (DESIGN §10: lock < 1 s at 40k rows).
+    """26,141 documents + 13,558 message chunks (the target: lock < 1 s at 40k rows).
 
     Honcho's HNSW indexes on the legacy column are dropped before stage: with them every staged
     row's UPDATE also inserts into that index (~2 ms a row on 2 cores here, so stage takes ~110 s

@@ -58,9 +58,17 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _lost_connection(e: BaseException) -> bool:
+    """A psycopg OperationalError, raised as it is or wrapped by a library (SQLMesh's engine)."""
     import psycopg
 
-    return isinstance(e, psycopg.OperationalError)
+    seen: set[int] = set()
+    at: BaseException | None = e
+    while at is not None and id(at) not in seen:
+        if isinstance(at, psycopg.OperationalError):
+            return True
+        seen.add(id(at))
+        at = at.__cause__ or at.__context__
+    return False
 
 
 def emit(data: Any, as_json: bool, lines: Callable[[Any], list[str]]) -> None:

@@ -1,6 +1,6 @@
 """Shadow validation: compare retrieval in two embedding spaces from their ranked id lists only.
 
-DB-free core (DESIGN §8): `metrics` (agreement, labelled metrics, bootstrap CIs, index health),
+DB-free core (docs/design.md, "Shadow validation"): `metrics` (agreement, labelled metrics, bootstrap CIs, index health),
 `recalibrate` (distance thresholds mapped by quantile), `report` (result dict + HTML/terminal).
 Database side: `inputs` (one reader per space, query sets), `run` (`shadow()`: rank, compare,
 persist to embed_store.shadow_runs / shadow_metrics).

@@ -1,4 +1,4 @@
-"""Shadow-validation metrics over ranked id lists (DESIGN §8), computed with Polars + numpy.
+"""Shadow-validation metrics over ranked id lists (docs/design.md, "Shadow validation"), computed with Polars + numpy.
 
 Every function here takes *id lists only*: a space's retrieval result is a ranking, never a
 vector, so two spaces are compared without their vectors ever meeting (invariant 2).

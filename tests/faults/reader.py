@@ -91,14 +91,14 @@ class Reader:
         write_json(self.stats_file, {"pid": os.getpid(), **self.stats, "errors": dict(self.errors)})
 
     def wrong(self, kind: str, source: str, expected: str, got: str | None, in_switch: bool, targets: list[str],
-              left: str | None, **kw: Any) -> None:
+              left: tuple[str, ...], **kw: Any) -> None:
         """A read of `got` where `expected` was recorded. Not a wrong space when `got` is where a
-        switch is going: while it holds its lock (a switch window), or after it died between
-        switching and recording, when `left` (what that switch wrote first: the views' target in
-        embed_store.serving, the swap's own record for Honcho's column) names `got` (an
-        interrupted switch; its rerun must close the gap: the driver checks after every step
-        that log, views, embed_store.serving and columns agree). Anything else is a violation."""
-        if got in targets and (in_switch or got == left):
+        switch is going or coming from: while it holds its lock (a switch window), or after it died
+        midway, when `left` (what the database records: the views' target or the space they are
+        still planned for in embed_store.serving, the swap's own record for Honcho's column) names
+        `got` (an interrupted switch; its rerun must close the gap: the driver checks after every
+        step that log, views, embed_store.serving and columns agree). Anything else is a violation."""
+        if got in targets and (in_switch or got in left):
             self.stats[f"{'switch_window' if in_switch else 'interrupted_switch'}:{kind}"] += 1
             return
         self.violation(kind, source, expected, got, in_switch, **kw)
@@ -138,21 +138,22 @@ class Reader:
         return _RECORDED.format(source=sql.Literal(name), legacy=sql.Literal(self.cfg.legacy_space.fingerprint),
                                 lock=sql.Literal(SWITCH_LOCK), mode=sql.Literal(mode))
 
-    def aimed(self, conn: psycopg.Connection, name: str) -> str | None:
-        """The space a view switch aimed the views at before its plan (embed_store.serving.target_fp)."""
+    def aimed(self, conn: psycopg.Connection, name: str) -> tuple[str, ...]:
+        """Where embed_store.serving says the views may be: aimed at by a view switch before its plan
+        (target_fp), or still planned for (views_fp: an in-place swap committed, its views not yet)."""
         if not conn.execute("SELECT to_regclass('embed_store.serving') IS NOT NULL").fetchone()[0]:
-            return None
-        row = conn.execute("SELECT target_fp FROM embed_store.serving WHERE source = %s", (name,)).fetchone()
-        return row[0] if row else None
+            return ()
+        row = conn.execute("SELECT target_fp, views_fp FROM embed_store.serving WHERE source = %s", (name,)).fetchone()
+        return tuple(fp for fp in row or () if fp)
 
-    def swapped(self, conn: psycopg.Connection, name: str) -> str | None:
+    def swapped(self, conn: psycopg.Connection, name: str) -> tuple[str, ...]:
         """The space Honcho's live column holds per the swap's own record (written in the swap's
-        transaction), or None before any in-place work."""
+        transaction); none before any in-place work."""
         if not conn.execute("SELECT to_regclass('embed_store.inplace_columns') IS NOT NULL").fetchone()[0]:
-            return None
+            return ()
         row = conn.execute("SELECT space_fp FROM embed_store.inplace_columns WHERE source = %s AND column_name = %s",
                            (name, self.cfg.source(name).vector_column)).fetchone()
-        return row[0] if row else None
+        return (row[0],) if row else ()
 
     def sample(self, conn: psycopg.Connection) -> None:
         for name, src in self.cfg.sources.items():
