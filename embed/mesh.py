@@ -20,6 +20,13 @@ from embed.errors import EmbedError, first_line
 from embed.store import SCHEMA, serving, table_name
 from embed.store.location import check_legacy
 
+# SQLMesh loads a project in forked worker processes by default. A forked child inherits every
+# open socket, the connection holding the cutover lock included; when embed is killed (-9, the
+# OOM killer) while workers are loading, they block on each other's pipes forever and keep that
+# lock held: every later cutover says "another is running" (found by the fault suite, seed 45).
+# embed loads projects in its own process; this must be set before sqlmesh is first imported.
+os.environ["MAX_FORK_WORKERS"] = "1"
+
 EXTERNAL_FILE = "external_models.yaml"
 # What the before_all gate guard (embed/gates.py) makes Postgres say when it stops a plan.
 GUARD_MESSAGE = re.compile(r'"(embed gate blocked the plan: .*?)"\s*(?:\n|$)', re.S)
@@ -211,7 +218,7 @@ class Switch:
                              ) from None
         except Exception as e:  # the database under SQLMesh (a restart, a terminated backend): one line too
             raise EmbedError("the views cannot be planned for this switch (nothing changed): "
-                             f"{type(e).__name__}: {_first_line(str(e))}") from None
+                             f"{type(e).__name__}: {first_line(str(e))}") from None
 
     def apply(self) -> list[str]:
         """Apply the built plan; the views it (re)built. Any failure (SQLMesh's, or a database

@@ -10,11 +10,16 @@ stay in test_lifecycle.CI_SEEDS; docs/faults.md lists them).
   after its swap swapped again (a rollback's rerun put the new space back in Honcho's column).
 - seed 3: a short burst of malformed (NaN) responses from the endpoint skipped a healthy row
   for good, so the new space never had it although coverage said 100 %.
+- seed 45: a cutover killed -9 while SQLMesh's forked workers loaded the project left them
+  alive, holding the cutover lock; every later cutover was refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +179,27 @@ def test_a_connection_lost_mid_command_is_one_clear_line(monkeypatch: pytest.Mon
     assert r.output.strip().splitlines()[-1] == ("embed: error: lost the database connection (AdminShutdown: "
                                                   "terminating connection due to administrator command); "
                                                   "run the same command again")
+
+
+FORKS = """import os, sys
+from pathlib import Path
+forks = []
+os.register_at_fork(before=lambda: forks.append(1))
+from embed import mesh
+from embed.config import Config
+mesh.plan(Config.load(Path(sys.argv[1]), "local"), sys.argv[2])
+print("forks", len(forks))
+"""
+
+
+def test_planning_forks_no_process_that_could_outlive_a_killed_cutover(run: tuple[Config, str]) -> None:
+    """Found by seed 45: SQLMesh loaded the project in forked workers, which inherit the socket
+    of the connection holding the cutover lock; a cutover killed -9 while they loaded left them
+    blocked on each other's pipes, alive, holding the lock, and every later cutover said
+    "another embed cutover or rollback is running". embed now plans without forking."""
+    cfg, url = run
+    r = subprocess.run([sys.executable, "-c", FORKS, str(cfg.project), url], cwd=cfg.project,
+                       env={k: v for k, v in os.environ.items() if k != "MAX_FORK_WORKERS"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "forks 0"
