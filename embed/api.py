@@ -1,10 +1,22 @@
-"""The Python API behind the CLI: each function does one operator-level thing and returns data."""
+"""The Python API behind the CLI: one function per operator verb (alembic's command.py), each
+taking a Config and a database URL and returning data; `embed X` is `embed.api.X` printed.
+
+    from embed import api
+    from embed.config import Config
+    cfg = Config.load(Path("."), "honcho")
+    api.backfill(cfg, url, "bge_m3")
+    print(api.gate(cfg, url, "bge_m3").passed)
+
+The verbs defined here are the small ones; the others live with their concept and are exported
+from here by name (VERBS), imported on first use so that `from embed import api` stays light.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embed import mesh, store
 from embed.config import Config
@@ -111,3 +123,42 @@ def smoke(
                 raise NotInitialized()
             evidence["smoke_run"] = store.record_smoke(conn, space, evidence)
     return evidence
+
+
+OWN_VERBS = ("init_store", "list_spaces", "seed_honcho", "smoke")  # defined above
+# verb -> module that defines it (docs/api.md: one example per verb)
+VERBS = {
+    "plan": "embed.mesh", "audit": "embed.mesh",
+    "backfill": "embed.fill.backfill", "sync": "embed.fill.sync", "status": "embed.fill.status",
+    "shadow": "embed.shadow.run",
+    "gate": "embed.cutover.switch", "cutover": "embed.cutover.switch", "rollback": "embed.cutover.switch",
+    "stage": "embed.cutover.inplace",
+    "take_backup": "embed.safety.backup", "verify_backup": "embed.safety.backup", "list_backups": "embed.safety.backup",
+    "retire": "embed.safety.retire", "retire_plan": "embed.safety.retire", "pin": "embed.safety.retire",
+    "unpin": "embed.safety.retire", "history": "embed.safety.retire",
+    "write_bundle": "embed.safety.evidence",
+}
+
+__all__ = [  # noqa: RUF022 -- in the order of the procedure
+    "init_store", "list_spaces", "seed_honcho", "plan", "audit", "smoke", "take_backup", "verify_backup",
+    "list_backups", "backfill", "sync", "status", "shadow", "gate", "stage", "cutover", "rollback",
+    "retire_plan", "retire", "pin", "unpin", "history", "write_bundle",
+]
+
+if TYPE_CHECKING:
+    from embed.cutover.inplace import stage
+    from embed.cutover.switch import cutover, gate, rollback
+    from embed.fill.backfill import backfill
+    from embed.fill.status import status
+    from embed.fill.sync import sync
+    from embed.mesh import audit, plan
+    from embed.safety.backup import list_backups, take_backup, verify_backup
+    from embed.safety.evidence import write_bundle
+    from embed.safety.retire import history, pin, retire, retire_plan, unpin
+    from embed.shadow.run import shadow
+
+
+def __getattr__(name: str) -> Any:
+    if name in VERBS:
+        return getattr(importlib.import_module(VERBS[name]), name)
+    raise AttributeError(f"module 'embed.api' has no attribute {name!r}")

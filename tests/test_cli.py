@@ -51,3 +51,14 @@ def test_spaces_json_lists_fingerprints() -> None:
     byname = {x["name"]: x for x in rows}
     assert byname["minilm_l6"]["role"] == "active" and byname["e5_small"]["dims"] == 384
     assert len({x["fingerprint"] for x in rows}) == len(rows)
+
+
+def test_every_verb_of_the_api_is_a_documented_function() -> None:
+    from embed import api
+
+    assert set(api.__all__) == {*api.OWN_VERBS, *api.VERBS}
+    for name in api.__all__:
+        fn = getattr(api, name)
+        assert callable(fn) and fn.__doc__, name
+    with pytest.raises(AttributeError):
+        api.no_such_verb  # noqa: B018

@@ -594,6 +594,7 @@ def verify_backup(path: Path, *, url: str | None = None, pg_bin: Path | None = N
 
 
 def list_backups(url: str) -> list[dict[str, Any]]:
+    """The backups registered in the database, oldest first (none before `embed init`)."""
     with connect(url, vector=False) as conn:
         if not store.is_initialized(conn) or not conn.execute(
             "SELECT to_regclass('embed_store.backups') IS NOT NULL"

@@ -292,6 +292,7 @@ def pin(cfg: Config, url: str, name: str, reason: str) -> dict[str, Any]:
 
 
 def unpin(cfg: Config, url: str, name: str) -> dict[str, Any]:
+    """Release a space's pin; retire's other conditions still apply."""
     with connect(url, vector=False, autocommit=True) as conn:
         _has_bookkeeping(conn)
         space = registry.by_name(conn, cfg, name)
