@@ -13,13 +13,12 @@ from psycopg import sql
 
 from embed import store
 from embed.config import Config
-from embed.cutover import inplace_sql
 from embed.db.connection import connect, ensure_pgvector
 from embed.errors import EmbedError
 from embed.honcho.synthetic.schema import create_schema
 from embed.safety.backup import take_backup
 from embed.safety.retire import history, pin, retire, retire_plan, unpin
-from embed.store import serving
+from embed.store import migrations, serving
 from tests.test_backup import cli_run
 
 SPACE = "qwen3_emb_06b"
@@ -169,7 +168,7 @@ def test_retire_drops_tables_and_the_old_column(store_db: str, cfg: Config, tmp_
             sql.Identifier(old_col)))
         conn.execute(sql.SQL("ALTER TABLE public.documents ADD COLUMN {} vector(4)").format(
             sql.Identifier(f"embedding__{sp.ident}_x")))  # named like the space, but nobody recorded it for it
-        inplace_sql.ensure_tables(conn)
+        migrations.migrate(conn)
         conn.execute("INSERT INTO embed_store.inplace_columns (source, column_name, space_fp) VALUES "
                      "('documents', %s, %s)", (old_col, sp.fingerprint))
     moved_away(store_db, cfg, SPACE, 15)

@@ -7,7 +7,7 @@ import threading
 from embed.api import init_store
 from embed.config import Config
 from embed.db.connection import connect
-from embed.store import SCHEMA, table_name
+from embed.store import SCHEMA, migrations, table_name
 
 
 def test_init_creates_typed_tables_once(db_url: str, cfg: Config) -> None:
@@ -49,3 +49,18 @@ def test_concurrent_inits_agree(db_url: str, cfg: Config) -> None:
                          (SCHEMA,)).fetchone()[0]
         assert n == len(cfg.spaces) * len(cfg.sources)
         assert conn.execute(f"SELECT count(*) FROM {SCHEMA}.spaces").fetchone()[0] == len(cfg.spaces)
+
+
+def test_the_schema_is_named_migrations_applied_once_in_order(db_url: str, cfg: Config) -> None:
+    init_store(cfg, db_url)
+    with connect(db_url) as conn:
+        names = [r[0] for r in conn.execute(f"SELECT name FROM {SCHEMA}.migrations ORDER BY at, name")]
+        assert names == [n for n, _ in migrations.STEPS]
+        assert migrations.migrate(conn) == []  # a second run applies nothing
+        # a store made before the migrations table existed adopts every step (idempotent DDL)
+        conn.execute(f"DROP TABLE {SCHEMA}.migrations")
+        conn.commit()
+        assert migrations.migrate(conn) == names
+        tables = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,))}
+    assert {"spaces", "events", "backups", "pins", "leases", "inplace_columns", "serving", "migrations"} <= tables

@@ -19,6 +19,7 @@ from embed.db.connection import connect
 from embed.db.hooks import pause_point
 from embed.errors import EmbedError, NotInitialized
 from embed.fill.progress import Progress
+from embed.store import migrations
 from embed.store.target import Target
 
 BATCH_ROWS = 500  # rows per UPDATE batch: a short transaction (each row also updates Honcho's HNSW index)
@@ -36,7 +37,7 @@ def session(url: str, *, wait_s: float = 10.0) -> Iterator[psycopg.Connection]:
     with connect(url, autocommit=True) as conn:
         if not store.is_initialized(conn):
             raise NotInitialized()
-        inplace_sql.ensure_tables(conn)
+        migrations.migrate(conn)
         conn.execute(set_timeout(STAGE_LOCK_TIMEOUT_S, local=False))  # no statement queues long behind Honcho
         deadline = time.monotonic() + wait_s
         while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK,)).fetchone()[0]:

@@ -34,31 +34,8 @@ from embed.store.target import Target
 COLUMNS = sql.Identifier(SCHEMA, "inplace_columns")
 STAGED = sql.Identifier(SCHEMA, "inplace_staged")
 
-DDL = f"""
-CREATE TABLE IF NOT EXISTS {SCHEMA}.inplace_columns (
-    source      text NOT NULL,
-    column_name text NOT NULL,
-    space_fp    text NOT NULL CHECK (space_fp ~ '^[0-9a-f]{{64}}$'),
-    previous_fp text,            -- live column only: the space it held before the last swap
-    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (source, column_name)
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.inplace_staged (
-    source         text NOT NULL,
-    space_fp       text NOT NULL,
-    source_id      text NOT NULL,
-    content_sha256 bytea NOT NULL,
-    row_xmin       xid,          -- the source row version the record was made for
-    PRIMARY KEY (source, space_fp, source_id)
-);
-"""
 
 
-def ensure_tables(conn: psycopg.Connection) -> None:
-    """Create the two bookkeeping tables if missing (serialized: concurrent CREATEs race)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.inplace_ddl'))")
-        conn.execute(DDL)
 
 
 # ---------------------------------------------------------------------------------------- names

@@ -50,6 +50,7 @@ from embed.fill.leases import Chunk, Leases
 from embed.fill.progress import Progress
 from embed.fill.runs import BACKFILL, finish_run, start_run
 from embed.spaces import Space
+from embed.store import migrations
 from embed.store.indexes import ensure_hash_index, ensure_hnsw
 from embed.store.target import Target
 from embed.store.writer import Rows, Skip, StoreWriter
@@ -265,7 +266,7 @@ class SourcePass:
                 raise EmbedError(
                     f"no store table for source {self.t.source.name} in space {self.t.space.name}: run `embed init`"
                 )
-            lease_mod.ensure_table(conn)
+            migrations.migrate(conn)
             had_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(self.t.store)).fetchone()[0]
             ensure_hash_index(conn, self.t, concurrently=had_rows)
             if self.before is not None:

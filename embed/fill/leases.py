@@ -26,24 +26,6 @@ from embed.store import SCHEMA
 from embed.store.target import Target
 
 LEASES = sql.Identifier(SCHEMA, "leases")
-DDL = sql.SQL(
-    """CREATE TABLE IF NOT EXISTS {} (
-    source     text NOT NULL,
-    space_fp   text NOT NULL,
-    kind       text NOT NULL,
-    gen        integer NOT NULL,
-    chunk      integer NOT NULL,
-    lo         text,
-    hi         text,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    holder     text,
-    run_id     bigint,
-    claimed_at timestamptz,
-    done_at    timestamptz,
-    rows_written integer NOT NULL DEFAULT 0,
-    PRIMARY KEY (source, space_fp, kind, gen, chunk)
-)"""
-).format(LEASES)
 # Namespace of the run-liveness lock: (RUN_LOCK, run id) is held by a running process, so
 # `status` can tell a live run from one whose process died (pg_locks shows who holds what).
 RUN_LOCK = 0x454D4252  # "EMBR"
@@ -57,11 +39,6 @@ class Chunk:
     hi: str | None
 
 
-def ensure_table(conn: psycopg.Connection) -> None:
-    """Create the leases table once (an advisory lock keeps two first runs from racing)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.leases'))")
-        conn.execute(DDL)
 
 
 def _plan_key(target: Target, kind: str) -> list[object]:

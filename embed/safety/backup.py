@@ -40,6 +40,7 @@ from embed.db.connection import connect, mask
 from embed.db.files import write_atomic
 from embed.db.localpg import bin_dir
 from embed.errors import EmbedError, last_line
+from embed.store import migrations
 
 FORMAT = "embed-backup/1"
 PG_FILE = "postgres.dump"
@@ -484,9 +485,7 @@ def ensure_ops_tables(conn: psycopg.Connection) -> bool:
     False when there is no embed_store at all."""
     if not store.is_initialized(conn):
         return False
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.init'))")
-        conn.execute(store.OPS_DDL)
+    migrations.migrate(conn)
     return True
 
 

@@ -18,112 +18,10 @@ from embed.config import Config, Source
 from embed.db.idents import PG_MAX_IDENT
 from embed.errors import EmbedError
 from embed.spaces import Space
-from embed.store import lifecycle
+from embed.store import lifecycle, migrations
 
 SCHEMA = "embed_store"
 
-BOOKKEEPING = f"""
-CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-CREATE TABLE IF NOT EXISTS {SCHEMA}.spaces (
-    fingerprint text PRIMARY KEY CHECK (fingerprint ~ '^[0-9a-f]{{64}}$'),
-    name        text NOT NULL,
-    dims        integer NOT NULL CHECK (dims > 0),
-    spec        jsonb NOT NULL,
-    state       text NOT NULL DEFAULT 'declared',
-    declared_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
-    id       bigserial PRIMARY KEY,
-    at       timestamptz NOT NULL DEFAULT clock_timestamp(),
-    actor    text NOT NULL,
-    kind     text NOT NULL,
-    space_fp text,
-    source   text,
-    outcome  text NOT NULL CHECK (outcome IN ('ok', 'failed', 'blocked', 'info')),
-    reason   text,
-    details  jsonb NOT NULL DEFAULT '{{}}'
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.runs (
-    id          bigserial PRIMARY KEY,
-    kind        text NOT NULL,
-    space_fp    text NOT NULL,
-    source      text,
-    actor       text NOT NULL,
-    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    finished_at timestamptz,
-    status      text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'ok', 'failed')),
-    params      jsonb NOT NULL DEFAULT '{{}}',
-    stats       jsonb NOT NULL DEFAULT '{{}}'
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.smoke_runs (
-    id             bigserial PRIMARY KEY,
-    space_fp       text NOT NULL,
-    at             timestamptz NOT NULL DEFAULT clock_timestamp(),
-    actor          text NOT NULL,
-    passed         boolean NOT NULL,
-    endpoint_class text NOT NULL,
-    evidence       jsonb NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.skipped (
-    source         text NOT NULL,
-    space_fp       text NOT NULL,
-    source_id      text NOT NULL,
-    content_sha256 bytea NOT NULL,
-    reason         text NOT NULL,
-    at             timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (source, space_fp, source_id)
-);
--- Shadow validation (embed.shadow.run): one row per run, the result dict (ids and numbers only),
--- and its numbers in long form so the gate audits (audits/embed_shadow_*.sql) can read them.
-CREATE TABLE IF NOT EXISTS {SCHEMA}.shadow_runs (
-    id            bigserial PRIMARY KEY,
-    started_at    timestamptz NOT NULL,
-    at            timestamptz NOT NULL DEFAULT clock_timestamp(),
-    actor         text NOT NULL,
-    source        text NOT NULL,
-    baseline_fp   text NOT NULL CHECK (baseline_fp ~ '^[0-9a-f]{{64}}$'),
-    candidate_fps text[] NOT NULL CHECK (cardinality(candidate_fps) > 0),
-    params        jsonb NOT NULL DEFAULT '{{}}',
-    result        jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shadow_runs_source_started ON {SCHEMA}.shadow_runs (source, started_at DESC);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.shadow_metrics (
-    run_id      bigint NOT NULL REFERENCES {SCHEMA}.shadow_runs (id) ON DELETE CASCADE,
-    space_fp    text NOT NULL,
-    slice       text NOT NULL,
-    slice_value text NOT NULL,
-    metric      text NOT NULL,
-    n           integer,
-    value       double precision,
-    ci_low      double precision,
-    ci_high     double precision,
-    PRIMARY KEY (run_id, space_fp, slice, slice_value, metric)
-);
-"""
-
-# Backups taken by `embed backup` (verified ones unlock `embed retire`) and pins that hold a
-# space's vectors past their retention window. Kept apart so those commands can create just
-# these in a database initialized before they existed.
-OPS_DDL = f"""
-CREATE TABLE IF NOT EXISTS {SCHEMA}.backups (
-    id          bigserial PRIMARY KEY,
-    at          timestamptz NOT NULL,
-    actor       text NOT NULL,
-    path        text NOT NULL,
-    manifest    jsonb NOT NULL CHECK (manifest ? 'backup_id'),
-    verified    boolean NOT NULL DEFAULT false,
-    verified_at timestamptz
-);
-CREATE UNIQUE INDEX IF NOT EXISTS backups_backup_id ON {SCHEMA}.backups ((manifest ->> 'backup_id'));
-CREATE TABLE IF NOT EXISTS {SCHEMA}.pins (
-    space_fp text PRIMARY KEY,
-    name     text NOT NULL,
-    reason   text NOT NULL CHECK (length(reason) > 0),
-    actor    text NOT NULL,
-    at       timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-"""
-BOOKKEEPING += OPS_DDL
 
 
 def actor() -> str:
@@ -210,7 +108,7 @@ def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
     declared: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.init'))")
-        conn.execute(BOOKKEEPING)
+        migrations.migrate(conn)
         existing = {
             r[0]
             for r in conn.execute(

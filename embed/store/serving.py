@@ -33,27 +33,12 @@ from psycopg import sql
 
 from embed.config import Config
 from embed.errors import EmbedError
-from embed.store import SCHEMA
+from embed.store import SCHEMA, migrations
 
 ENV = "EMBED_SERVING"
 TABLE = sql.Identifier(SCHEMA, "serving")
 MODES = ("view", "honcho-inplace")
 
-DDL = f"""
-CREATE TABLE IF NOT EXISTS {SCHEMA}.serving (
-    source        text PRIMARY KEY,
-    space_fp      text NOT NULL CHECK (space_fp ~ '^[0-9a-f]{{64}}$'),
-    mode          text CHECK (mode IN ('view', 'honcho-inplace')),  -- NULL: never switched
-    legacy_column text,
-    from_fp       text,
-    from_mode     text,
-    views_fp      text,
-    target_fp     text,
-    told_fp       text,
-    at            timestamptz NOT NULL DEFAULT clock_timestamp(),
-    event_id      bigint
-)
-"""
 COLUMNS = ("source", "space_fp", "mode", "legacy_column", "from_fp", "from_mode", "views_fp", "target_fp", "told_fp")
 # Plain SQL (no psycopg composition): the before_all guard runs it through SQLMesh's own adapter.
 EXISTS_SQL = f"SELECT to_regclass('{SCHEMA}.serving') IS NOT NULL"
@@ -120,7 +105,7 @@ def ensure(conn: psycopg.Connection, cfg: Config) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.serving_ddl'))")
         if conn.execute(EXISTS_SQL).fetchone()[0]:
             return
-        conn.execute(DDL)
+        migrations.migrate(conn)
         for state in _recorded_before(conn, cfg):
             _upsert(conn, state)
 

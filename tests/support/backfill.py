@@ -31,7 +31,7 @@ from embed.honcho.synthetic.corpus import generate
 from embed.honcho.synthetic.seed import seed
 from embed.store import table_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPACE = "e5_small"
 EMBED = str(Path(sys.executable).with_name("embed"))
 NANOID = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # what a clone does not have, or what is this machine's own
 LEFT_OUT = (".git", ".venv", ".embed", ".cache", ".pytest_cache", ".ruff_cache", "__pycache__", "*.egg-info",
             ".bench-langchain", "logs")
