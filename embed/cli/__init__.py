@@ -116,7 +116,14 @@ def cli(ctx: click.Context, db: str | None, gateway: str | None, project: Path |
 # ---------------------------------------------------------------- db
 @cli.group()
 def db() -> None:
-    """The embedded PostgreSQL + pgvector server (data in .embed/pg, 127.0.0.1 only)."""
+    """The embedded PostgreSQL + pgvector server (data in .embed/pg, 127.0.0.1 only).
+
+    \b
+    Example:
+      embed db up
+      eval "$(embed db env)"
+      embed db down
+    """
 
 
 def _server(env: Env):
@@ -130,7 +137,12 @@ def _server(env: Env):
 @click.pass_obj
 @fail_cleanly
 def db_up(env: Env) -> None:
-    """Start the server (idempotent; a crashed server is detected and restarted)."""
+    """Start the server (idempotent; a crashed server is detected and restarted).
+
+    \b
+    Example:
+      embed db up
+    """
     from embed.db.connection import ensure_pgvector
 
     url = _server(env).up()
@@ -143,7 +155,13 @@ def db_up(env: Env) -> None:
 @click.pass_obj
 @fail_cleanly
 def db_down(env: Env, purge: bool) -> None:
-    """Stop the server (fast shutdown: committed data is safe)."""
+    """Stop the server (fast shutdown: committed data is safe).
+
+    \b
+    Example:
+      embed db down
+      embed db down --purge
+    """
     server = _server(env)
     if purge:
         click.confirm(f"Delete {server.home} and every database in it?", abort=True)
@@ -158,7 +176,12 @@ def db_down(env: Env, purge: bool) -> None:
 @click.pass_obj
 @fail_cleanly
 def db_status(env: Env, as_json: bool) -> None:
-    """Whether the embedded server runs, where its data lives, its URL."""
+    """Whether the embedded server runs, where its data lives, its URL.
+
+    \b
+    Example:
+      embed db status --json
+    """
     st = _server(env).status()
     emit(st, as_json, lambda s: [f"{k}: {v}" for k, v in s.items()])
     sys.exit(0 if st["running"] else 3)
@@ -168,7 +191,13 @@ def db_status(env: Env, as_json: bool) -> None:
 @click.pass_obj
 @fail_cleanly
 def db_url(env: Env) -> None:
-    """Print the database URL embed would use (password masked)."""
+    """Print the database URL embed would use (password masked).
+
+    \b
+    Example:
+      embed db url
+      embed --gateway honcho db url
+    """
     from embed.db.connection import mask
 
     click.echo(mask(env.url()))
@@ -179,7 +208,13 @@ def db_url(env: Env) -> None:
 @fail_cleanly
 def db_env(env: Env) -> None:
     """Print `export` lines so a plain `sqlmesh` reaches the same database and renders the views
-    as production reads them (embed_store.serving): eval "$(embed db env)"."""
+    as production reads them (embed_store.serving): eval "$(embed db env)".
+
+    \b
+    Example:
+      eval "$(embed db env)"
+      eval "$(embed --gateway honcho db env)"
+    """
     import shlex
 
     from embed import mesh
@@ -202,6 +237,11 @@ def spaces(env: Env, as_json: bool) -> None:
 
     Changing any defining field of a spec (provider, model, revision, dims, metric,
     normalize, prefixes, max_tokens) makes a different space with its own tables.
+
+    \b
+    Example:
+      embed spaces
+      embed --gateway honcho --db "$EMBED_DATABASE_URL" spaces
     """
     from embed.api import list_spaces
 
@@ -221,6 +261,11 @@ def init(env: Env, as_json: bool) -> None:
 
     Also brings external_models.yaml (the SQLMesh declaration of those tables) in line with
     config.yaml.
+
+    \b
+    Example:
+      embed init
+      embed --gateway honcho init --json
     """
     from embed.api import init_store
 

@@ -81,6 +81,12 @@ def backfill(env: Env, space: str, source: str, limit: int | None, workers: int,
     embed_store.skipped and reported. Safe to kill at any moment and to run in several
     processes at once: a rerun picks up exactly what is missing. Builds the HNSW index when
     the table is complete.
+
+    \b
+    Example:
+      embed backfill --space bge_m3 --source all --json
+      embed backfill --space bge_m3_ollama --workers 4
+      embed backfill --space e5_small --source documents --limit 1000
     """
     from embed.fill.backfill import backfill as run
 
@@ -109,6 +115,11 @@ def sync(env: Env, space: str, source: str, watch: float | None, workers: int, c
     """Embed rows added or edited since, delete vectors of deleted/soft-deleted rows, report the lag.
 
     The production space is untouched; this only maintains SPACE's store tables.
+
+    \b
+    Example:
+      embed sync --space bge_m3 --watch 60
+      embed sync --space bge_m3 --source message_embeddings --json
     """
     import json
 

@@ -40,6 +40,12 @@ def backup(ctx: click.Context, out: Path | None, redis_url: str | None, scope: s
     counts, server versions, masked URLs) is written last. Passwords reach pg_dump and redis-cli
     only through PGPASSWORD / REDISCLI_AUTH. On any failure the partial directory is removed.
     Retire needs a verified backup taken after the space stopped being active.
+
+    \b
+    Example:
+      embed backup --out backups/pre-bge-m3
+      embed backup --out backups/pre-bge-m3 --redis redis://redis:6379/0
+      embed backup --out backups/at-cutover --tables honcho
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -83,6 +89,11 @@ def verify(env: Env, path: Path, pg_bin: Path | None, redis_bin: Path | None, no
 
     Records the outcome in embed_store.backups (verified, verified_at), registering a backup
     the database did not know yet. Exits 1 when a check fails.
+
+    \b
+    Example:
+      embed backup verify backups/pre-bge-m3
+      embed backup verify backups/pre-bge-m3 --no-record --json
     """
     from embed.safety.backup import verify_backup
 
@@ -101,7 +112,13 @@ def verify(env: Env, path: Path, pg_bin: Path | None, redis_bin: Path | None, no
 @click.pass_obj
 @fail_cleanly
 def list_(env: Env, as_json: bool) -> None:
-    """Backups registered in this database, oldest first."""
+    """Backups registered in this database, oldest first.
+
+    \b
+    Example:
+      embed backup list
+      embed backup list --json
+    """
     from embed.safety.backup import list_backups
 
     rows = list_backups(env.url())

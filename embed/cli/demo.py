@@ -24,6 +24,11 @@ def demo(env: Env, scale: str) -> None:
     BGE-M3 joins as a second candidate when $EMBED_BGE_M3_PATH holds its weights. The demo
     works on a copy of the project (<home>/demo/project), so your config.yaml is untouched.
     Re-running it is safe: it rolls back first and replays the procedure.
+
+    \b
+    Example:
+      embed demo --scale tiny
+      embed demo
     """
     from embed import demo as demo_mod
 

@@ -28,6 +28,10 @@ def evidence(env: Env, space_name: str, out: Path, as_json: bool) -> None:
     bundle is searched for the API keys named by the spaces' api_key_env and the database and
     Redis passwords, and refused if one is found. Missing bookkeeping tables are reported as
     missing, never guessed.
+
+    \b
+    Example:
+      embed evidence --space bge_m3 --out evidence/bge_m3
     """
     from embed.safety.evidence import write_bundle
 

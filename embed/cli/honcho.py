@@ -11,7 +11,12 @@ from embed.cli import Env, cli, emit, fail_cleanly
 
 @cli.group()
 def honcho() -> None:
-    """Honcho-shaped source tables: create them and fill them with a synthetic PL/EN corpus."""
+    """Honcho-shaped source tables: create them and fill them with a synthetic PL/EN corpus.
+
+    \b
+    Example:
+      embed honcho seed --scale tiny
+    """
 
 
 @honcho.command("seed")
@@ -32,6 +37,11 @@ def seed(env: Env, scale: str, seed_value: int, dims: int | None, vectors: bool,
     Refuses a database whose documents table already has rows. The labelled query set (PL and
     EN queries with known relevant documents, cross-lingual pairs included) goes to schema
     embed_eval.
+
+    \b
+    Example:
+      embed honcho seed --scale tiny
+      embed honcho seed --scale honcho --seed 7 --no-vectors
     """
     from embed.api import seed_honcho
 

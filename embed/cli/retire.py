@@ -47,6 +47,11 @@ def retire(env: Env, space_name: str, dry_run: bool, yes: bool, as_json: bool) -
     sources' own columns, its retention window (embed_retention.days, default 14) has passed
     since it stopped being active, it is not pinned, and a verified backup taken after that
     holds every table touched. One DROP per object, each logged as a 'retire' event.
+
+    \b
+    Example:
+      embed retire --space openai_3_small --dry-run
+      embed retire --space openai_3_small
     """
     from embed.safety.retire import retire as run
     from embed.safety.retire import retire_plan
@@ -78,7 +83,12 @@ def retire(env: Env, space_name: str, dry_run: bool, yes: bool, as_json: bool) -
 @click.pass_obj
 @fail_cleanly
 def pin(env: Env, space_name: str, reason: str) -> None:
-    """Keep a space's vectors past retention: `embed retire` refuses a pinned space."""
+    """Keep a space's vectors past retention: `embed retire` refuses a pinned space.
+
+    \b
+    Example:
+      embed pin --space openai_3_small --reason "keep until the Q3 review"
+    """
     from embed.safety.retire import pin as run
 
     cfg = env.config()
@@ -91,7 +101,12 @@ def pin(env: Env, space_name: str, reason: str) -> None:
 @click.pass_obj
 @fail_cleanly
 def unpin(env: Env, space_name: str) -> None:
-    """Release a pin (retire's other conditions still apply)."""
+    """Release a pin (retire's other conditions still apply).
+
+    \b
+    Example:
+      embed unpin --space openai_3_small
+    """
     from embed.safety.retire import unpin as run
 
     cfg = env.config()
@@ -109,6 +124,11 @@ def history(env: Env, space_name: str | None, limit: int | None, as_json: bool) 
     """The event log, oldest first: time, actor, kind, space (name + fingerprint), source, outcome, reason.
 
     Events carry ids, counts and hashes, never memory text.
+
+    \b
+    Example:
+      embed history --space bge_m3
+      embed history --limit 20 --json
     """
     from embed.safety.retire import history as run
 

@@ -113,6 +113,12 @@ def shadow(
     space), plus a 'shadow' event per candidate. The cutover gates (embed/gates.py, the
     audits/embed_shadow_*.sql audits and `sqlmesh plan`) read the newest run against the
     legacy space: delta_ndcg@k CI floor, ann_recall@k, and freshness after the last backfill.
+
+    \b
+    Example:
+      embed shadow --candidate bge_m3 --source documents --query-set queries.jsonl --qrels qrels.jsonl --allow-cloud
+      embed shadow --baseline openai_3_small --candidate bge_m3 --source message_embeddings --queries 1000 --json
+      embed shadow --candidate e5_small --html evidence/shadow.html
     """
     from embed.config import Config
     from embed.db.files import write_atomic

@@ -33,6 +33,11 @@ def smoke(env: Env, space_name: str, out: Path | None, allow_cloud: bool, requir
     a cloud endpoint is refused before any text is sent unless --allow-cloud. The evidence holds
     ids and hashes, never sentinel text or secrets. Exits 1 when a required check fails. Gates
     require passing smoke evidence for a space's fingerprint before it may become active.
+
+    \b
+    Example:
+      embed smoke --space bge_m3 --out evidence/smoke-bge_m3.json
+      embed smoke --space openai_3_small --allow-cloud --json
     """
     from embed.api import smoke as run
 
