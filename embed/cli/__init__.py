@@ -291,10 +291,10 @@ def plan(env: Env) -> None:
     Example:
       embed --gateway honcho plan
     """
-    from embed import mesh
+    from embed.api import plan as run
 
     cfg = env.config()
-    out = mesh.plan(cfg, env.url(cfg))
+    out = run(cfg, env.url(cfg))
     click.echo(f"plan applied: {len(out['new_snapshots'])} view(s) (re)built")
 
 
@@ -314,10 +314,10 @@ def audit(env: Env, as_json: bool) -> None:
     """
     from dataclasses import asdict
 
-    from embed import mesh
+    from embed.api import audit as run
 
     cfg = env.config()
-    results = mesh.audit(cfg, env.url(cfg))
+    results = run(cfg, env.url(cfg))
     emit([asdict(r) for r in results], as_json, lambda rs: [
         f"{r['status']:<8} {r['audit']:<20} {r['model']}"
         + (f"  ({r['count']} row(s))" if r["count"] else "") + (f"  {r['error']}" if r["error"] else "")

@@ -88,7 +88,7 @@ def backfill(env: Env, space: str, source: str, limit: int | None, workers: int,
       embed backfill --space bge_m3_ollama --workers 4
       embed backfill --space e5_small --source documents --limit 1000
     """
-    from embed.fill.backfill import backfill as run
+    from embed.api import backfill as run
 
     cfg = env.config()
     with _stop_on_signals() as stop:
@@ -123,7 +123,7 @@ def sync(env: Env, space: str, source: str, watch: float | None, workers: int, c
     """
     import json
 
-    from embed.fill.sync import sync as run
+    from embed.api import sync as run
 
     cfg = env.config()
 
@@ -192,7 +192,7 @@ def status(env: Env, spaces: tuple[str, ...], sources: tuple[str, ...], as_json:
     Example:
       embed status --space bge_m3 --json
     """
-    from embed.fill.status import status as run
+    from embed.api import status as run
 
     cfg = env.config()
     out = run(cfg, env.url(cfg), spaces=list(spaces) or None, sources=list(sources) or None)

@@ -51,7 +51,8 @@ def backup(ctx: click.Context, out: Path | None, redis_url: str | None, scope: s
         return
     if out is None:
         raise click.UsageError("--out DIR is required (or use a subcommand: verify, list)")
-    from embed.safety.backup import human_bytes, take_backup
+    from embed.api import take_backup
+    from embed.safety.backup import human_bytes
 
     env: Env = ctx.obj
     cfg = env.config()
@@ -95,7 +96,7 @@ def verify(env: Env, path: Path, pg_bin: Path | None, redis_bin: Path | None, no
       embed backup verify backups/pre-bge-m3
       embed backup verify backups/pre-bge-m3 --no-record --json
     """
-    from embed.safety.backup import verify_backup
+    from embed.api import verify_backup
 
     url = None if no_record else env.url()
     res = verify_backup(path, url=url, pg_bin=pg_bin, redis_bin=redis_bin)
@@ -119,7 +120,7 @@ def list_(env: Env, as_json: bool) -> None:
       embed backup list
       embed backup list --json
     """
-    from embed.safety.backup import list_backups
+    from embed.api import list_backups
 
     rows = list_backups(env.url())
     emit(rows, as_json, lambda rs: [

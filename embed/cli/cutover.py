@@ -71,7 +71,7 @@ def gate_cmd(env: Env, space_name: str, sources: tuple[str, ...], as_json: bool)
     Example:
       embed gate --space bge_m3 --json
     """
-    from embed.cutover.switch import gate
+    from embed.api import gate
 
     cfg = env.config()
     r = gate(cfg, env.url(cfg), space_name, list(sources) or None)
@@ -138,7 +138,7 @@ def cutover(env: Env, space_name: str, mode: str, stage_only: bool, writers_stop
     Example:
       embed cutover --space bge_m3 --mode honcho-inplace --writers-stopped --settings-out honcho.env
     """
-    from embed.cutover.switch import cutover as run
+    from embed.api import cutover as run
 
     cfg = env.config()
     policy = _policy(writers_stopped, allow_live_writers)
@@ -194,7 +194,7 @@ def rollback(env: Env, writers_stopped: bool, allow_live_writers: bool, settings
     Example:
       embed rollback --writers-stopped --settings-out honcho.env
     """
-    from embed.cutover.switch import rollback as run
+    from embed.api import rollback as run
 
     cfg = env.config()
     policy = _policy(writers_stopped, allow_live_writers)

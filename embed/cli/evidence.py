@@ -33,7 +33,7 @@ def evidence(env: Env, space_name: str, out: Path, as_json: bool) -> None:
     Example:
       embed evidence --space bge_m3 --out evidence/bge_m3
     """
-    from embed.safety.evidence import write_bundle
+    from embed.api import write_bundle
 
     cfg = env.config()
     res = write_bundle(cfg, env.url(cfg), space_name, out)

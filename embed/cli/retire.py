@@ -53,8 +53,8 @@ def retire(env: Env, space_name: str, dry_run: bool, yes: bool, as_json: bool) -
       embed retire --space openai_3_small --dry-run
       embed retire --space openai_3_small
     """
-    from embed.safety.retire import retire as run
-    from embed.safety.retire import retire_plan
+    from embed.api import retire as run
+    from embed.api import retire_plan
 
     cfg = env.config()
     url = env.url(cfg)
@@ -89,7 +89,7 @@ def pin(env: Env, space_name: str, reason: str) -> None:
     Example:
       embed pin --space openai_3_small --reason "keep until the Q3 review"
     """
-    from embed.safety.retire import pin as run
+    from embed.api import pin as run
 
     cfg = env.config()
     r = run(cfg, env.url(cfg), space_name, reason)
@@ -107,7 +107,7 @@ def unpin(env: Env, space_name: str) -> None:
     Example:
       embed unpin --space openai_3_small
     """
-    from embed.safety.retire import unpin as run
+    from embed.api import unpin as run
 
     cfg = env.config()
     r = run(cfg, env.url(cfg), space_name)
@@ -130,7 +130,7 @@ def history(env: Env, space_name: str | None, limit: int | None, as_json: bool) 
       embed history --space bge_m3
       embed history --limit 20 --json
     """
-    from embed.safety.retire import history as run
+    from embed.api import history as run
 
     cfg = env.config()
     rows = run(cfg, env.url(cfg), space_name, limit)

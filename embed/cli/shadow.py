@@ -120,10 +120,10 @@ def shadow(
       embed shadow --baseline openai_3_small --candidate bge_m3 --source message_embeddings --queries 1000 --json
       embed shadow --candidate e5_small --html evidence/shadow.html
     """
+    from embed.api import shadow as run
     from embed.config import Config
     from embed.db.files import write_atomic
     from embed.shadow import render_html, render_table
-    from embed.shadow.run import shadow as run
 
     cfg: Config = env.config()
     results = run(
