@@ -30,6 +30,15 @@ SETTINGS_OUT = click.option("--settings-out", type=click.Path(dir_okay=False, pa
                             help="honcho-inplace: also write the Honcho .env block to FILE (mode 0600).")
 
 
+def switch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What a cutover and a rollback both take: the writers check, the settings file, the lock
+    timeout, the sources, --json; then the Env and the one-line error handling."""
+    for option in (fail_cleanly, click.pass_obj, click.option("--json", "as_json", is_flag=True,
+                   help="Machine-readable output."), SOURCE, LOCK_TIMEOUT, SETTINGS_OUT, ALLOW_LIVE, WRITERS_STOPPED):
+        fn = option(fn)
+    return fn
+
+
 def _policy(writers_stopped: bool, allow_live_writers: bool) -> str:
     from embed.cutover import writers
 
@@ -111,14 +120,7 @@ def _deliver(r: SwitchResult, settings_out: Path | None) -> None:
               help="view: switch embed.<source>_active; honcho-inplace: swap Honcho's own vector columns.")
 @click.option("--stage-only", is_flag=True,
               help="honcho-inplace: only stage the shadow columns and their HNSW indexes (ahead of time).")
-@WRITERS_STOPPED
-@ALLOW_LIVE
-@SETTINGS_OUT
-@LOCK_TIMEOUT
-@SOURCE
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_obj
-@fail_cleanly
+@switch_options
 def cutover(env: Env, space_name: str, mode: str, stage_only: bool, writers_stopped: bool, allow_live_writers: bool,
             settings_out: Path | None, lock_timeout: float, sources: tuple[str, ...], as_json: bool) -> None:
     """Make SPACE what production reads, only if every gate passes (see `embed gate`).
@@ -171,14 +173,7 @@ def _run_switch(fn: Callable[[], Any], settings_out: Path | None) -> Any:
 
 
 @cli.command()
-@WRITERS_STOPPED
-@ALLOW_LIVE
-@SETTINGS_OUT
-@LOCK_TIMEOUT
-@SOURCE
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_obj
-@fail_cleanly
+@switch_options
 def rollback(env: Env, writers_stopped: bool, allow_live_writers: bool, settings_out: Path | None,
              lock_timeout: float, sources: tuple[str, ...], as_json: bool) -> None:
     """Switch back to what production read before the last cutover, in the mode it used.
