@@ -292,7 +292,7 @@ def test_refusals_change_nothing(honcho: str, cfg: Config) -> None:
 def parked(url: str, call: str, point: str) -> subprocess.Popen[str]:
     """A real process running `embed.cutover.inplace.<call>` that parks at `point` (embed/db/hooks.py)."""
     code = (
-        "import json, sys; from pathlib import Path; from embed.config import Config; from embed import inplace; "
+        "import json, sys; from pathlib import Path; from embed.config import Config; from embed.cutover import inplace; "
         "cfg = Config.load(Path(sys.argv[1]), 'local'); "
         f"print(json.dumps(inplace.{call}, default=str))"
     )

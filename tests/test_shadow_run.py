@@ -419,11 +419,9 @@ def test_the_reader_reads_where_the_inplace_record_says(world: dict) -> None:
             locate(conn, cfg, src, cfg.space(CAND)).relation.as_string(conn)
             == '"embed_store"."documents__e5_small_' + cfg.space(CAND).fp8 + '"'
         )
-        conn.execute("CREATE TABLE embed_store.inplace_columns (source text, column_name text, space_fp text, "
-                     "previous_fp text)")
-        conn.execute(
-            "INSERT INTO embed_store.inplace_columns VALUES ('documents', 'embedding', %s, NULL),"
-            " ('documents', 'embedding_old', %s, NULL)",
+        conn.execute(  # what an in-place swap records (the table comes with embed_store's migrations)
+            "INSERT INTO embed_store.inplace_columns (source, column_name, space_fp) VALUES"
+            " ('documents', 'embedding', %s), ('documents', 'embedding_old', %s)",
             (cfg.space(CAND).fingerprint, cfg.space(BASE).fingerprint),
         )
         got = locate(conn, cfg, src, cfg.space(CAND))
