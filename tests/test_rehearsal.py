@@ -191,7 +191,7 @@ def rehearsal(pg_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) 
         finally:
             honcho.stop()
             redis.down()
-            locks = re.findall(r"exclusive lock held (\d+) ms", "\n".join(op.output))
+            locks = re.findall(r"exclusive lock held ([\d.]+) ms", "\n".join(op.output))
             print("\nrehearsal timings (s): " + ", ".join(f"{n} {t:.1f}" for n, t in op.timings)
                   + f"\nin-place swaps: exclusive lock held {', '.join(locks)} ms")
 
