@@ -22,7 +22,7 @@ from embed.cutover.switch import cutover, rollback
 from embed.db.connection import connect
 from embed.errors import EmbedError
 from embed.safety.retire import retire_plan
-from embed.store import serving
+from embed.store import migrations, serving
 from tests.support.gate import plant_gates
 from tests.support.inplace import LEGACY, NEW, Writer, fill_store, honcho_db, put_vectors, schema_snapshot
 
@@ -188,3 +188,21 @@ def test_the_swap_names_who_is_connected_and_refuses_writers(db_url: str, projec
             put_vectors(conn, cfg, "message_embeddings", writer.msgs)
         r = cutover(cfg, db_url, NEW, mode="honcho-inplace", writers_policy="allow-live-writers")
     assert r.outcome == "switched" and any(s.application == "honcho-api" for s in r.writers.sessions)
+
+
+def test_a_store_switched_by_an_older_embed_is_adopted_whoever_migrates_first(db_url: str, project: Path) -> None:
+    """A store an older embed switched in place has no embed_store.serving; its records (the
+    in-place column records, the events) say what production reads. A command that creates the
+    table first (here the migrations alone, as `embed backfill` or `embed backup` would) must not
+    make every reader take production for the legacy space."""
+    cfg = _ready_to_swap(db_url, project)
+    cutover(cfg, db_url, NEW, mode="honcho-inplace", writers_policy="writers-stopped")
+    with connect(db_url) as conn:  # what a store made before embed_store.serving looks like
+        conn.execute("DROP TABLE embed_store.serving")
+        conn.execute("DELETE FROM embed_store.migrations WHERE name IN ('005_serving', %s)", (serving.ADOPTED,))
+        conn.commit()
+        migrations.migrate(conn)  # another command got there first: the table exists, empty
+        st = serving.read(conn, cfg)["documents"]
+    assert (cfg.label(st.space_fp), st.mode, cfg.label(st.from_fp)) == (NEW, "honcho-inplace", LEGACY)
+    back = rollback(cfg, db_url, writers_policy="writers-stopped")
+    assert back.outcome == "switched" and back.switched["documents"] == (NEW, LEGACY)

@@ -92,22 +92,37 @@ def from_rows(cfg: Config, rows: Iterable[tuple[Any, ...]]) -> dict[str, Serving
 
 
 def read(conn: psycopg.Connection, cfg: Config) -> dict[str, Serving]:
-    """What production reads for every declared source, from the database."""
-    if not conn.execute(EXISTS_SQL).fetchone()[0]:
-        return {name: initial(cfg, name) for name in cfg.sources}
+    """What production reads for every declared source, from the database (a store an older
+    embed made is adopted first, so no reader ever takes its switches for the legacy space)."""
+    if not conn.execute("SELECT to_regclass('embed_store.spaces') IS NOT NULL").fetchone()[0]:
+        return {name: initial(cfg, name) for name in cfg.sources}  # no store: nothing was switched
+    if not _adopted(conn):
+        ensure(conn, cfg)
     return from_rows(cfg, conn.execute(READ_SQL).fetchall())
 
 
+ADOPTED = "serving_adopted"  # the embed_store.migrations row saying `ensure` adopted older records
+
+
+def _adopted(conn: psycopg.Connection) -> bool:
+    if not conn.execute(f"SELECT to_regclass('{SCHEMA}.migrations') IS NOT NULL").fetchone()[0]:
+        return False
+    return conn.execute(f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.migrations WHERE name = %s)", (ADOPTED,)).fetchone()[0]
+
+
 def ensure(conn: psycopg.Connection, cfg: Config) -> None:
-    """Create the table; a store made before it existed gets its rows from what that version
-    recorded (the in-place column records, else the last switch events)."""
+    """The table (a migration), and once per store the rows of sources an older embed switched,
+    from what it recorded (the in-place column records, else the last switch events). Any other
+    command may have run the migration first: adopting is its own step, and never overwrites a
+    row this version wrote."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.serving_ddl'))")
-        if conn.execute(EXISTS_SQL).fetchone()[0]:
-            return
         migrations.migrate(conn)
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.serving_adopt'))")
+        if _adopted(conn):
+            return
         for state in _recorded_before(conn, cfg):
-            _upsert(conn, state)
+            _upsert(conn, state, overwrite=False)
+        conn.execute(f"INSERT INTO {SCHEMA}.migrations (name) VALUES (%s)", (ADOPTED,))
 
 
 def _recorded_before(conn: psycopg.Connection, cfg: Config) -> list[Serving]:
@@ -133,13 +148,14 @@ def _recorded_before(conn: psycopg.Connection, cfg: Config) -> list[Serving]:
     return out
 
 
-def _upsert(conn: psycopg.Connection, s: Serving, event_id: int | None = None) -> None:
+def _upsert(conn: psycopg.Connection, s: Serving, event_id: int | None = None, *, overwrite: bool = True) -> None:
+    on_conflict = sql.SQL("DO UPDATE SET {sets}, event_id = EXCLUDED.event_id, at = clock_timestamp()").format(
+        sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in COLUMNS[1:])
+    ) if overwrite else sql.SQL("DO NOTHING")
     conn.execute(
-        sql.SQL("INSERT INTO {t} ({cols}, event_id) VALUES ({vals}, %s) ON CONFLICT (source) DO UPDATE SET {sets},"
-                " event_id = EXCLUDED.event_id, at = clock_timestamp()").format(
+        sql.SQL("INSERT INTO {t} ({cols}, event_id) VALUES ({vals}, %s) ON CONFLICT (source) {on_conflict}").format(
             t=TABLE, cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-            vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)),
-            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in COLUMNS[1:])),
+            vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)), on_conflict=on_conflict),
         (*(getattr(s, c) for c in COLUMNS), event_id),
     )
 
