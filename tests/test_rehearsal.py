@@ -217,9 +217,11 @@ def assert_column_is(url: str, settings: dict[str, str]) -> None:
     with psycopg.connect(url) as conn:
         register_vector(conn)
         for table in ("documents", "message_embeddings"):
-            rows = conn.execute(f"SELECT content, embedding FROM {table} WHERE embedding IS NOT NULL").fetchall()
-            want = HonchoEmbedder(settings)([t for t, _ in rows])
-            assert np.allclose(np.stack([v.to_numpy() for _, v in rows]), want, atol=1e-5), table
+            rows = conn.execute(f"SELECT id, content, embedding FROM {table} WHERE embedding IS NOT NULL").fetchall()
+            want = HonchoEmbedder(settings)([t for _, t, _ in rows])
+            got = np.stack([v.to_numpy() for _, _, v in rows])
+            off = [str(rows[i][0]) for i in np.flatnonzero(np.abs(got - want).max(axis=1) > 1e-5)]
+            assert not off, f"{table}: {len(off)} of {len(rows)} vectors are not their text's, e.g. ids {off[:5]}"
 
 
 def now(url: str) -> str:
