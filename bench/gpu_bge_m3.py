@@ -51,6 +51,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.tinybge import write_heads, write_tokenizer
+
 HIDDEN = 1024
 SHAPE = dict(
     hidden_size=HIDDEN,
@@ -108,33 +111,10 @@ def log(*a) -> None:
 
 def build_model(path: Path, layers: int, device: str) -> float:
     """Write the BGE-M3-shaped model, tokenizer and heads into `path`; return seconds taken."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+    from transformers import XLMRobertaConfig, XLMRobertaModel
 
     t0 = time.perf_counter()
-    path.mkdir(parents=True, exist_ok=True)
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=2000, special_tokens=specials, unk_token="<unk>", show_progress=False)
-    tok.train_from_iterator((PL + EN) * 4, trainer)
-    assert [tok.token_to_id(s) for s in specials] == [0, 1, 2, 3, 4]
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        cls_token="<s>",
-        sep_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-        model_max_length=SHAPE["max_position_embeddings"] - 2,
-    ).save_pretrained(path)
+    write_tokenizer(path, PL + EN, SHAPE["max_position_embeddings"])  # ids above its small vocab are never used
 
     torch.manual_seed(0)
     cfg = XLMRobertaConfig(num_hidden_layers=layers, **SHAPE)
@@ -142,8 +122,7 @@ def build_model(path: Path, layers: int, device: str) -> float:
         model = XLMRobertaModel(cfg)
     quiet_call(model.half().eval().save_pretrained, path)
     del model
-    torch.save(torch.nn.Linear(HIDDEN, HIDDEN).state_dict(), path / "colbert_linear.pt")
-    torch.save(torch.nn.Linear(HIDDEN, 1).state_dict(), path / "sparse_linear.pt")
+    write_heads(path, HIDDEN)
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return time.perf_counter() - t0

@@ -42,10 +42,10 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
     writer.start()
     try:
         staged = inplace.stage(cfg, url, NEW, progress=True)
-        out["stage_s"] = {s: v["seconds"] for s, v in staged["sources"].items()}
-        out["index_s"] = {s: v["index"]["seconds"] for s, v in staged["sources"].items()}
-        out["rows_staged"] = staged["rows_staged"]
-        say(f"stage: {staged['rows_staged']} rows, {out['stage_s']} s per source "
+        out["stage_s"] = {s: v.seconds for s, v in staged.sources.items()}
+        out["index_s"] = {s: v.index.seconds for s, v in staged.sources.items()}
+        out["rows_staged"] = staged.rows_staged
+        say(f"stage: {staged.rows_staged} rows, {out['stage_s']} s per source "
             f"(of which the CONCURRENTLY index build {out['index_s']} s)")
         locks: list[float] = []
         waits: list[float] = []

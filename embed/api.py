@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,23 +25,42 @@ from embed.config import Config
 from embed.db.connection import connect, ensure_pgvector, resolve_url
 from embed.db.files import write_atomic
 from embed.errors import EmbedError, NotInitialized
+from embed.result import Result
 from embed.store import serving
 from embed.store.location import check_legacy
 
 
-def init_store(cfg: Config, url: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Initialized(Result):
+    created_tables: tuple[str, ...]  # embed_store tables made by this call (none the second time)
+    declared_spaces: tuple[str, ...]  # spaces recorded for the first time
+    external_models_changed: bool  # external_models.yaml was rewritten to match config.yaml
+
+
+def init_store(cfg: Config, url: str) -> Initialized:
     """Create embed_store and every (source, space) table; sync external_models.yaml. Refuses a
     legacy space whose dims do not fit the column holding it, before creating anything."""
     ensure_pgvector(url)
     with connect(url) as conn:
         check_legacy(conn, cfg)
-        out: dict[str, Any] = store.init(conn, cfg)
+        created, declared = store.init(conn, cfg)
         serving.ensure(conn, cfg)
-    out["external_models_changed"] = mesh.write_external_models(cfg)
-    return out
+    return Initialized(tuple(created), tuple(declared), mesh.write_external_models(cfg))
 
 
-def list_spaces(cfg: Config, db: str | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class SpaceRow(Result):
+    name: str
+    fingerprint: str
+    dims: int
+    provider: str
+    model: str
+    revision: str | None
+    role: str  # active (production reads it), legacy, or -
+    state: str  # its lifecycle state in the database, or 'not in database'
+
+
+def list_spaces(cfg: Config, db: str | None = None) -> list[SpaceRow]:
     """Declared spaces with their role (legacy/active/candidate) and state in the database."""
     states: dict[str, str] = {}
     active = {cfg.legacy_space.fingerprint}  # what an unreachable database is assumed to read
@@ -50,27 +71,23 @@ def list_spaces(cfg: Config, db: str | None = None) -> list[dict[str, Any]]:
             active = {st.space_fp for st in serving.read(conn, cfg).values()}
     except EmbedError:
         states = {}
-    rows = []
-    for sp in cfg.spaces.values():
-        role = "active" if sp.fingerprint in active else "legacy" if sp.name == cfg.legacy_space.name else "-"
-        rows.append(
-            {
-                "name": sp.name,
-                "fingerprint": sp.fingerprint,
-                "dims": sp.dims,
-                "provider": sp.provider,
-                "model": sp.model,
-                "revision": sp.revision,
-                "role": role,
-                "state": states.get(sp.fingerprint, "not in database"),
-            }
-        )
-    return rows
+    return [SpaceRow(sp.name, sp.fingerprint, sp.dims, sp.provider, sp.model, sp.revision,
+                     "active" if sp.fingerprint in active else "legacy" if sp.name == cfg.legacy_space.name else "-",
+                     states.get(sp.fingerprint, "not in database")) for sp in cfg.spaces.values()]
+
+
+@dataclass(frozen=True)
+class Seeded(Result):
+    counts: dict[str, int]  # rows per table (documents, message_embeddings, queries, ...)
+    legacy_space: str | None  # whose vectors fill the legacy columns (None: --no-vectors)
+    dims: int
+    seed: int
+    seconds: float
 
 
 def seed_honcho(
     cfg: Config, url: str, *, scale: str = "small", seed: int = 7, dims: int | None = None, vectors: bool = True
-) -> dict[str, Any]:
+) -> Seeded:
     """Create the Honcho-shaped tables and load the seeded corpus, with legacy-space vectors."""
     from embed.honcho.synthetic.corpus import SCALES, generate
     from embed.honcho.synthetic.seed import seed as load
@@ -87,6 +104,7 @@ def seed_honcho(
 
         embedder = get_embedder(legacy)
         embed_fn = lambda texts: embedder.embed(texts, "passage").vectors  # noqa: E731
+    t0 = time.monotonic()
     n_docs, n_msgs = SCALES[scale]
     corpus = generate(seed=seed, documents=n_docs, messages=n_msgs)
     try:
@@ -95,7 +113,7 @@ def seed_honcho(
     finally:
         if embedder is not None:
             embedder.close()
-    return {"counts": counts, "legacy_space": legacy.name if vectors else None, "dims": dims, "seed": seed}
+    return Seeded(counts, legacy.name if vectors else None, dims, seed, round(time.monotonic() - t0, 1))
 
 
 def smoke(
@@ -132,21 +150,21 @@ VERBS = {
     "backfill": "embed.fill.backfill", "sync": "embed.fill.sync", "status": "embed.fill.status",
     "shadow": "embed.shadow.run",
     "gate": "embed.cutover.switch", "cutover": "embed.cutover.switch", "rollback": "embed.cutover.switch",
-    "stage": "embed.cutover.inplace",
+    "stage": "embed.cutover.inplace", "fill_column": "embed.cutover.inplace",
     "take_backup": "embed.safety.backup", "verify_backup": "embed.safety.backup", "list_backups": "embed.safety.backup",
     "retire": "embed.safety.retire", "retire_plan": "embed.safety.retire", "pin": "embed.safety.retire",
-    "unpin": "embed.safety.retire", "history": "embed.safety.retire",
+    "unpin": "embed.safety.retire", "history": "embed.store.events",
     "write_bundle": "embed.safety.evidence",
 }
 
 __all__ = [  # noqa: RUF022 -- in the order of the procedure
     "init_store", "list_spaces", "seed_honcho", "plan", "audit", "smoke", "take_backup", "verify_backup",
-    "list_backups", "backfill", "sync", "status", "shadow", "gate", "stage", "cutover", "rollback",
+    "list_backups", "backfill", "sync", "status", "shadow", "gate", "stage", "cutover", "rollback", "fill_column",
     "retire_plan", "retire", "pin", "unpin", "history", "write_bundle",
 ]
 
 if TYPE_CHECKING:
-    from embed.cutover.inplace import stage
+    from embed.cutover.inplace import fill_column, stage
     from embed.cutover.switch import cutover, gate, rollback
     from embed.fill.backfill import backfill
     from embed.fill.status import status
@@ -154,8 +172,9 @@ if TYPE_CHECKING:
     from embed.mesh import audit, plan
     from embed.safety.backup import list_backups, take_backup, verify_backup
     from embed.safety.evidence import write_bundle
-    from embed.safety.retire import history, pin, retire, retire_plan, unpin
+    from embed.safety.retire import pin, retire, retire_plan, unpin
     from embed.shadow.run import shadow
+    from embed.store.events import history
 
 
 def __getattr__(name: str) -> Any:

@@ -27,11 +27,11 @@ from embed.config import Config
 from embed.db.connection import connect, mask
 from embed.db.files import write_atomic
 from embed.db.localpg import LocalServer
+from embed.fill.progress import Say
 
 CANDIDATE = "e5_small"
 BGE_M3 = "bge_m3"
 PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "macros", "audits")
-Say = Callable[[str], None]
 
 
 def _step(say: Say, name: str, fn: Callable[[], str]) -> None:
@@ -97,17 +97,17 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         if n > 0:
             return f"corpus already seeded ({n} documents), kept"
         out = api.seed_honcho(cfg, st["url"], scale=scale)
-        c = out["counts"]
+        c = out.counts
         return (f"seeded {c.get('documents', 0)} documents + {c.get('message_embeddings', 0)} message embeddings, "
-                f"legacy vectors from {out['legacy_space']} ({out['dims']}d)")
+                f"legacy vectors from {out.legacy_space} ({out.dims}d)")
 
     def init() -> str:
         out = api.init_store(st["cfg"], st["url"])
-        return f"embed_store: {len(out['created_tables'])} table(s) created, {len(cfg.spaces)} spaces declared"
+        return f"embed_store: {len(out.created_tables)} table(s) created, {len(cfg.spaces)} spaces declared"
 
     def plan() -> str:
         out = mesh.plan(st["cfg"], st["url"])
-        return f"sqlmesh plan applied: {len(out['new_snapshots'])} view(s) built; audits passed"
+        return f"sqlmesh plan applied: {len(out.new_snapshots)} view(s) built; audits passed"
 
     def reset() -> str:
         from embed.cutover.switch import rollback
@@ -123,8 +123,8 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
 
         out = st["work"] / "backups" / time.strftime("%Y%m%dT%H%M%S")
         m = take_backup(st["cfg"], st["url"], out, redis_url=st["redis"])
-        size = sum(f["bytes"] for f in m["files"].values())
-        return f"backup verified ({len(m['database']['tables'])} tables, {human_bytes(size)}" + (
+        size = sum(f["bytes"] for f in m.manifest["files"].values())
+        return f"backup verified ({len(m.manifest['database']['tables'])} tables, {human_bytes(size)}" + (
             ", Redis RDB" if st["redis"] else "") + f") in {out}"
 
     def smoke() -> str:
@@ -216,7 +216,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         from embed.safety.retire import retire_plan
 
         p = retire_plan(st["cfg"], st["url"], legacy)
-        why = p["blockers"][0] if p["blockers"] else "allowed"
+        why = p.blockers[0] if p.blockers else "allowed"
         return f"dry run for {legacy}: would free {human_bytes(p['bytes'])}; {why}"
 
     def evidence() -> str:
@@ -224,7 +224,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
 
         out = st["work"] / "evidence"
         idx = write_bundle(st["cfg"], st["url"], CANDIDATE, out)
-        return f"{len(idx['files'])} file(s) in {out} (index.md lists their sha256)"
+        return f"{len(idx.index['files'])} file(s) in {out} (index.md lists their sha256)"
 
     steps: list[tuple[str, Callable[[], str]]] = [
         ("db", database), ("project", project), ("redis", redis), ("seed", seed), ("init", init),

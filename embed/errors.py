@@ -16,6 +16,19 @@ class NotInitialized(EmbedError):
         super().__init__(message)
 
 
+class Busy(EmbedError):
+    """Another session holds what this step needs (a lock, the tables); nothing changed: retry."""
+
+
+class Blocked(EmbedError):
+    """A safety check refused the step (a gate, the retention window, live writers); nothing changed."""
+
+
+class NothingToDo(EmbedError):
+    """The step asks for a state that already holds, in a way the command cannot treat as a
+    retry (e.g. staging the space that is already live); nothing changed."""
+
+
 class SwitchIncomplete(EmbedError):
     """Production was switched (committed and recorded) but a later step of the same command
     failed. `honcho` carries the settings Honcho needs now, printed with the error."""

@@ -16,7 +16,8 @@ from embed import store
 from embed.config import Config
 from embed.db.connection import connect, sqlmesh_env
 from embed.db.files import write_atomic
-from embed.errors import EmbedError, first_line
+from embed.errors import Blocked, EmbedError, first_line
+from embed.result import Result
 from embed.store import SCHEMA, serving, table_name
 from embed.store.location import check_legacy
 
@@ -241,7 +242,12 @@ class Switch:
         self.close()
 
 
-def plan(cfg: Config, url: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Planned(Result):
+    new_snapshots: tuple[str, ...]  # the views (schema.name) this plan built a new version of
+
+
+def plan(cfg: Config, url: str) -> Planned:
     """Audit what exists now, then plan and apply prod with the views as embed_store.serving
     says (this also finishes the views of an in-place switch whose plan did not run).
 
@@ -262,7 +268,7 @@ def plan(cfg: Config, url: str) -> dict[str, Any]:
                          "undo it with `embed rollback`; nothing changed")
     failed = _blocking_failures(cfg, url)
     if failed:
-        raise EmbedError(f"plan blocked before any change: {failed}")
+        raise Blocked(f"plan blocked before any change: {failed}")
     with Switch(cfg, url, serving.render(states)) as sw:
         try:
             changed = sw.apply()
@@ -272,7 +278,7 @@ def plan(cfg: Config, url: str) -> dict[str, Any]:
         with connect(url) as conn, conn.transaction():
             for name, st in states.items():
                 serving.views_planned(conn, cfg, name, st.views_expected)
-    return {"new_snapshots": changed}
+    return Planned(tuple(changed))
 
 
 def _blocking_failures(cfg: Config, url: str) -> str:

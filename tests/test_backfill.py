@@ -389,9 +389,12 @@ def test_progress_is_counts_only_and_plain_when_not_a_tty() -> None:
     lines = buf.getvalue().splitlines()
     assert lines and all("\r" not in ln for ln in lines)
     assert re.fullmatch(r"backfill documents/e5_small: 40/100 rows \(40\.0%\), [\d,]+ rows/s, ETA \S+", lines[-1])
-    tty = Progress("x", 10, stream=io.StringIO(), tty=True)
-    tty.add(5)
-    assert "[############............]" in tty.line() and "ETA" in tty.line()
+    term = io.StringIO()
+    tty = Progress("stage documents/e5_small", 10, stream=term, every=0.01, tty=True).start()
+    tty.add(10)
+    tty.finish()
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.getvalue()).split("\r")[-1]  # the last redraw
+    assert re.search(r"stage documents/e5_small .*10/10 rows +100% [\d,]+ rows/s ETA", drawn), drawn
 
 
 def test_cli_output_carries_no_memory_text(pg_server: LocalServer, cfg: Config) -> None:

@@ -206,19 +206,19 @@ def test_counts_and_dump_share_one_snapshot(
     monkeypatch.setattr(bk, "_run", late_writer)
     m = take_backup(cfg, honcho_db, tmp_path / "bk")
     restored = restore_into_fresh_db(pg_server, tmp_path / "bk" / "postgres.dump")
-    assert live_counts(restored, list(m["database"]["tables"])) == m["database"]["tables"]
+    assert live_counts(restored, list(m.manifest["database"]["tables"])) == m.manifest["database"]["tables"]
     live = live_counts(honcho_db, ["embed_store.events"])["embed_store.events"]
-    assert live == m["database"]["tables"]["embed_store.events"] + 3 + 1  # + the late rows + the backup event
+    assert live == m.manifest["database"]["tables"]["embed_store.events"] + 3 + 1  # + the late rows + the backup event
 
 
 def test_honcho_scope_holds_sources_and_store_only(honcho_db: str, tmp_path: Path, cfg: Config) -> None:
     m = take_backup(cfg, honcho_db, tmp_path / "bk", scope="honcho")
-    tables = set(m["database"]["tables"])
+    tables = set(m.manifest["database"]["tables"])
     assert {"public.documents", "public.message_embeddings"} <= tables
     assert all(t.startswith("embed_store.") for t in tables - {"public.documents", "public.message_embeddings"})
     assert "public.messages" not in tables
     assert bk.toc_tables(pg_tools(), tmp_path / "bk" / "postgres.dump") == tables
-    assert m["database"]["restore_needs"] and m["redis"] is None
+    assert m.manifest["database"]["restore_needs"] and m.manifest["redis"] is None
 
 
 # ---------------------------------------------------------------- secrets
@@ -359,10 +359,10 @@ def test_a_backup_taken_before_init_is_registered_by_verify(db_url: str, tmp_pat
         conn.execute("CREATE TABLE public.notes (id int PRIMARY KEY)")
         conn.execute("INSERT INTO public.notes SELECT generate_series(1, 7)")
     m = take_backup(cfg, db_url, tmp_path / "bk")
-    assert m["registered"] is None and m["database"]["tables"] == {"public.notes": 7}
+    assert m.registered is None and m.manifest["database"]["tables"] == {"public.notes": 7}
     with connect(db_url) as conn:
         store.init(conn, cfg)
     res = verify_backup(tmp_path / "bk", url=db_url)
-    assert res["ok"] and isinstance(res["registered"], int)
+    assert res.ok and isinstance(res.registered, int)
     with connect(db_url, vector=False) as conn:
         assert conn.execute("SELECT verified FROM embed_store.backups").fetchall() == [(True,)]

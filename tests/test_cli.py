@@ -62,3 +62,17 @@ def test_every_verb_of_the_api_is_a_documented_function() -> None:
         assert callable(fn) and fn.__doc__, name
     with pytest.raises(AttributeError):
         api.no_such_verb  # noqa: B018
+
+
+def test_honcho_seed_reports_what_it_loaded(db_url: str) -> None:
+    import re
+
+    import psycopg
+
+    r = CliRunner().invoke(cli, ["--db", db_url, "honcho", "seed", "--scale", "tiny", "--no-vectors"])
+    assert r.exit_code == 0, r.output
+    with psycopg.connect(db_url) as conn:
+        docs = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+        queries = conn.execute("SELECT count(*) FROM embed_eval.queries").fetchone()[0]
+    said = re.search(r"seeded (\d+) documents, \d+ message embeddings, (\d+) labelled queries", r.output)
+    assert said and (int(said[1]), int(said[2])) == (docs, queries) and queries > 0, r.output

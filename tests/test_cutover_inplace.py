@@ -82,8 +82,8 @@ def test_inplace_cutover_moves_honcho_and_the_views_together_and_rolls_back(db_u
         kinds = conn.execute("SELECT details ->> 'mode', details ->> 'to_fp' FROM embed_store.events "
                              "WHERE kind = 'cutover' AND outcome = 'ok'").fetchall()
     assert kinds and {k for k in kinds} == {("honcho-inplace", cfg.space(NEW).fingerprint)}
-    assert any("not allowed" in b or "retention" in b for b in retire_plan(cfg, db_url, LEGACY)["blockers"])
-    assert not any("legacy space" in b for b in retire_plan(cfg, db_url, LEGACY)["blockers"])
+    assert any("not allowed" in b or "retention" in b for b in retire_plan(cfg, db_url, LEGACY).blockers)
+    assert not any("legacy space" in b for b in retire_plan(cfg, db_url, LEGACY).blockers)
     assert cutover(cfg, db_url, NEW, mode="honcho-inplace").outcome == "already"
 
     back = rollback(cfg, db_url, writers_policy="writers-stopped")

@@ -25,7 +25,7 @@ from embed.cutover.inplace_sql import index_name, tagged_column
 from embed.db.connection import connect
 from embed.errors import EmbedError
 from embed.honcho.settings import API_KEY_PLACEHOLDER, honcho_settings
-from tests.support.backfill import insert_doc
+from tests.support.backfill import EMBED, cli_env, insert_doc
 from tests.support.inplace import (
     HONCHO_QUERY,
     LEGACY,
@@ -110,10 +110,10 @@ def test_stage_and_swap_under_writers_serve_only_the_new_space(honcho: str, cfg:
     writer.start()
     try:
         staged = inplace.stage(cfg, url, NEW, batch_rows=100, progress=False)
-        docs = staged["sources"]["documents"]
-        assert docs["column"] == col(cfg, NEW) and docs["index"]["valid"] and docs["index"]["built"]
-        assert docs["index"]["name"] == index_name("documents", col(cfg, NEW))
-        assert docs["rows_staged"] > 500 and docs["rows_missing"] >= 1  # the writer's rows have no vector yet
+        docs = staged.sources["documents"]
+        assert docs.column == col(cfg, NEW) and docs.index.valid and docs.index.built
+        assert docs.index.name == index_name("documents", col(cfg, NEW))
+        assert docs.rows_staged > 500 and docs.rows_missing >= 1  # the writer's rows have no vector yet
         # Changes between stage and swap: new rows with store vectors, an edit that sync caught,
         # an edit it did not, a soft delete.
         with connect(url, autocommit=True) as conn:
@@ -237,8 +237,14 @@ def test_swap_back_restores_the_old_space_exactly(db_url: str, cfg: Config, monk
     assert (st["live_space"], st["previous_space"]) == (LEGACY, NEW)
     assert st["columns"][0]["column"] == col(cfg, NEW) and st["columns"][0]["index_valid"]
 
-    after = inplace.fill_column(cfg, url, LEGACY)  # right after: the late row gets its vector
+    monkeypatch.undo()
+    fill = [EMBED, "--db", url, "fill-column", "--space", LEGACY, "--json"]  # right after: the late row
+    after = json.loads(subprocess.run(fill, cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                                      check=True).stdout)
     assert after["sources"]["documents"]["live"] and after["sources"]["documents"]["rows_filled"] == 1
+    again = json.loads(subprocess.run(fill, cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                                      check=True).stdout)
+    assert again["rows_filled"] == 0 and again["rows_without_vector"] == 0  # a retry is not a new action
     with connect(url) as conn:
         vec, state = conn.execute("SELECT embedding, sync_state FROM documents WHERE id = %s", (late[0],)).fetchone()
     np.testing.assert_allclose(vec.to_numpy(), want[2], atol=1e-5)
@@ -281,8 +287,8 @@ def test_refusals_change_nothing(honcho: str, cfg: Config) -> None:
         conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", (f"public.{name}",))
     assert "invalid" in refusal(inplace.swap, cfg, url, NEW)
     again = inplace.stage(cfg, url, NEW, progress=False)
-    assert again["sources"]["documents"]["index"]["built"] and again["sources"]["documents"]["rows_written"] == 0
-    assert again["sources"]["message_embeddings"]["index"]["built"] is False
+    assert again.sources["documents"].index.built and again.sources["documents"].rows_written == 0
+    assert again.sources["message_embeddings"].index.built is False
     inplace.swap(cfg, url, NEW)
     assert "already live" in refusal(inplace.swap, cfg, url, NEW)
     assert "already live" in refusal(inplace.stage, cfg, url, NEW)
@@ -331,9 +337,9 @@ def test_kill9_mid_stage_and_inside_the_swap_then_rerun(honcho: str, cfg: Config
             " ON t.source_id = d.id AND t.content_sha256 = sha256(convert_to(d.content, 'UTF8'))"
             " WHERE d.deleted_at IS NULL").fetchone()[0]
         before = schema_snapshot(conn)
-    assert done["sources"]["documents"]["rows_staged"] == live_with_vector
-    assert done["sources"]["documents"]["rows_written"] == live_with_vector - partial
-    assert done["sources"]["documents"]["index"]["valid"]
+    assert done.sources["documents"].rows_staged == live_with_vector
+    assert done.sources["documents"].rows_written == live_with_vector - partial
+    assert done.sources["documents"].index.valid
 
     p = parked(url, f"swap(cfg, sys.argv[2], {NEW!r})", "inplace_locked")  # holds the exclusive lock now
     p.kill()
@@ -370,10 +376,10 @@ def test_swap_lock_is_short_at_honcho_scale(db_url: str, cfg: Config) -> None:
         conn.execute("UPDATE documents SET content = content || '.' WHERE id = (SELECT min(id) FROM documents)")
     t1 = time.monotonic()
     swapped = inplace.swap(cfg, db_url, NEW)
-    print(f"\nhoncho scale: seed {seeded:.0f} s, stage {staged['sources']['documents']['seconds']:.0f} s + "
-          f"{staged['sources']['message_embeddings']['seconds']:.0f} s, swap {time.monotonic() - t1:.1f} s; "
-          f"LOCK HELD {swapped['lock_ms']} ms over {staged['rows_staged']} staged rows")
-    assert staged["rows_staged"] > 38_000
+    print(f"\nhoncho scale: seed {seeded:.0f} s, stage {staged.sources['documents'].seconds:.0f} s + "
+          f"{staged.sources['message_embeddings'].seconds:.0f} s, swap {time.monotonic() - t1:.1f} s; "
+          f"LOCK HELD {swapped['lock_ms']} ms over {staged.rows_staged} staged rows")
+    assert staged.rows_staged > 38_000
     assert swapped["lock_ms"] < 1000
     assert swapped["rows_marked_pending"] == 1
     with connect(db_url) as conn:

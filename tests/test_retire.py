@@ -17,8 +17,9 @@ from embed.db.connection import connect, ensure_pgvector
 from embed.errors import EmbedError
 from embed.honcho.synthetic.schema import create_schema
 from embed.safety.backup import take_backup
-from embed.safety.retire import history, pin, retire, retire_plan, unpin
+from embed.safety.retire import pin, retire, retire_plan, unpin
 from embed.store import migrations, serving
+from embed.store.events import history
 from tests.test_backup import cli_run
 
 SPACE = "qwen3_emb_06b"
@@ -110,7 +111,7 @@ def test_retention_days_come_from_config(store_db: str, project: Path) -> None:
     cfg = Config.load(project, "local")
     moved_away(store_db, cfg, SPACE, 3)
     plan = retire_plan(cfg, store_db, SPACE)
-    assert plan["retention_days"] == 2 and not any("retention" in b for b in plan["blockers"])
+    assert plan.retention_days == 2 and not any("retention" in b for b in plan.blockers)
     raw["variables"]["embed_retention"] = {"days": "two"}
     (project / "config.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(EmbedError, match=r"embed_retention\.days must be"):
@@ -129,7 +130,7 @@ def test_pin_blocks_until_unpinned(store_db: str, cfg: Config, tmp_path: Path) -
     unpin(cfg, store_db, SPACE)
     with pytest.raises(EmbedError, match="is not pinned"):
         unpin(cfg, store_db, SPACE)
-    assert retire_plan(cfg, store_db, SPACE)["allowed"]
+    assert retire_plan(cfg, store_db, SPACE).allowed
 
 
 def test_backup_must_be_verified_newer_and_complete(store_db: str, cfg: Config, tmp_path: Path) -> None:
@@ -137,7 +138,7 @@ def test_backup_must_be_verified_newer_and_complete(store_db: str, cfg: Config, 
     assert "no verified backup newer than" in refusal(cfg, store_db)
     m = take_backup(cfg, store_db, tmp_path / "bk", scope="honcho")
     with connect(store_db, autocommit=True) as conn:  # a backup from before the cutover does not count
-        conn.execute("UPDATE embed_store.backups SET at = now() - interval '16 days' WHERE id = %s", (m["registered"],))
+        conn.execute("UPDATE embed_store.backups SET at = now() - interval '16 days' WHERE id = %s", (m.registered,))
     assert "no verified backup newer than" in refusal(cfg, store_db)
     with connect(store_db, autocommit=True) as conn:  # a newer but unverified one does not either
         conn.execute("UPDATE embed_store.backups SET at = now(), verified = false")
@@ -213,7 +214,7 @@ def test_retire_drops_tables_and_the_old_column(store_db: str, cfg: Config, tmp_
 def table_name_for_retired_not_recreated(conn: psycopg.Connection, cfg: Config) -> bool:
     out = store.init(conn, cfg)
     conn.commit()
-    return not [t for t in out["created_tables"] if cfg.space(SPACE).ident in t]
+    return not [t for t in out[0] if cfg.space(SPACE).ident in t]
 
 
 def test_history_lists_events_with_space_and_fingerprint(store_db: str, cfg: Config) -> None:
@@ -226,7 +227,7 @@ def test_history_lists_events_with_space_and_fingerprint(store_db: str, cfg: Con
     assert [ln.split()[3] for ln in lines] == ["declared", "cutover", "pin"]
     assert f"{SPACE} {fp12}" in lines[0] and "e5_small" in lines[1] and "keep for the quarterly review" in lines[2]
     rows = history(cfg, store_db, limit=2)
-    assert [x["kind"] for x in rows] == ["cutover", "pin"]
+    assert [x.kind for x in rows] == ["cutover", "pin"]
     r = cli_run(store_db, "history", "--json")
     data = json.loads(r.output)
     assert len(data) == len(cfg.spaces) + 2 and {"id", "at", "actor", "space_fp", "details"} <= set(data[0])
@@ -242,4 +243,4 @@ def test_a_space_removed_from_config_is_found_by_name_and_fingerprint(store_db: 
     cfg = Config.load(project, "local")
     for name in (SPACE, old.ident):
         plan = retire_plan(cfg, store_db, name)
-        assert plan["fingerprint"] == old.fingerprint and len(plan["targets"]) == 2
+        assert plan.fingerprint == old.fingerprint and len(plan.targets) == 2

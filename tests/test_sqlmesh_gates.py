@@ -75,8 +75,8 @@ def fill_store(url: str, cfg: Config, source: str, space: str) -> int:
 
 def test_plan_builds_one_view_per_source_and_space(honcho_url: str, cfg: Config) -> None:
     out = mesh.plan(cfg, honcho_url)
-    assert "embed.documents_active" in out["new_snapshots"]
-    assert "embed.documents__e5_small" in out["new_snapshots"]
+    assert "embed.documents_active" in out.new_snapshots
+    assert "embed.documents__e5_small" in out.new_snapshots
     with connect(honcho_url) as conn:
         live = conn.execute(
             "SELECT count(*) FROM documents WHERE deleted_at IS NULL AND embedding IS NOT NULL"
@@ -90,7 +90,7 @@ def test_plan_builds_one_view_per_source_and_space(honcho_url: str, cfg: Config)
         assert deleted == 0
         assert conn.execute("SELECT count(*) FROM embed.documents__e5_small").fetchone()[0] == 0
     assert active_space_fps(honcho_url) == {cfg.space("minilm_l6").fingerprint}
-    assert mesh.plan(cfg, honcho_url)["new_snapshots"] == []  # converged: nothing to do
+    assert mesh.plan(cfg, honcho_url).new_snapshots == ()  # converged: nothing to do
     assert all(r.passed for r in mesh.audit(cfg, honcho_url))
 
 

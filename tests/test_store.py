@@ -12,10 +12,10 @@ from embed.store import SCHEMA, migrations, serving, table_name
 
 def test_init_creates_typed_tables_once(db_url: str, cfg: Config) -> None:
     first = init_store(cfg, db_url)
-    assert len(first["created_tables"]) == len(cfg.spaces) * len(cfg.sources)
-    assert sorted(first["declared_spaces"]) == sorted(cfg.spaces)
+    assert len(first.created_tables) == len(cfg.spaces) * len(cfg.sources)
+    assert sorted(first.declared_spaces) == sorted(cfg.spaces)
     second = init_store(cfg, db_url)
-    assert second["created_tables"] == [] and second["declared_spaces"] == []
+    assert second.created_tables == () and second.declared_spaces == ()
     with connect(db_url) as conn:
         for src in cfg.sources.values():
             for sp in cfg.spaces.values():

@@ -246,9 +246,9 @@ def spaces(env: Env, as_json: bool) -> None:
     from embed.api import list_spaces
 
     rows = list_spaces(env.config(), env.db)
-    emit(rows, as_json, lambda rs: [
-        f"{r['name']:<16} {r['fingerprint'][:12]}  {r['dims']:>5}d  {r['provider']:<22} "
-        f"{r['model']:<40} {r['role']:<7} {r['state']}" for r in rs
+    emit([r.as_dict() for r in rows], as_json, lambda _: [
+        f"{r.name:<16} {r.fingerprint[:12]}  {r.dims:>5}d  {r.provider:<22} {r.model:<40} {r.role:<7} {r.state}"
+        for r in rows
     ])
 
 
@@ -271,9 +271,8 @@ def init(env: Env, as_json: bool) -> None:
 
     out = init_store(env.config(), env.url())
     emit(out, as_json, lambda o: [
-        f"embed_store ready: {len(o['created_tables'])} table(s) created, "
-        f"{len(o['declared_spaces'])} space(s) newly declared"
-        + ("; external_models.yaml updated" if o["external_models_changed"] else "")
+        f"embed_store ready: {len(o.created_tables)} table(s) created, {len(o.declared_spaces)} space(s) newly "
+        "declared" + ("; external_models.yaml updated" if o.external_models_changed else "")
     ])
 
 
@@ -295,7 +294,7 @@ def plan(env: Env) -> None:
 
     cfg = env.config()
     out = run(cfg, env.url(cfg))
-    click.echo(f"plan applied: {len(out['new_snapshots'])} view(s) (re)built")
+    click.echo(f"plan applied: {len(out.new_snapshots)} view(s) (re)built")
 
 
 @cli.command()

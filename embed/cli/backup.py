@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
+
+if TYPE_CHECKING:
+    from embed.safety.backup import Backup
 
 PG_BIN_HELP = ("Directory with pg_dump/pg_restore (default: the embedded build when it is at least the "
                "server's major version, else a matching one on PATH or in /usr/lib/postgresql).")
@@ -59,9 +62,10 @@ def backup(ctx: click.Context, out: Path | None, redis_url: str | None, scope: s
     m = take_backup(cfg, env.url(cfg), out, redis_url=redis_url, scope=scope, pg_bin=pg_bin,
                     redis_bin=redis_bin, lock_wait_timeout=lock_wait_timeout)
 
-    def lines(m: dict[str, Any]) -> list[str]:
+    def lines(b: Backup) -> list[str]:
+        m = b.manifest
         db = m["database"]
-        head = (f"backup {m['backup_id']} in {m['path']}: {len(db['tables'])} table(s), {db['total_rows']} row(s) "
+        head = (f"backup {b.backup_id} in {b.path}: {len(db['tables'])} table(s), {db['total_rows']} row(s) "
                 f"from {db['url']} (PostgreSQL {db['server_version']}, pgvector {db['pgvector']}); "
                 f"{human_bytes(m['files']['postgres.dump']['bytes'])} dumped, TOC verified")
         out_lines = [head]
@@ -69,9 +73,9 @@ def backup(ctx: click.Context, out: Path | None, redis_url: str | None, scope: s
             r = m["redis"]
             out_lines.append(f"redis {r['url']} (redis {r['server_version']}, RDB v{r['rdb_version']}): "
                              f"{r['verification']['keys']} key(s), redis-check-rdb OK")
-        out_lines.append(f"registered as backup #{m['registered']}" if m["registered"] is not None else
+        out_lines.append(f"registered as backup #{b.registered}" if b.registered is not None else
                          "not registered: embed_store does not exist yet (after `embed init`, run "
-                         f"`embed backup verify {m['path']}`)")
+                         f"`embed backup verify {b.path}`)")
         return out_lines
 
     emit(m, as_json, lines)
@@ -101,10 +105,10 @@ def verify(env: Env, path: Path, pg_bin: Path | None, redis_bin: Path | None, no
     url = None if no_record else env.url()
     res = verify_backup(path, url=url, pg_bin=pg_bin, redis_bin=redis_bin)
     emit(res, as_json, lambda r: [
-        f"backup {r['backup_id']}: {'VERIFIED' if r['ok'] else 'FAILED'}",
-        *[f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']:<28} {c['detail']}" for c in r["checks"]],
+        f"backup {r.backup_id}: {'VERIFIED' if r.ok else 'FAILED'}",
+        *[f"  {'ok  ' if c.ok else 'FAIL'} {c.check:<28} {c.detail}" for c in r.checks],
     ])
-    if not res["ok"]:
+    if not res.ok:
         sys.exit(1)
 
 
@@ -123,8 +127,8 @@ def list_(env: Env, as_json: bool) -> None:
     from embed.api import list_backups
 
     rows = list_backups(env.url())
-    emit(rows, as_json, lambda rs: [
-        f"#{r['id']:<4} {r['at']:%Y-%m-%d %H:%M:%S%z}  {'verified' if r['verified'] else 'UNVERIFIED':<10} "
-        f"{r['scope']:<6} {r['tables']:>4} table(s) {r['rows']:>9} row(s){'  +redis' if r['redis'] else ''}  {r['path']}"
-        for r in rs
+    emit([r.as_dict() for r in rows], as_json, lambda _: [
+        f"#{r.id:<4} {r.at:%Y-%m-%d %H:%M:%S%z}  {'verified' if r.verified else 'UNVERIFIED':<10} "
+        f"{r.scope:<6} {r.tables:>4} table(s) {r.rows:>9} row(s){'  +redis' if r.redis else ''}  {r.path}"
+        for r in rows
     ] or ["no backups registered"])

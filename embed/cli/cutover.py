@@ -1,4 +1,5 @@
-"""`embed gate`, `embed cutover`, `embed rollback`: what production reads, switched behind gates."""
+"""`embed gate`, `embed cutover`, `embed rollback`, `embed fill-column`: what production reads,
+switched behind gates."""
 
 from __future__ import annotations
 
@@ -99,6 +100,9 @@ def _switch_lines(r: SwitchResult) -> list[str]:
     if r.swap:
         out.append(f"in-place swap done: exclusive lock held {r.swap['lock_ms']} ms, "
                    f"{r.swap['rows_caught_up']} row(s) caught up, {r.swap['rows_marked_pending']} left pending")
+        if r.swap["rows_without_vector"]:
+            out.append(f"{r.swap['rows_without_vector']} live row(s) have no vector yet: `embed fill-column --space "
+                       f"{r.swap['space']}` embeds them now (Honcho's reconciler would, once restarted)")
     for s, n in r.caught_up.items():
         out.append(f"{s}: {n} row(s) written since the cutover embedded before the switch")
     out.append(f"views: {len(r.views_rebuilt)} rebuilt in {r.seconds} s")
@@ -148,8 +152,8 @@ def cutover(env: Env, space_name: str, mode: str, stage_only: bool, writers_stop
                                 lock_timeout_s=lock_timeout, stage_only=stage_only, writers_policy=policy),
                     settings_out)
     if stage_only:
-        emit(r, as_json, lambda o: [f"staged {n}: {s['rows_staged']} row(s) in {s['column']}, {s['rows_missing']} "
-                                    f"missing, index {s['index']['name']}" for n, s in o["sources"].items()])
+        emit(r, as_json, lambda o: [f"staged {n}: {s.rows_staged} row(s) in {s.column}, {s.rows_missing} "
+                                    f"missing, index {s.index.name}" for n, s in o.sources.items()])
         return
     _deliver(r, settings_out)
     emit(r, as_json, _switch_lines)
@@ -197,3 +201,33 @@ def rollback(env: Env, writers_stopped: bool, allow_live_writers: bool, settings
                                 writers_policy=policy), settings_out)
     _deliver(r, settings_out)
     emit(r, as_json, _switch_lines)
+
+
+@cli.command("fill-column")
+@click.option("--space", "space_name", required=True, help="The space whose in-place column to fill.")
+@SOURCE
+@click.option("--no-embed", is_flag=True, help="Only copy vectors the space's store already holds (no model call).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+@fail_cleanly
+def fill_column(env: Env, space_name: str, sources: tuple[str, ...], no_embed: bool, as_json: bool) -> None:
+    """Give the live rows of Honcho's columns their vector in SPACE where it is missing or stale.
+
+    For the live column (the space Honcho reads now): rows whose vector is NULL (written
+    between a swap's fill and its lock, left 'pending') get the store's vector for their
+    current text and become 'synced'; vectors Honcho wrote are never overwritten. For a
+    tagged column (a staged or kept space): stale values are replaced or cleared. First one
+    `embed sync` pass of SPACE embeds, with SPACE's own model, what its store lacks. Safe to
+    run twice: a second run fills nothing.
+
+    \b
+    Example:
+      embed fill-column --space openai_3_small
+    """
+    from embed.api import fill_column as run
+
+    cfg = env.config()
+    r = run(cfg, env.url(cfg), space_name, sources=list(sources) or None, embed_missing=not no_embed)
+    emit(r, as_json, lambda o: [f"{n}: {s.rows_filled} filled, {s.rows_cleared} cleared in {s.column}; "
+                                f"{s.rows_without_vector} live row(s) still without a vector"
+                                for n, s in o.sources.items()])

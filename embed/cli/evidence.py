@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
+
+if TYPE_CHECKING:
+    from embed.safety.evidence import Published
 
 
 @cli.command()
@@ -38,8 +41,9 @@ def evidence(env: Env, space_name: str, out: Path, as_json: bool) -> None:
     cfg = env.config()
     res = write_bundle(cfg, env.url(cfg), space_name, out)
 
-    def lines(r: dict[str, Any]) -> list[str]:
-        head = f"evidence for {r['space']} ({r['fingerprint'][:12]}) in {r['path']}: {len(r['files'])} file(s) + index"
-        return [head, *[f"  {s}" for s in r["sections"].values()]]
+    def lines(r: Published) -> list[str]:
+        ix = r.index
+        head = f"evidence for {ix['space']} ({ix['fingerprint'][:12]}) in {r.path}: {len(ix['files'])} file(s) + index"
+        return [head, *[f"  {s}" for s in ix["sections"].values()]]
 
     emit(res, as_json, lines)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
@@ -44,13 +42,12 @@ def seed(env: Env, scale: str, seed_value: int, dims: int | None, vectors: bool,
       embed honcho seed --scale honcho --seed 7 --no-vectors
     """
     from embed.api import seed_honcho
+    from embed.honcho.synthetic.seed import EVAL_SCHEMA
 
     cfg = env.config()
-    t0 = time.monotonic()
     out = seed_honcho(cfg, env.url(cfg), scale=scale, seed=seed_value, dims=dims, vectors=vectors)
-    out["seconds"] = round(time.monotonic() - t0, 1)
     emit(out, as_json, lambda o: [
-        f"seeded {o['counts'].get('documents', 0)} documents, {o['counts'].get('message_embeddings', 0)} "
-        f"message embeddings, {o['counts'].get('queries', 0)} labelled queries "
-        f"(legacy vectors: {o['legacy_space'] or 'none'}, {o['dims']}d) in {o['seconds']}s"
+        f"seeded {o.counts.get('documents', 0)} documents, {o.counts.get('message_embeddings', 0)} "
+        f"message embeddings, {o.counts.get(f'{EVAL_SCHEMA}.queries', 0)} labelled queries "
+        f"(legacy vectors: {o.legacy_space or 'none'}, {o.dims}d) in {o.seconds}s"
     ])

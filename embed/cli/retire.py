@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
-from embed.errors import EmbedError
+from embed.errors import Blocked
+
+if TYPE_CHECKING:
+    from embed.safety.retire import RetirePlan
 
 
 def _size(n: int) -> str:
@@ -16,20 +19,20 @@ def _size(n: int) -> str:
     return human_bytes(n)
 
 
-def _plan_lines(p: dict[str, Any]) -> list[str]:
-    out = [f"retire {p['space']} ({p['fingerprint'][:12]}), state {p['state'] or '-'}: inactive since "
-           f"{p['inactive_since'] or '-'} ({p['inactive_since_what']}), retention {p['retention_days']} day(s)"]
-    for t in p["targets"]:
-        verb = "DROP TABLE" if t["kind"] == "table" else "DROP COLUMN"
-        extra = f" (+{_size(t['bytes_after_rewrite'])} of column data at the next table rewrite)" if t["kind"] == "column" else ""
-        out.append(f"  {verb:<11} {t['name']:<60} frees {_size(t['bytes'])}{extra}")
-    if not p["targets"]:
+def _plan_lines(p: RetirePlan) -> list[str]:
+    out = [f"retire {p.space} ({p.fingerprint[:12]}), state {p.state or '-'}: inactive since "
+           f"{p.inactive_since or '-'} ({p.inactive_since_what}), retention {p.retention_days} day(s)"]
+    for t in p.targets:
+        verb = "DROP TABLE" if t.kind == "table" else "DROP COLUMN"
+        extra = f" (+{_size(t.bytes_after_rewrite)} of column data at the next table rewrite)" if t.kind == "column" else ""
+        out.append(f"  {verb:<11} {t.name:<60} frees {_size(t.bytes)}{extra}")
+    if not p.targets:
         out.append("  nothing to drop")
-    out.append(f"  total: {_size(p['bytes'])} freed now"
-               + (f", {_size(p['bytes_after_rewrite'])} after a rewrite" if p["bytes_after_rewrite"] else ""))
-    if p["backup"]:
-        out.append(f"  backup: #{p['backup']['id']} at {p['backup']['at']} in {p['backup']['path']}")
-    out += [f"  blocked: {b}" for b in p["blockers"]]
+    out.append(f"  total: {_size(p.bytes)} freed now"
+               + (f", {_size(p.bytes_after_rewrite)} after a rewrite" if p.bytes_after_rewrite else ""))
+    if p.backup:
+        out.append(f"  backup: #{p.backup.id} at {p.backup.at} in {p.backup.path}")
+    out += [f"  blocked: {b}" for b in p.blockers]
     return out
 
 
@@ -61,20 +64,20 @@ def retire(env: Env, space_name: str, dry_run: bool, yes: bool, as_json: bool) -
     if dry_run:
         plan = retire_plan(cfg, url, space_name)
         emit(plan, as_json, _plan_lines)
-        if plan["blockers"]:
-            raise EmbedError(f"cannot retire {plan['space']}: {plan['blockers'][0]}")
+        if plan.blockers:
+            raise Blocked(f"cannot retire {plan.space}: {plan.blockers[0]}")
         return
 
-    def confirm(plan: dict[str, Any]) -> bool:
+    def confirm(plan: RetirePlan) -> bool:
         if yes:
             return True
         for line in _plan_lines(plan):
             click.echo(line, err=as_json)
-        return click.confirm(f"Drop {len(plan['targets'])} object(s) of space {plan['space']} for good?", err=as_json)
+        return click.confirm(f"Drop {len(plan.targets)} object(s) of space {plan.space} for good?", err=as_json)
 
     res = run(cfg, url, space_name, confirm=confirm)
-    emit(res, as_json, lambda r: [f"retired {r['space']} ({r['fingerprint'][:12]}): dropped "
-                                  f"{len(r['dropped'])} object(s), {_size(r['bytes'])} freed"])
+    emit(res, as_json, lambda r: [f"retired {r.plan.space} ({r.plan.fingerprint[:12]}): dropped "
+                                  f"{len(r.dropped)} object(s), {_size(r.plan.bytes)} freed"])
 
 
 @cli.command()
@@ -93,7 +96,7 @@ def pin(env: Env, space_name: str, reason: str) -> None:
 
     cfg = env.config()
     r = run(cfg, env.url(cfg), space_name, reason)
-    click.echo(f"pinned {r['space']} ({r['fingerprint'][:12]}): {r['reason']}")
+    click.echo(f"pinned {r.space} ({r.fingerprint[:12]}): {r.reason}")
 
 
 @cli.command()
@@ -111,7 +114,7 @@ def unpin(env: Env, space_name: str) -> None:
 
     cfg = env.config()
     r = run(cfg, env.url(cfg), space_name)
-    click.echo(f"unpinned {r['space']} ({r['fingerprint'][:12]})")
+    click.echo(f"unpinned {r.space} ({r.fingerprint[:12]})")
 
 
 @cli.command()
@@ -134,9 +137,9 @@ def history(env: Env, space_name: str | None, limit: int | None, as_json: bool) 
 
     cfg = env.config()
     rows = run(cfg, env.url(cfg), space_name, limit)
-    emit(rows, as_json, lambda rs: [
-        f"{r['at']:%Y-%m-%d %H:%M:%S%z}  {r['actor']:<24} {r['kind']:<13} "
-        f"{(r['space'] or '-') + (' ' + r['space_fp'][:12] if r['space_fp'] else ''):<32} {r['source'] or '-':<18} "
-        f"{r['outcome']:<7} {r['reason'] or ''}".rstrip()
-        for r in rs
+    emit([r.as_dict() for r in rows], as_json, lambda _: [
+        f"{r.at:%Y-%m-%d %H:%M:%S%z}  {r.actor:<24} {r.kind:<13} "
+        f"{(r.space or '-') + (' ' + r.space_fp[:12] if r.space_fp else ''):<32} {r.source or '-':<18} "
+        f"{r.outcome:<7} {r.reason or ''}".rstrip()
+        for r in rows
     ] or ["no events"])

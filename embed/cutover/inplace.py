@@ -28,10 +28,9 @@ few rows changed since stage; Honcho's writers should be paused for it (and rest
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -43,7 +42,8 @@ from embed.cutover import inplace_run, inplace_sql
 from embed.cutover.inplace_run import BATCH_ROWS, STAGE_ATTEMPTS, STAGE_LOCK_TIMEOUT_S, SYNC_COLUMNS
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
-from embed.errors import EmbedError
+from embed.errors import Busy, EmbedError, NothingToDo
+from embed.result import Result
 from embed.spaces import Space
 from embed.store import registry
 from embed.store.indexes import HNSW_MAX_DIMS
@@ -54,37 +54,71 @@ __all__ = ["fill_column", "stage", "state", "swap", "swap_back"]
 
 
 # --------------------------------------------------------------------------------------- stage
-def stage(
-    cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None, progress: bool | None = None,
-    batch_rows: int = BATCH_ROWS,
-) -> dict[str, Any]:
-    """Stage `space_name` next to each source's live vector column, ahead of the swap.
+@dataclass(frozen=True)
+class StagedIndex(Result):
+    name: str
+    valid: bool
+    built: bool  # False: a valid index was already there
+    seconds: float
+    m: int
+    ef_construction: int
+    opclass: str
 
-    Per source: rows_staged (live rows whose staged column holds a current vector), rows_missing
-    (live rows with no current store vector: sync lag, swap marks them pending), rows_skipped
-    (blank or rejected text), rows_written this run, the index, seconds. Idempotent; after a
-    kill -9 a rerun finishes the job. `progress` None: a progress line on a terminal only.
+
+@dataclass(frozen=True)
+class StagedSource(Result):
+    table: str
+    column: str  # the tagged column that holds the space until the swap
+    rows_staged: int  # live rows whose column holds a current vector
+    rows_missing: int  # live rows with no current store vector (sync lag): the swap marks them pending
+    rows_skipped: int  # blank or rejected text
+    rows_written: int
+    rows_cleared: int
+    live_rows_adopted: int  # the live column's trusted vectors copied into its space's store
+    index: StagedIndex
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Staged(Result):
+    space: str
+    fingerprint: str
+    sources: dict[str, StagedSource]
+
+    @property
+    def rows_staged(self) -> int:
+        return sum(s.rows_staged for s in self.sources.values())
+
+    @property
+    def rows_missing(self) -> int:
+        return sum(s.rows_missing for s in self.sources.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rows_staged": self.rows_staged, "rows_missing": self.rows_missing}
+
+
+def stage(
+    cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None, progress: bool = True,
+    batch_rows: int = BATCH_ROWS,
+) -> Staged:
+    """Stage `space_name` next to each source's live vector column, ahead of the swap: a tagged
+    column filled from the space's store, and its HNSW index built CONCURRENTLY. Idempotent; after a
+    kill -9 a rerun finishes the job. `progress`: a Progress per source on stderr.
     """
     space = cfg.space(space_name)
-    show = sys.stderr.isatty() if progress is None else progress
-    out: dict[str, Any] = {}
     with inplace_run.session(url) as conn:
-        for src in inplace_run.sources_of(cfg, sources):
-            out[src.name] = _stage_one(conn, cfg, src, space, batch_rows, show)
-    return {
-        "space": space.name, "fingerprint": space.fingerprint, "sources": out,
-        "rows_staged": sum(s["rows_staged"] for s in out.values()),
-        "rows_missing": sum(s["rows_missing"] for s in out.values()),
-    }
+        out = {src.name: _stage_one(conn, cfg, src, space, batch_rows, progress)
+               for src in inplace_run.sources_of(cfg, sources)}
+    return Staged(space.name, space.fingerprint, out)
 
 
 def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space, batch_rows: int,
-               show: bool) -> dict[str, Any]:
+               show: bool) -> StagedSource:
     t0 = time.monotonic()
     t = Target(src, space)
     live = inplace_sql.live_column(src)
     if live_fp(conn, cfg, src) == space.fingerprint:
-        raise EmbedError(f"space {space.name} is already live in {src.table}.{live}: nothing to stage")
+        raise NothingToDo(f"space {space.name} is already live in {src.table}.{live}: nothing to stage")
     inplace_run.needs_store(conn, t)
     col = _ensure_column(conn, t)
     written, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows,
@@ -97,11 +131,8 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
     except inplace_run.BUSY:
         pass  # autovacuum or a maintenance job holds it: autovacuum analyzes it later anyway
     staged, missing, skipped = conn.execute(inplace_sql.coverage(t, col)).fetchone()
-    return {
-        "table": src.table, "column": col, "rows_staged": staged, "rows_missing": missing, "rows_skipped": skipped,
-        "rows_written": written, "rows_cleared": cleared, "live_rows_adopted": adopted, "index": index,
-        "seconds": round(time.monotonic() - t0, 3),
-    }
+    return StagedSource(src.table, col, staged, missing, skipped, written, cleared, adopted, index,
+                        round(time.monotonic() - t0, 3))
 
 
 def _ensure_column(conn: psycopg.Connection, t: Target) -> str:
@@ -144,7 +175,7 @@ def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, *, batch_rows: in
     return adopted
 
 
-def _ensure_index(conn: psycopg.Connection, t: Target, col: str, params: dict[str, int]) -> dict[str, Any]:
+def _ensure_index(conn: psycopg.Connection, t: Target, col: str, params: dict[str, int]) -> StagedIndex:
     """The staged column's HNSW index under its derived name, built CONCURRENTLY (Honcho keeps
     writing); an invalid leftover of an interrupted build is dropped and rebuilt."""
     if t.space.dims > HNSW_MAX_DIMS:
@@ -174,8 +205,8 @@ def _ensure_index(conn: psycopg.Connection, t: Target, col: str, params: dict[st
     info = inplace_sql.indexes(conn, t.source).get(name)
     if info is None or not info.valid or info.method != "hnsw" or info.opclass != inplace_sql.expected_opclass(t.space):
         raise EmbedError(f"index {schema}.{name} is not a valid HNSW {inplace_sql.expected_opclass(t.space)} index: rerun stage")
-    return {"name": name, "valid": True, "built": built, "seconds": round(time.monotonic() - t0, 3),
-            "m": params["m"], "ef_construction": params["ef_construction"], "opclass": info.opclass}
+    return StagedIndex(name, True, built, round(time.monotonic() - t0, 3), params["m"], params["ef_construction"],
+                       info.opclass)
 
 
 # ---------------------------------------------------------------------------------------- swap
@@ -201,7 +232,7 @@ def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Pl
     live = inplace_sql.live_column(src)
     old_fp = live_fp(conn, cfg, src)
     if old_fp == new.fingerprint:
-        raise EmbedError(f"space {new.name} is already live in {src.table}.{live}; nothing changed")
+        raise NothingToDo(f"space {new.name} is already live in {src.table}.{live}; nothing changed")
     old = registry.by_fp(conn, cfg, old_fp)
     cols, idx = inplace_sql.columns(conn, src), inplace_sql.indexes(conn, src)
     staged, retired = inplace_sql.tagged_column(src, new), inplace_sql.tagged_column(src, old)
@@ -285,7 +316,7 @@ def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: 
             t_locked = time.monotonic()
             pause_point("inplace_locked")
             if [_plan(conn, cfg, p.source, new) for p in plans] != plans:
-                raise EmbedError("the tables changed while the swap waited for its lock; nothing changed: retry")
+                raise Busy("the tables changed while the swap waited for its lock; nothing changed: retry")
             for p in plans:
                 per[p.source.name] = _swap_locked(conn, p)
             if record is not None:
@@ -294,7 +325,7 @@ def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: 
         lock_ms = round((time.monotonic() - t_locked) * 1000, 1)
     except inplace_run.BUSY:
         tables = ", ".join(p.source.table for p in plans)
-        raise EmbedError(inplace_run.busy_message(tables, lock_timeout_s) + "; nothing changed") from None
+        raise Busy(inplace_run.busy_message(tables, lock_timeout_s) + "; nothing changed") from None
     for p in plans:
         t = Target(p.source, new)
         live_with, live_without, skipped = conn.execute(inplace_sql.coverage(t, p.live)).fetchone()
@@ -348,17 +379,55 @@ def swap_back(cfg: Config, url: str, to: Space, *, lock_timeout_s: float = 2.0, 
     old space's own model through the one write path (`embed sync` of that space into its
     store table) and copied into the old column; the swap then catches up inside the lock only
     rows that need no embedding. Rows that appear between that fill and the swap are left NULL
-    and 'pending' (reported as rows_without_vector); `fill_column` of the same space, called
-    right after, fills them (as would Honcho's reconciler once it runs with the old settings).
+    and 'pending' (reported as rows_without_vector); `fill_column` of the same space (`embed
+    fill-column`), called right after, fills them (as would Honcho's reconciler once it runs with the old settings).
     """
     with inplace_run.session(url) as conn:
         filled = _fill(conn, cfg, url, to, None, embed_missing=embed_missing, batch_rows=batch_rows)
         out = _swap(conn, cfg, to, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows, record=record)
-    return {**out, "filled_before_swap": filled}
+    return {**out, "filled_before_swap": filled.as_dict()}
+
+
+@dataclass(frozen=True)
+class FilledSource(Result):
+    column: str
+    live: bool  # the column Honcho reads (only NULLs are filled) or a tagged one (made current)
+    rows_filled: int
+    rows_cleared: int
+    rows_with_vector: int
+    rows_without_vector: int
+    rows_skipped: int
+    sync: dict[str, Any] | None = None  # the `embed sync` pass that ran first (embed_missing)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.sync is None:
+            del out["sync"]
+        return out
+
+
+@dataclass(frozen=True)
+class Filled(Result):
+    space: str
+    fingerprint: str
+    sources: dict[str, FilledSource]
+
+    @property
+    def rows_filled(self) -> int:
+        return sum(s.rows_filled for s in self.sources.values())
+
+    @property
+    def rows_without_vector(self) -> int:
+        return sum(s.rows_without_vector for s in self.sources.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "fingerprint": self.fingerprint,
+                "sources": {n: s.as_dict() for n, s in self.sources.items()},
+                "rows_filled": self.rows_filled, "rows_without_vector": self.rows_without_vector}
 
 
 def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None,
-                embed_missing: bool = True, batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
+                embed_missing: bool = True, batch_rows: int = BATCH_ROWS) -> Filled:
     """Give live rows whose column for `space_name` is NULL or stale that space's vector.
 
     embed_missing: first one `embed sync` pass of the space (embeds what its store lacks with
@@ -372,7 +441,7 @@ def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | 
 
 
 def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: list[str] | None, *,
-          embed_missing: bool, batch_rows: int) -> dict[str, Any]:
+          embed_missing: bool, batch_rows: int) -> Filled:
     srcs = inplace_run.sources_of(cfg, names)
     rec = recorded(conn)
     plan: list[tuple[Source, str, bool]] = []
@@ -391,7 +460,7 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
                         opts=Options(progress=False, build_index=False))
         synced = {n: {k: s[k] for k in ("rows_written", "rows_embedded", "rows_reused", "skipped")}
                   for n, s in res.sources.items()}
-    out: dict[str, Any] = {}
+    out: dict[str, FilledSource] = {}
     for src, col, live in plan:
         t = Target(src, space)
         if live:
@@ -402,12 +471,9 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
         else:
             filled, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows)
         with_vec, without, skipped = conn.execute(inplace_sql.coverage(t, col)).fetchone()
-        out[src.name] = {"column": col, "live": live, "rows_filled": filled, "rows_cleared": cleared,
-                         "rows_with_vector": with_vec, "rows_without_vector": without, "rows_skipped": skipped,
-                         **({"sync": synced.get(src.name)} if synced else {})}
-    return {"space": space.name, "fingerprint": space.fingerprint, "sources": out,
-            "rows_filled": sum(s["rows_filled"] for s in out.values()),
-            "rows_without_vector": sum(s["rows_without_vector"] for s in out.values())}
+        out[src.name] = FilledSource(col, live, filled, cleared, with_vec, without, skipped,
+                                     synced.get(src.name) if synced else None)
+    return Filled(space.name, space.fingerprint, out)
 
 
 # ------------------------------------------------------------------------------ state, settings

@@ -15,9 +15,10 @@ from psycopg import sql
 from embed import store
 from embed.config import Config, Source
 from embed.cutover import inplace_sql
+from embed.db import locks
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
-from embed.errors import EmbedError, NotInitialized
+from embed.errors import Busy, EmbedError, NotInitialized
 from embed.fill.progress import Progress
 from embed.store import migrations
 from embed.store.target import Target
@@ -25,7 +26,6 @@ from embed.store.target import Target
 BATCH_ROWS = 500  # rows per UPDATE batch: a short transaction (each row also updates Honcho's HNSW index)
 STAGE_LOCK_TIMEOUT_S = 2.0  # a batch never queues long behind Honcho (and never makes it queue)
 STAGE_ATTEMPTS = 5
-LOCK = "embed.cutover.inplace"  # stage, swap and fill of one database never interleave
 SYNC_COLUMNS = ("sync_state", "last_sync_at", "sync_attempts")  # Honcho's vector sync bookkeeping
 BUSY = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
@@ -39,12 +39,9 @@ def session(url: str, *, wait_s: float = 10.0) -> Iterator[psycopg.Connection]:
             raise NotInitialized()
         migrations.migrate(conn)
         conn.execute(set_timeout(STAGE_LOCK_TIMEOUT_S, local=False))  # no statement queues long behind Honcho
-        deadline = time.monotonic() + wait_s
-        while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK,)).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise EmbedError("another embed in-place operation (stage, swap, fill) is running on this database")
-            time.sleep(0.2)
-        yield conn
+        with locks.held(conn, locks.INPLACE, wait_s=wait_s,
+                        busy="another embed in-place operation (stage, swap, fill) is running on this database"):
+            yield conn
 
 
 def set_timeout(seconds: float, *, local: bool = True) -> sql.Composed:
@@ -72,7 +69,7 @@ def attempt(conn: psycopg.Connection, work: Callable[[psycopg.Connection], T], *
                 return work(conn)
         except BUSY:
             if i == attempts - 1:
-                raise EmbedError(busy) from None
+                raise Busy(busy) from None
             time.sleep(min(0.5 * 2**i, 5.0))
     raise AssertionError("unreachable")
 

@@ -34,9 +34,10 @@ from embed import gates, mesh, store
 from embed.config import Config
 from embed.cutover import inplace, writers
 from embed.cutover.inplace_sql import tagged_column
+from embed.db import locks
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
-from embed.errors import EmbedError, NotInitialized, SwitchIncomplete, first_line
+from embed.errors import Blocked, Busy, EmbedError, NotInitialized, SwitchIncomplete, first_line
 from embed.honcho.settings import HonchoSettings, honcho_settings
 from embed.spaces import Space
 from embed.store import lifecycle, serving
@@ -45,7 +46,6 @@ from embed.store.serving import Serving
 
 MODES = ("view", "honcho-inplace")
 VIEW, INPLACE = MODES
-LOCK = "embed.cutover.switch"
 
 
 @contextmanager
@@ -53,15 +53,9 @@ def exclusive(url: str) -> Iterator[psycopg.Connection]:
     """Hold the database-wide cutover lock, or fail at once: two switches must never interleave."""
     conn = connect(url, autocommit=True)
     try:
-        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK,)).fetchone()[0]:
-            raise EmbedError("another embed cutover or rollback is running on this database; nothing changed")
-        try:
+        with locks.held(conn, locks.CUTOVER, wait_s=0,
+                        busy="another embed cutover or rollback is running on this database; nothing changed"):
             yield conn
-        finally:
-            try:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (LOCK,))
-            except psycopg.OperationalError:
-                pass  # the connection is gone (server restart, terminated backend): the lock went with it
     finally:
         conn.close()
 
@@ -69,15 +63,8 @@ def exclusive(url: str) -> Iterator[psycopg.Connection]:
 def _still_exclusive(conn: psycopg.Connection) -> None:
     """Right before the switch: a session lock dies with its connection (server restart, a
     terminated backend), and another switch could then start next to this one."""
-    try:
-        held = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
-            "AND granted AND objsubid = 1 AND objid = (hashtext(%s)::bigint & 4294967295)::oid)", (LOCK,)
-        ).fetchone()[0]
-    except psycopg.OperationalError:
-        held = False
-    if not held:
-        raise EmbedError("lost the database connection holding the cutover lock; nothing switched: run it again")
+    if not locks.still_held(conn, locks.CUTOVER):
+        raise Busy("lost the database connection holding the cutover lock; nothing switched: run it again")
 
 
 def _ready(cfg: Config, url: str) -> None:
@@ -167,7 +154,7 @@ class SwitchResult:
     views_rebuilt: tuple[str, ...] = ()
     seconds: float = 0.0
     gates: GateResult | None = None
-    staged: dict[str, Any] | None = None
+    staged: inplace.Staged | None = None
     swap: dict[str, Any] | None = None
     caught_up: dict[str, int] = field(default_factory=dict)  # rows embedded into the target first
     writers: writers.Writers | None = None
@@ -177,7 +164,7 @@ class SwitchResult:
         return {"kind": self.kind, "mode": self.mode, "outcome": self.outcome,
                 "switched": {s: {"from": a, "to": b} for s, (a, b) in self.switched.items()},
                 "views_rebuilt": list(self.views_rebuilt), "seconds": self.seconds,
-                "gates": self.gates.as_dict() if self.gates else None, "staged": self.staged, "swap": self.swap,
+                "gates": self.gates.as_dict() if self.gates else None, "staged": self.staged.as_dict() if self.staged else None, "swap": self.swap,
                 "caught_up": self.caught_up, "writers": asdict(self.writers) if self.writers else None,
                 "honcho_settings": self.honcho.as_dict() if self.honcho else None}
 
@@ -205,7 +192,7 @@ def _moves(conn: psycopg.Connection, cfg: Config, kind: str, to: dict[str, Space
 # -------------------------------------------------------------------------------------- cutover
 def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources: list[str] | None = None,
             lock_timeout_s: float = 2.0, stage_only: bool = False, writers_policy: str = writers.CHECK
-            ) -> SwitchResult | dict[str, Any]:
+            ) -> SwitchResult | inplace.Staged:
     """Make `space_name` what each source's production reads, if and only if every gate passes;
     or finish a switch to it that a crash or a failure left half-done."""
     if mode not in MODES:
@@ -237,7 +224,7 @@ def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources
         checked = gate(cfg, url, space.name, names)
         if not checked.passed:
             _record(url, "cutover", "blocked", space, names, reason=checked.summary(), details={"mode": mode})
-            raise EmbedError(f"cutover blocked, nothing changed: {checked.summary()}")
+            raise Blocked(f"cutover blocked, nothing changed: {checked.summary()}")
         pause_point("cutover_gated")
         _still_exclusive(lock)
         to = {s: space for s in names}

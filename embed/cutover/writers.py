@@ -27,7 +27,7 @@ from datetime import datetime
 import psycopg
 
 from embed.config import Config
-from embed.errors import EmbedError
+from embed.errors import Blocked, EmbedError
 
 CHECK, STOPPED, ALLOW = "check", "writers-stopped", "allow-live-writers"
 WINDOW_S = 1.5
@@ -112,7 +112,7 @@ def require(policy: str, seen: Writers) -> None:
         return
     what = ("the source tables were written to although --writers-stopped was given" if policy == STOPPED
             else "other sessions are connected to the database")
-    raise EmbedError(
+    raise Blocked(
         f"in-place swap refused, nothing changed: {what} ({seen.describe()}). Stop Honcho's API and deriver "
         "and rerun with --writers-stopped, or pass --allow-live-writers to swap with them running "
         "(what they write meanwhile is caught up in the lock or left pending)")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -47,7 +46,7 @@ from embed.db.hooks import pause_point
 from embed.errors import EmbedError, NotInitialized, first_line
 from embed.fill import leases as lease_mod
 from embed.fill.leases import Chunk, Leases
-from embed.fill.progress import Progress
+from embed.fill.progress import Progress, Say, to_stderr
 from embed.fill.runs import BACKFILL, finish_run, start_run
 from embed.spaces import Space
 from embed.store import migrations
@@ -69,8 +68,9 @@ class Options:
     dedupe: bool = True  # reuse vectors for identical content (store + this run's cache)
     cache_mb: int = 256  # bound of the run's hash -> vector cache
     retry_seconds: float = 120.0  # how long to keep retrying a lost database
-    progress: bool = True
+    progress: bool = True  # a Progress on stderr (a bar on a terminal, periodic lines otherwise)
     progress_every: float | None = None
+    say: Say = to_stderr  # notices (a lost database being retried)
     build_index: bool = True
     stop: threading.Event | None = None  # set to stop between batches (SIGINT/SIGTERM)
 
@@ -157,10 +157,6 @@ def _is_rejection(e: Exception) -> bool:
     from embed.embedders import EmbedInputError, EmbedRejectedError, EmbedResponseError
 
     return isinstance(e, EmbedInputError | EmbedRejectedError | EmbedResponseError)
-
-
-def _say(msg: str) -> None:
-    print(f"embed: {msg}", file=sys.stderr, flush=True)
 
 
 class VectorCache:
@@ -308,7 +304,7 @@ class SourcePass:
                         "every committed batch is kept: run the same command again to resume"
                     ) from None
                 self.stats.retries += 1
-                _say(f"database connection lost ({first}); retrying in {delay:.1f}s")
+                self.opts.say(f"database connection lost ({first}); retrying in {delay:.1f}s")
                 self._drop_lease_conn()
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)

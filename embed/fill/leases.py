@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from embed.db import locks
 from embed.store import SCHEMA
 from embed.store.target import Target
 
@@ -53,7 +54,7 @@ def open_plan(conn: psycopg.Connection, target: Target, kind: str, chunk_rows: i
     """
     key = _plan_key(target, kind)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("embed-plan:" + ":".join(map(str, key)),))
+        locks.xact(conn, locks.PLAN + ":".join(map(str, key)))
         row = conn.execute(
             sql.SQL(
                 "SELECT max(gen) FILTER (WHERE done_at IS NULL), max(gen) FROM {}"

@@ -1,6 +1,9 @@
-"""Progress on stderr: a redrawn bar on a terminal, plain periodic lines otherwise.
+"""How long library steps report: `Progress` for counted work, a `Say` callable for notices.
 
-It only ever prints counts, rates and names of sources and spaces: never row content.
+On a terminal `Progress` is a rich progress bar; otherwise (a log, a pipe) it prints one plain
+line every `every` seconds and a last one at the end, so a log shows the work moving. A notice
+(`say`) is one line, the caller's to route: the CLI sends it to stderr, a script may collect it.
+Both only ever carry counts, rates and names of sources and spaces: never row content.
 """
 
 from __future__ import annotations
@@ -8,7 +11,28 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as Bar
+from rich.text import Text
+
+Say = Callable[[str], None]
+
+
+def to_stderr(msg: str) -> None:
+    """The default notice: `embed: <msg>` on stderr."""
+    print(f"embed: {msg}", file=sys.stderr, flush=True)
 
 
 def _hms(seconds: float) -> str:
@@ -16,8 +40,15 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+class _RowsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0  # the mean since start, as the plain line says
+        return Text(f"{task.completed / elapsed:,.0f} rows/s" if elapsed > 0 else "- rows/s")
+
+
 class Progress:
-    """Rows done out of an estimated total; `start()` runs a daemon thread that reports."""
+    """Rows done out of an estimated total (the total grows if the work does): `start()`,
+    `add(n)` from any thread, `finish()`."""
 
     def __init__(
         self, label: str, total: int, *, stream: TextIO | None = None, every: float | None = None,
@@ -30,48 +61,56 @@ class Progress:
         self.every = every if every is not None else (0.5 if self.tty else 10.0)
         self.done = 0
         self.t0 = time.monotonic()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._bar: Bar | None = None
+        self._task = 0
 
     def add(self, n: int) -> None:
         with self._lock:
             self.done += n
+            if self._bar is not None:
+                self._bar.update(self._task, completed=self.done, total=max(self.total, self.done))
 
     def line(self) -> str:
+        """The plain line: label, rows done of total, percent, rate, ETA."""
         elapsed = time.monotonic() - self.t0
         rate = self.done / elapsed if elapsed > 0 else 0.0
         total = max(self.total, self.done)
         pct = 100.0 * self.done / total if total else 100.0
         eta = _hms((total - self.done) / rate) if rate > 0 else "?"
-        if self.tty:
-            width = 24
-            fill = int(width * pct / 100)
-            bar = "#" * fill + "." * (width - fill)
-            return f"{self.label} [{bar}] {self.done}/{total} rows {pct:5.1f}% {rate:,.0f} rows/s ETA {eta}"
         return f"{self.label}: {self.done}/{total} rows ({pct:.1f}%), {rate:,.0f} rows/s, ETA {eta}"
-
-    def _emit(self, final: bool = False) -> None:
-        text = self.line()
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            self._emit()
 
     def start(self) -> Progress:
         self.t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="embed-progress", daemon=True)
-        self._thread.start()
+        if self.tty:
+            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                            TaskProgressColumn(), _RowsPerSecond(), TextColumn("ETA"), TimeRemainingColumn(),
+                            console=Console(file=self.stream, force_terminal=True),
+                            refresh_per_second=max(1.0 / self.every, 0.1))
+            self._task = self._bar.add_task(self.label, total=self.total or None)
+            self._bar.start()
+        else:
+            self._thread = threading.Thread(target=self._lines, name="embed-progress", daemon=True)
+            self._thread.start()
         return self
+
+    def _lines(self) -> None:
+        while not self._stop.wait(self.every):
+            self._write()
+
+    def _write(self) -> None:
+        self.stream.write(self.line() + "\n")
+        self.stream.flush()
 
     def finish(self) -> None:
         self._stop.set()
+        if self._bar is not None:
+            self.add(0)
+            self._bar.stop()
+            self._bar = None
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-            self._emit(final=True)
+            self._write()

@@ -39,7 +39,8 @@ from embed.config import Config
 from embed.db.connection import connect, mask
 from embed.db.files import write_atomic
 from embed.db.localpg import bin_dir
-from embed.errors import EmbedError, last_line
+from embed.errors import Busy, EmbedError, last_line
+from embed.result import Result
 from embed.store import migrations
 
 FORMAT = "embed-backup/1"
@@ -51,6 +52,62 @@ SCOPES = ("all", "honcho")
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
 LOCK_WAIT_TIMEOUT = "60s"  # pg_dump and the counts fail cleanly instead of queueing behind a DDL lock
+
+
+@dataclass(frozen=True)
+class Backup(Result):
+    """A backup taken: its manifest (the document manifest.json holds), where, and its row in
+    embed_store.backups (None before `embed init`)."""
+
+    manifest: dict[str, Any]
+    path: str
+    registered: int | None
+
+    @property
+    def backup_id(self) -> str:
+        return self.manifest["backup_id"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.manifest, "registered": self.registered, "path": self.path}
+
+
+@dataclass(frozen=True)
+class Check(Result):
+    check: str
+    ok: bool
+    detail: Any  # what the check measured, or why it failed
+
+
+@dataclass(frozen=True)
+class Verified(Result):
+    path: str
+    backup_id: str
+    ok: bool
+    checks: tuple[Check, ...]
+    registered: int | None = None  # the row recorded (None: --no-record)
+
+
+@dataclass(frozen=True)
+class VerifiedBackup:
+    """A registered, verified backup: what retire cites."""
+
+    id: int
+    at: str
+    path: str
+
+
+@dataclass(frozen=True)
+class BackupRow(Result):
+    id: int
+    at: datetime
+    actor: str
+    path: str
+    verified: bool
+    verified_at: datetime | None
+    scope: str
+    tables: int
+    rows: int
+    redis: bool
 
 
 # ---------------------------------------------------------------- tools and connections
@@ -282,7 +339,7 @@ def _dump_postgres(cfg: Config, url: str, scope: str, dump: Path, tools_dir: Pat
                     sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
                 ).fetchone()[0]
             except psycopg.errors.LockNotAvailable:
-                raise EmbedError(f"counting {schema}.{table}: lock not available within {lock_wait_timeout}") from None
+                raise Busy(f"counting {schema}.{table}: lock not available within {lock_wait_timeout}") from None
         argv = [tools.exe("pg_dump"), "--format=custom", "--no-password", f"--snapshot={snapshot}",
                 f"--lock-wait-timeout={lock_wait_timeout}", f"--file={dump}"]
         if scope != "all":
@@ -432,8 +489,8 @@ def take_backup(
     pg_bin: Path | None = None,
     redis_bin: Path | None = None,
     lock_wait_timeout: str = LOCK_WAIT_TIMEOUT,
-) -> dict[str, Any]:
-    """Dump, verify, describe and register one backup; returns the manifest (+ `registered`)."""
+) -> Backup:
+    """Dump, verify, describe and register one backup."""
     if scope not in SCOPES:
         raise EmbedError(f"--tables must be one of {', '.join(SCOPES)}")
     if not re.fullmatch(r"\d+(ms|s|min)?", lock_wait_timeout):
@@ -475,9 +532,7 @@ def take_backup(
         if isinstance(e, OSError):
             raise EmbedError(f"backup to {out} failed: {e.strerror or e} ({left})") from None
         raise
-    manifest["registered"] = register(url, out, manifest, verified=True)
-    manifest["path"] = str(out)
-    return manifest
+    return Backup(manifest, str(out), register(url, out, manifest, verified=True))
 
 
 def ensure_ops_tables(conn: psycopg.Connection) -> bool:
@@ -554,18 +609,17 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 def verify_backup(path: Path, *, url: str | None = None, pg_bin: Path | None = None,
-                  redis_bin: Path | None = None) -> dict[str, Any]:
+                  redis_bin: Path | None = None) -> Verified:
     """Re-check every file (size, sha256), the archive's TOC and the RDB; record the result."""
     path = Path(path).absolute()
     manifest = read_manifest(path)
-    checks: list[dict[str, Any]] = []
+    checks: list[Check] = []
 
     def check(name: str, fn: Any) -> None:
         try:
-            detail = fn()
-            checks.append({"check": name, "ok": True, "detail": detail})
+            checks.append(Check(name, True, fn()))
         except EmbedError as e:
-            checks.append({"check": name, "ok": False, "detail": str(e)})
+            checks.append(Check(name, False, str(e)))
 
     def file_ok(name: str, entry: dict[str, Any]) -> dict[str, Any]:
         p = path / name
@@ -585,14 +639,12 @@ def verify_backup(path: Path, *, url: str | None = None, pg_bin: Path | None = N
                                                      list(manifest["database"]["tables"])))
     if REDIS_FILE in manifest["files"]:
         check("redis-check-rdb", lambda: check_rdb(path / REDIS_FILE, redis_bin))
-    ok = all(c["ok"] for c in checks)
-    result: dict[str, Any] = {"path": str(path), "backup_id": manifest["backup_id"], "ok": ok, "checks": checks}
-    if url is not None:
-        result["registered"] = register(url, path, manifest, verified=ok)
-    return result
+    ok = all(c.ok for c in checks)
+    return Verified(str(path), manifest["backup_id"], ok, tuple(checks),
+                    register(url, path, manifest, verified=ok) if url is not None else None)
 
 
-def list_backups(url: str) -> list[dict[str, Any]]:
+def list_backups(url: str) -> list[BackupRow]:
     """The backups registered in the database, oldest first (none before `embed init`)."""
     with connect(url, vector=False) as conn:
         if not store.is_initialized(conn) or not conn.execute(
@@ -608,13 +660,12 @@ def list_backups(url: str) -> list[dict[str, Any]]:
                    FROM {}.backups ORDER BY at, id"""
             ).format(sql.Identifier(store.SCHEMA))
         ).fetchall()
-    keys = ("id", "at", "actor", "path", "verified", "verified_at", "scope", "tables", "rows", "redis")
-    return [dict(zip(keys, r, strict=True)) for r in rows]
+    return [BackupRow(*r) for r in rows]
 
 
 def find_verified_backup(
     conn: psycopg.Connection, since: datetime | None, tables: set[str]
-) -> tuple[dict[str, Any] | None, str | None]:
+) -> tuple[VerifiedBackup | None, str | None]:
     """The newest verified backup taken after `since` whose dump holds every table in `tables`;
     else None and a one-line reason. What retire (and a destructive cutover) must find first."""
     rows = conn.execute(
@@ -629,6 +680,6 @@ def find_verified_backup(
         return None, f"no verified backup{when}: run `embed backup --out DIR` first"
     for bid, at, path, held in rows:
         if tables <= set(held or {}):
-            return {"id": bid, "at": at.isoformat(), "path": path}, None
+            return VerifiedBackup(bid, at.isoformat(), path), None
     missing = sorted(tables - set(rows[0][3] or {}))
     return None, f"the newest verified backup (#{rows[0][0]}) does not hold {', '.join(missing[:3])}: take a full one"

@@ -45,11 +45,12 @@ from embed.db.connection import connect
 from embed.db.files import write_atomic
 from embed.errors import EmbedError, NotInitialized, first_line
 from embed.fill.status import status
+from embed.result import Result
 from embed.safety.backup import embed_version, masked_url
-from embed.safety.retire import history
 from embed.shadow.report import render_html
 from embed.spaces import Space
 from embed.store import registry
+from embed.store.events import history
 
 ARTIFACT = "embed.safety.evidence/1"
 INDEX_JSON = "index.json"
@@ -166,7 +167,7 @@ def collect(cfg: Config, url: str, name: str) -> Bundle:
             _smoke(conn, b)
             _shadow(conn, b)
             _backups(conn, b)
-    events = history(cfg, url, name)
+    events = [e.as_dict() for e in history(cfg, url, name)]
     gates = [e for e in events if e["kind"] == "gate"]
     b.add_json("gates.json", gates, "every gate result recorded for this space (pass/fail with measured values)")
     b.sections["gates"] = (f"gates: {len(gates)} result(s), latest {gates[-1]['outcome']} at {gates[-1]['at']:%Y-%m-%d %H:%M:%S%z}"
@@ -349,8 +350,19 @@ def _index_md(index: dict[str, Any], b: Bundle, index_sha: str) -> str:
     return "\n".join(lines)
 
 
-def write_bundle(cfg: Config, url: str, name: str, out: Path) -> dict[str, Any]:
-    """Collect, check for secrets and publish the bundle for space `name` into `out`; returns the index."""
+@dataclass(frozen=True)
+class Published(Result):
+    """A bundle written: its index (the document index.json holds) and where it is."""
+
+    index: dict[str, Any]
+    path: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.index, "path": self.path}
+
+
+def write_bundle(cfg: Config, url: str, name: str, out: Path) -> Published:
+    """Collect, check for secrets and publish the bundle for space `name` into `out`."""
     out = Path(out).absolute()
     with connect(url, vector=False) as conn:
         space = _space(conn, cfg, name)
@@ -395,4 +407,4 @@ def write_bundle(cfg: Config, url: str, name: str, out: Path) -> dict[str, Any]:
         if isinstance(e, OSError):
             raise EmbedError(f"cannot write the evidence into {out}: {e.strerror or e}") from None
         raise
-    return {**index, "path": str(out)}
+    return Published(index, str(out))

@@ -1,4 +1,4 @@
-"""`embed retire`, `embed pin/unpin`, `embed history`: delayed deletion of a space's vectors.
+"""`embed retire`, `embed pin/unpin`: delayed deletion of a space's vectors.
 
 Old vectors are kept through a retention window after cutover so rollback stays instant and
 lossless (invariant 4); only then, with no pin and a verified backup taken after the space
@@ -14,7 +14,7 @@ event) counts from when it was declared.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -24,16 +24,17 @@ from psycopg import sql
 from embed import store
 from embed.config import Config
 from embed.cutover.inplace_sql import COLUMNS
+from embed.db import locks
 from embed.db.connection import connect
 from embed.db.idents import qualified
-from embed.errors import EmbedError, NotInitialized
-from embed.safety.backup import ensure_ops_tables, find_verified_backup
+from embed.errors import Blocked, Busy, EmbedError, NotInitialized
+from embed.result import Result
+from embed.safety.backup import VerifiedBackup, ensure_ops_tables, find_verified_backup
 from embed.spaces import Space
 from embed.store import registry, serving
 from embed.store.location import live_fp, recorded
 
 DEFAULT_RETENTION_DAYS = 14
-LOCK = "embed.safety.retire"  # retire and pin serialize on it: no pin can slip between check and drop
 DROP_LOCK_TIMEOUT = "10s"  # a column drop locks a live source table: fail rather than queue Honcho behind us
 
 
@@ -50,8 +51,8 @@ def _has_bookkeeping(conn: psycopg.Connection) -> None:
     ensure_ops_tables(conn)
 
 
-@dataclass
-class DropTarget:
+@dataclass(frozen=True)
+class DropTarget(Result):
     """One object to drop: a store table, or an old vector column on a source table."""
 
     kind: str  # 'table' | 'column'
@@ -66,6 +67,9 @@ class DropTarget:
     @property
     def name(self) -> str:
         return f"{self.schema}.{self.table}" + (f".{self.column}" if self.column else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "name": self.name}
 
     def statement(self) -> sql.Composed:
         tbl = sql.Identifier(self.schema, self.table)
@@ -145,7 +149,49 @@ def _deactivated_at(conn: psycopg.Connection, space: Space) -> tuple[datetime | 
     return (row[0], "declared (never active)") if row else (None, "not in embed_store")
 
 
-def _plan(conn: psycopg.Connection, cfg: Config, space: Space) -> tuple[dict[str, Any], list[DropTarget]]:
+@dataclass(frozen=True)
+class RetirePlan(Result):
+    """What retiring a space would drop, the space it frees, and every reason it may not yet."""
+
+    space: str
+    fingerprint: str
+    state: str | None
+    retention_days: int
+    inactive_since: str | None
+    inactive_since_what: str
+    eligible_at: str | None
+    backup: VerifiedBackup | None  # the verified backup that covers every table touched
+    targets: tuple[DropTarget, ...]
+    bytes: int  # freed at once
+    bytes_after_rewrite: int  # dropped columns' data, reclaimed by the next table rewrite
+    blockers: tuple[str, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return not self.blockers
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "targets": [t.as_dict() for t in self.targets],
+                "backup": asdict(self.backup) if self.backup else None, "allowed": self.allowed}
+
+
+@dataclass(frozen=True)
+class Retired(Result):
+    plan: RetirePlan
+    dropped: tuple[str, ...]  # in the order dropped
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.plan.as_dict(), "dropped": list(self.dropped), "state": "retired"}
+
+
+@dataclass(frozen=True)
+class Pin(Result):
+    space: str
+    fingerprint: str
+    reason: str  # pin: why it is kept; unpin: why it had been
+
+
+def _plan(conn: psycopg.Connection, cfg: Config, space: Space) -> tuple[RetirePlan, list[DropTarget]]:
     """What retiring `space` would drop, and every reason it may not (in the order they are reported)."""
     blockers: list[str] = []
     reads = serving.read(conn, cfg)
@@ -198,24 +244,13 @@ def _plan(conn: psycopg.Connection, cfg: Config, space: Space) -> tuple[dict[str
     state = store.space_states(conn).get(space.fingerprint)
     if state == "retired" and not targets:
         blockers.append(f"space {space.name} is already retired")
-    return {
-        "space": space.name,
-        "fingerprint": space.fingerprint,
-        "state": state,
-        "retention_days": days,
-        "inactive_since": since.isoformat() if since else None,
-        "inactive_since_what": since_what,
-        "eligible_at": eligible_at.isoformat() if eligible_at else None,
-        "backup": backup,
-        "targets": [{**asdict(t), "name": t.name} for t in targets],
-        "bytes": sum(t.bytes for t in targets),
-        "bytes_after_rewrite": sum(t.bytes_after_rewrite for t in targets),
-        "blockers": blockers,
-        "allowed": not blockers,
-    }, targets
+    return RetirePlan(
+        space.name, space.fingerprint, state, days, since.isoformat() if since else None, since_what,
+        eligible_at.isoformat() if eligible_at else None, backup, tuple(targets), sum(t.bytes for t in targets),
+        sum(t.bytes_after_rewrite for t in targets), tuple(blockers)), targets
 
 
-def retire_plan(cfg: Config, url: str, name: str) -> dict[str, Any]:
+def retire_plan(cfg: Config, url: str, name: str) -> RetirePlan:
     """The dry run: what would be dropped, the space it frees, and what blocks it (drops nothing)."""
     with connect(url, vector=False) as conn:
         _has_bookkeeping(conn)
@@ -223,18 +258,17 @@ def retire_plan(cfg: Config, url: str, name: str) -> dict[str, Any]:
             return _plan(conn, cfg, registry.by_name(conn, cfg, name))[0]
 
 
-def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[RetirePlan], bool] | None = None) -> Retired:
     """Re-check everything under the retire lock, ask `confirm`, then drop object by object
     (each its own transaction and event, so an interrupted retire resumes where it stopped)."""
     with connect(url, vector=False, autocommit=True) as conn:
         _has_bookkeeping(conn)
         space = registry.by_name(conn, cfg, name)
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (LOCK,))
-        try:
+        with locks.held(conn, locks.RETIRE):
             plan, targets = _plan(conn, cfg, space)
-            if plan["blockers"]:
-                store.record_event(conn, "retire", "blocked", space=space, reason=plan["blockers"][0][:500])
-                raise EmbedError(f"cannot retire {space.name}: {plan['blockers'][0]}")
+            if plan.blockers:
+                store.record_event(conn, "retire", "blocked", space=space, reason=plan.blockers[0][:500])
+                raise Blocked(f"cannot retire {space.name}: {plan.blockers[0]}")
             if confirm is not None and not confirm(plan):
                 raise EmbedError("retire cancelled: nothing dropped")
             dropped: list[str] = []
@@ -247,27 +281,26 @@ def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[dict[str, Any
                             conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND column_name = %s").format(
                                 COLUMNS), (t.source, t.column))
                     except psycopg.errors.LockNotAvailable:
-                        raise EmbedError(
+                        raise Busy(
                             f"{t.name} is busy (lock not free within {DROP_LOCK_TIMEOUT}); "
                             f"dropped so far: {', '.join(dropped) or 'nothing'}; rerun to continue"
                         ) from None
                     store.record_event(
                         conn, "retire", "ok", space=space, source=t.source, reason=f"dropped {t.kind} {t.name}",
                         details={"object": t.name, "kind": t.kind, "bytes": t.bytes,
-                                 "bytes_after_rewrite": t.bytes_after_rewrite, "backup": plan["backup"]["id"]},
+                                 "bytes_after_rewrite": t.bytes_after_rewrite,
+                                 "backup": plan.backup.id if plan.backup else None},
                         move="retired" if i == len(targets) - 1 else "retire",
                     )
                 dropped.append(t.name)
             if not targets:
                 store.record_event(conn, "retire", "ok", space=space, reason="nothing left to drop",
-                                   details={"backup": plan["backup"]["id"]}, move="retired")
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (LOCK,))
-    return {**plan, "dropped": dropped, "state": "retired"}
+                                   details={"backup": plan.backup.id if plan.backup else None}, move="retired")
+    return Retired(plan, tuple(dropped))
 
 
 # ---------------------------------------------------------------- pins
-def pin(cfg: Config, url: str, name: str, reason: str) -> dict[str, Any]:
+def pin(cfg: Config, url: str, name: str, reason: str) -> Pin:
     """Hold a space's vectors past retention (a pin blocks retire until unpinned)."""
     reason = " ".join(reason.split())
     if not reason:
@@ -276,7 +309,7 @@ def pin(cfg: Config, url: str, name: str, reason: str) -> dict[str, Any]:
         _has_bookkeeping(conn)
         space = registry.by_name(conn, cfg, name)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK,))
+            locks.xact(conn, locks.RETIRE)
             if store.space_states(conn).get(space.fingerprint) == "retired":
                 raise EmbedError(f"space {space.name} is already retired: nothing left to pin")
             conn.execute(
@@ -288,16 +321,16 @@ def pin(cfg: Config, url: str, name: str, reason: str) -> dict[str, Any]:
                 (space.fingerprint, space.name, reason, store.actor()),
             )
             store.record_event(conn, "pin", "ok", space=space, reason=reason)
-    return {"space": space.name, "fingerprint": space.fingerprint, "reason": reason}
+    return Pin(space.name, space.fingerprint, reason)
 
 
-def unpin(cfg: Config, url: str, name: str) -> dict[str, Any]:
+def unpin(cfg: Config, url: str, name: str) -> Pin:
     """Release a space's pin; retire's other conditions still apply."""
     with connect(url, vector=False, autocommit=True) as conn:
         _has_bookkeeping(conn)
         space = registry.by_name(conn, cfg, name)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK,))
+            locks.xact(conn, locks.RETIRE)
             gone = conn.execute(
                 sql.SQL("DELETE FROM {}.pins WHERE space_fp = %s RETURNING reason").format(sql.Identifier(store.SCHEMA)),
                 (space.fingerprint,),
@@ -305,28 +338,4 @@ def unpin(cfg: Config, url: str, name: str) -> dict[str, Any]:
             if gone is None:
                 raise EmbedError(f"space {space.name} is not pinned")
             store.record_event(conn, "unpin", "ok", space=space)
-    return {"space": space.name, "fingerprint": space.fingerprint, "was": gone[0]}
-
-
-# ---------------------------------------------------------------- history
-def history(cfg: Config, url: str, name: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """The event log, oldest first: who did what to which space, when and why. `details` holds
-    ids and counts written by embed itself; no memory text is ever logged."""
-    with connect(url, vector=False) as conn:
-        if not store.is_initialized(conn):
-            raise NotInitialized()
-        fps = [registry.by_name(conn, cfg, name).fingerprint] if name is not None else None
-        rows = conn.execute(
-            sql.SQL(
-                """SELECT * FROM (
-                     SELECT e.id, e.at, e.actor, e.kind, s.name, e.space_fp, e.source, e.outcome, e.reason, e.details
-                     FROM {schema}.events e LEFT JOIN {schema}.spaces s ON s.fingerprint = e.space_fp
-                     WHERE %(fps)s::text[] IS NULL OR e.space_fp = ANY(%(fps)s)
-                        OR e.details ->> 'from_fp' = ANY(%(fps)s) OR e.details ->> 'to_fp' = ANY(%(fps)s)
-                     ORDER BY e.at DESC, e.id DESC LIMIT %(limit)s) AS recent
-                   ORDER BY at, id"""
-            ).format(schema=sql.Identifier(store.SCHEMA)),
-            {"fps": fps, "limit": limit},
-        ).fetchall()
-    keys = ("id", "at", "actor", "kind", "space", "space_fp", "source", "outcome", "reason", "details")
-    return [dict(zip(keys, r, strict=True)) for r in rows]
+    return Pin(space.name, space.fingerprint, gone[0])

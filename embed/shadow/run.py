@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from embed import store
 from embed.config import Config, Source
 from embed.db.connection import connect
 from embed.errors import EmbedError
+from embed.fill.progress import Say
 from embed.shadow import metrics as M
 from embed.shadow.inputs import (
     Hits,
@@ -62,7 +63,7 @@ ROW_QID = "row:"  # stored-row queries in the rankings, kept apart from labelled
 class Phases:
     """Seconds per phase, summed over sources, with one progress line on stderr per phase."""
 
-    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+    def __init__(self, say: Say | None = None) -> None:
         self.say = say
         self.seconds: dict[str, float] = {}
         self.by_source: dict[str, dict[str, float]] = {}
@@ -594,7 +595,7 @@ def shadow(
     allow_cloud: bool = False,
     embedders: Mapping[str, Any] | None = None,
     phases: Phases | None = None,
-    say: Callable[[str], None] | None = None,
+    say: Say | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Compare retrieval in `baseline` (default: the legacy space) and each candidate, per source;
     persist each source's result and return {source: result}. Bad input changes nothing.

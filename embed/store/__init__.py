@@ -15,13 +15,13 @@ import psycopg
 from psycopg import sql
 
 from embed.config import Config, Source
+from embed.db import locks
 from embed.db.idents import PG_MAX_IDENT
 from embed.errors import EmbedError
 from embed.spaces import Space
-from embed.store import lifecycle, migrations
+from embed.store import migrations
 
 SCHEMA = "embed_store"
-
 
 
 def actor() -> str:
@@ -74,40 +74,16 @@ def create_store_table(conn: psycopg.Connection, source: Source, space: Space) -
     )
 
 
-def record_event(
-    conn: psycopg.Connection,
-    kind: str,
-    outcome: str,
-    *,
-    space: Space | None = None,
-    source: str | None = None,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-    move: str | None = None,
-) -> int:
-    """Append to the event log (and apply a lifecycle move to the space, embed.store.lifecycle) in the
-    caller's transaction."""
-    row = conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.events (actor, kind, space_fp, source, outcome, reason, details) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
-        ).format(sql.Identifier(SCHEMA)),
-        (actor(), kind, space.fingerprint if space else None, source, outcome, reason, json.dumps(details or {})),
-    ).fetchone()
-    if move and space:
-        lifecycle.move(conn, space.fingerprint, move)
-    return row[0]
-
-
-def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
-    """Create the schema, bookkeeping and every (source, space) table; idempotent.
+def init(conn: psycopg.Connection, cfg: Config) -> tuple[list[str], list[str]]:
+    """Create the schema, bookkeeping and every (source, space) table; idempotent. Returns the
+    tables created and the spaces newly declared.
 
     Runs in one transaction under an advisory lock, so two concurrent `embed init` agree.
     """
     created: list[str] = []
     declared: list[str] = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed_store.init'))")
+        locks.xact(conn, locks.INIT)
         migrations.migrate(conn)
         existing = {
             r[0]
@@ -135,7 +111,7 @@ def init(conn: psycopg.Connection, cfg: Config) -> dict[str, list[str]]:
                 if name not in existing:
                     create_store_table(conn, source, space)
                     created.append(name)
-    return {"created_tables": created, "declared_spaces": declared}
+    return created, declared
 
 
 def record_smoke(conn: psycopg.Connection, space: Space, evidence: dict[str, Any]) -> int:
@@ -171,3 +147,6 @@ def space_states(conn: psycopg.Connection) -> dict[str, str]:
 
 def is_initialized(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('embed_store.spaces') IS NOT NULL").fetchone()[0]
+
+
+from embed.store.events import record_event  # noqa: E402  -- the event log's home; callers say store.record_event

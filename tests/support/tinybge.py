@@ -14,8 +14,10 @@ per process however many modules ask), or calls `build_tiny_bge(path)` directly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest
+if TYPE_CHECKING:
+    import pytest
 
 HIDDEN = 1024
 MAX_POSITIONS = 8194  # as BGE-M3: 8192 tokens + padding_idx offset of 2
@@ -33,11 +35,11 @@ CORPUS = [
 ]
 
 
-def build_tiny_bge(path: Path, seed: int = 0) -> Path:
-    """Write the tiny model into `path` (created) and return it."""
-    import torch
+def write_tokenizer(path: Path, corpus: list[str], max_positions: int = MAX_POSITIONS) -> int:
+    """A Unigram tokenizer laid out like XLM-R's, trained on `corpus`, saved into `path`;
+    returns its vocabulary size. (bench/gpu_bge_m3.py builds its full-size model with it too.)"""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+    from transformers import PreTrainedTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -46,30 +48,37 @@ def build_tiny_bge(path: Path, seed: int = 0) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(vocab_size=2000, special_tokens=specials, unk_token="<unk>", show_progress=False)
-    from embed.smoke import SENTINELS
-
-    corpus = CORPUS + [t for _sid, pl, en in SENTINELS for t in (pl, en)]
     tok.train_from_iterator(corpus * 4, trainer)
     assert [tok.token_to_id(s) for s in specials] == [0, 1, 2, 3, 4]
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        cls_token="<s>",
-        sep_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-        model_max_length=MAX_POSITIONS - 2,
-    )
-    fast.save_pretrained(path)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
+        pad_token="<pad>", unk_token="<unk>", mask_token="<mask>", model_max_length=max_positions - 2,
+    ).save_pretrained(path)
+    return tok.get_vocab_size()
 
+
+def write_heads(path: Path, hidden: int = HIDDEN) -> None:
+    """The two head files FlagEmbedding's M3 runner loads when present."""
+    import torch
+
+    torch.save(torch.nn.Linear(hidden, hidden).state_dict(), path / "colbert_linear.pt")
+    torch.save(torch.nn.Linear(hidden, 1).state_dict(), path / "sparse_linear.pt")
+
+
+def build_tiny_bge(path: Path, seed: int = 0) -> Path:
+    """Write the tiny model into `path` (created) and return it."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    from embed.smoke import SENTINELS
+
+    vocab = write_tokenizer(path, CORPUS + [t for _sid, pl, en in SENTINELS for t in (pl, en)])
     torch.manual_seed(seed)
     cfg = XLMRobertaConfig(
-        vocab_size=tok.get_vocab_size(),
+        vocab_size=vocab,
         hidden_size=HIDDEN,
         num_hidden_layers=1,
         num_attention_heads=8,
@@ -83,8 +92,7 @@ def build_tiny_bge(path: Path, seed: int = 0) -> Path:
     model = XLMRobertaModel(cfg)
     model.eval()
     model.save_pretrained(path)
-    torch.save(torch.nn.Linear(HIDDEN, HIDDEN).state_dict(), path / "colbert_linear.pt")
-    torch.save(torch.nn.Linear(HIDDEN, 1).state_dict(), path / "sparse_linear.pt")
+    write_heads(path)
     return path
 
 
