@@ -148,7 +148,7 @@ def test_backfill_covers_both_sources_then_status_and_every_gate_pass(
     assert_exact(db_url, cfg)
     assert_exact(db_url, cfg, "message_embeddings")
 
-    st = {(p["source"], p["space"]): p for p in status(cfg, db_url)["pairs"]}
+    st = {(p["source"], p["space"]): p for p in status(cfg, db_url).as_dict()["pairs"]}
     for source in ("documents", "message_embeddings"):
         p = st[(source, SPACE)]
         assert (p["coverage_pct"], p["pending"], p["stale"], p["orphans"]) == (100.0, 0, 0, 0)
@@ -222,7 +222,7 @@ def test_rejected_rows_are_skipped_and_a_blanket_rejection_stops(db_url: str, cf
     assert out.skipped == {reason: 2}
     assert {k: v[1] for k, v in skipped(db_url, cfg).items()} == {ids[3]: reason, ids[11]: reason}
     assert set(stored(db_url, cfg)) == set(expected(db_url, cfg)[0]) - {ids[3], ids[11]}
-    p = status(cfg, db_url, spaces=[SPACE], sources=["documents"])["pairs"][0]
+    p = status(cfg, db_url, spaces=[SPACE], sources=["documents"]).pairs[0].as_dict()
     assert (p["coverage_pct"], p["skipped"], p["pending"]) == (100.0, 2, 0)
     with connect(db_url) as conn:
         runs = conn.execute("SELECT status FROM embed_store.runs ORDER BY id").fetchall()
@@ -242,7 +242,7 @@ def test_an_invalid_index_left_by_a_crash_is_rebuilt(db_url: str, cfg: Config) -
             " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam"
             " WHERE i.indrelid = %s::regclass AND a.amname = 'hnsw')", (store_table(cfg),),
         )
-        assert status(cfg, db_url, spaces=[SPACE], sources=["documents"])["pairs"][0]["index"]["hnsw"] == "invalid"
+        assert status(cfg, db_url, spaces=[SPACE], sources=["documents"]).pairs[0].store.index["hnsw"] == "invalid"
         out = ensure_hnsw(conn, t, cfg.index_params, concurrently=True)
         assert out["state"] == "valid" and out["built"] and out["concurrently"]
         hnsw = conn.execute(
@@ -277,7 +277,7 @@ def test_kill9_at_any_point_then_rerun_equals_a_clean_run(
         assert done[0] == committed and 0 < n <= 8 * committed  # batches of <= 8 pending rows
     else:  # before_index: all rows are in, the index is not
         assert n == len(clean)
-        p = status(cfg, url, spaces=[SPACE], sources=["documents"])["pairs"][0]
+        p = status(cfg, url, spaces=[SPACE], sources=["documents"]).pairs[0].as_dict()
         assert p["index"]["hnsw"] == "missing" and p["last_run"]["status"] == "abandoned"
 
     out = backfill(cfg, url, SPACE, sources=["documents"], chunk_rows=8, progress=False)

@@ -56,7 +56,11 @@ def test_status_counts_every_kind_of_row_and_run(db_url: str, cfg: Config) -> No
         run_id = start_run(conn, t, "backfill", {})  # a run whose process is gone: no lock held
         conn.commit()
         live = conn.execute("SELECT count(*) FROM documents WHERE deleted_at IS NULL").fetchone()[0]
-    p = status(cfg, db_url, spaces=[SPACE], sources=["documents"])["pairs"][0]
+    typed = status(cfg, db_url, spaces=[SPACE], sources=["documents"])
+    got = typed.pair("documents", SPACE)
+    assert got.totals and got.store and got.store.last_run and got.store.last_run.id == run_id
+    assert got.totals.pending == got.totals.live_rows - got.totals.current - got.totals.skipped
+    p = got.as_dict()  # what `embed status --json` prints for it
     assert (p["live_rows"], p["current"], p["stale"], p["skipped"]) == (live, 8, 1, 1)
     assert p["pending"] == live - 8 - 1 and p["orphans"] == 1 and p["stored"] == 10
     assert p["coverage_pct"] == round(100 * 9 / live, 2)
@@ -65,7 +69,7 @@ def test_status_counts_every_kind_of_row_and_run(db_url: str, cfg: Config) -> No
     assert p["index"]["hnsw"] == "missing" and p["skipped_by_reason"] == {"empty": 1}
     assert p["state"] == "backfilling"
 
-    legacy = status(cfg, db_url, spaces=["minilm_l6"], sources=["documents"])["pairs"][0]
+    legacy = status(cfg, db_url, spaces=["minilm_l6"], sources=["documents"]).pairs[0].as_dict()
     assert (legacy["kind"], legacy["column"], legacy["live"]) == ("column", "embedding", True)
     assert legacy["current"] == 0  # seeded without legacy vectors
 

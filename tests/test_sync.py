@@ -52,7 +52,7 @@ def test_one_sync_after_a_backfill_disturbed_by_writers_matches_the_source(
     assert s["lag"]["rows_pending"] == 0 and out.rows_pending == 0
     got = assert_exact(url, cfg)
     assert set(new) <= set(got) and ids[1] not in got and ids[2] not in got
-    p = status(cfg, url, spaces=[SPACE], sources=["documents"])["pairs"][0]
+    p = status(cfg, url, spaces=[SPACE], sources=["documents"]).pairs[0].as_dict()
     assert (p["coverage_pct"], p["stale"], p["orphans"], p["pending"]) == (100.0, 0, 0, 0)
 
     again = sync_once(cfg, url, SPACE, sources=["documents"])  # in step: nothing to do

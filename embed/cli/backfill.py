@@ -15,6 +15,7 @@ from embed.cli import Env, cli, emit, fail_cleanly
 
 if TYPE_CHECKING:
     from embed.fill.backfill import PassResult
+    from embed.fill.status import Status
 
 
 def _sources(value: str) -> list[str] | None:
@@ -145,29 +146,30 @@ def sync(env: Env, space: str, source: str, watch: float | None, workers: int, c
         click.echo(f"sync stopped after {passes} pass(es)")
 
 
-def _status_lines(out: dict[str, Any]) -> list[str]:
+def _status_lines(out: Status) -> list[str]:
     lines = []
-    for name, st in out["serving"].items():
-        lines.append(f"{name}: production reads {st['reads']} ({st['mode']}), views serve {st['views']}"
-                     + (f", rollback goes to {st['rollback_to']}" if st["rollback_to"] else ""))
-        if st["next"]:
-            lines.append(f"  next: {st['next']}")
-    for p in out["pairs"]:
-        if "note" in p:
-            lines.append(f"{p['source']:<20} {p['space']:<16} {p['note']}")
+    for name, st in out.serving.items():
+        lines.append(f"{name}: production reads {st.reads} ({st.mode}), views serve {st.views}"
+                     + (f", rollback goes to {st.rollback_to}" if st.rollback_to else ""))
+        if st.next:
+            lines.append(f"  next: {st.next}")
+    for p in out.pairs:
+        if p.note is not None or p.totals is None:
+            lines.append(f"{p.source:<20} {p.space:<16} {p.note}")
             continue
+        c = p.totals
         head = (
-            f"{p['source']:<20} {p['space']:<16} {p['kind']:<6} {p['coverage_pct']:6.2f}%  "
-            + (f"{p['column']}{' (live)' if p['live'] else ''}  " if p["kind"] == "column" else "")
-            + f"live {p['live_rows']}  current {p['current']}  stale {p['stale']}  pending {p['pending']}  "
-            f"skipped {p['skipped']}  [{p['state']}]"
+            f"{p.source:<20} {p.space:<16} {p.kind:<6} {c.coverage_pct:6.2f}%  "
+            + (f"{p.column}{' (live)' if p.live else ''}  " if p.kind == "column" else "")
+            + f"live {c.live_rows}  current {c.current}  stale {c.stale}  pending {c.pending}  "
+            f"skipped {c.skipped}  [{p.state}]"
         )
-        if p["kind"] == "store":
-            run = p["last_run"]
-            head += f"  orphans {p['orphans']}  index {p['index']['hnsw']}"
-            head += f"  last run #{run['id']} {run['kind']} {run['status']}" if run else "  no run yet"
+        if p.store is not None:
+            run = p.store.last_run
+            head += f"  orphans {p.store.orphans}  index {p.store.index['hnsw']}"
+            head += f"  last run #{run.id} {run.kind} {run.status}" if run else "  no run yet"
         lines.append(head)
-    for block in out["honcho_settings"]:
+    for block in out.honcho_settings:
         lines += ["", "Honcho's columns hold a space it has not been set up for; restart its API and deriver with:",
                   block.rstrip()]
     return lines

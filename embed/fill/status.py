@@ -10,6 +10,7 @@ in-place swap the live one) is counted in that column (embed.store.location). Co
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import psycopg
@@ -22,6 +23,7 @@ from embed.db.idents import column
 from embed.errors import NotInitialized
 from embed.fill.leases import LEASES, run_alive_sql
 from embed.honcho.settings import honcho_settings
+from embed.result import Result
 from embed.spaces import Space
 from embed.store import serving
 from embed.store.indexes import column_indexes
@@ -33,7 +35,87 @@ def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 2) if whole else 100.0
 
 
-def _store_counts(conn: psycopg.Connection, t: Target) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Coverage(Result):
+    """Live rows and how many have a current vector (of one workspace, or of the whole pair)."""
+
+    live_rows: int
+    current: int
+    stale: int  # a vector for content the row no longer has
+    skipped: int  # a skip record for its current content (blank, rejected)
+    workspace: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return self.live_rows - self.current - self.skipped
+
+    @property
+    def coverage_pct(self) -> float:
+        return _pct(self.current + self.skipped, self.live_rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "pending": self.pending, "coverage_pct": self.coverage_pct}
+
+
+@dataclass(frozen=True)
+class LastRun(Result):
+    id: int
+    kind: str
+    status: str  # ok, failed, interrupted, running, or abandoned (its process died)
+    started_at: str | None
+    finished_at: str | None
+    actor: str
+    rows_written: int | None
+    skipped: dict[str, int] | None
+
+
+@dataclass(frozen=True)
+class StoreState(Result):
+    """What only a store table has: its rows, orphans, skip reasons, runs, plans and index."""
+
+    stored: int
+    orphans: int  # vectors of rows gone or soft-deleted
+    skipped_by_reason: dict[str, int]
+    last_run: LastRun | None
+    open_plans: dict[str, dict[str, int]] | None  # 'kind#gen' -> chunks, done
+    index: dict[str, Any]  # hnsw: valid | invalid | missing | building (+ name or build progress)
+
+
+@dataclass(frozen=True)
+class PairStatus(Result):
+    """Everything `embed status` says about one (source, space). kind: 'store' (embed's table),
+    'column' (a column of the source table holds the space), 'legacy' (a source without one)."""
+
+    source: str
+    space: str
+    fingerprint: str
+    kind: str
+    state: str = "not in database"
+    note: str | None = None  # why there is nothing to count
+    table: str | None = None
+    column: str | None = None
+    live: bool | None = None  # kind 'column': the column the application reads
+    totals: Coverage | None = None
+    workspaces: tuple[Coverage, ...] = ()
+    store: StoreState | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "space": self.space, "fingerprint": self.fingerprint,
+                               "kind": self.kind, "state": self.state}
+        if self.note is not None:
+            return {**out, "note": self.note, **({"table": None} if self.kind == "store" else {})}
+        out["table"] = self.table
+        if self.kind == "column":
+            out.update(column=self.column, live=self.live)
+        if self.totals is not None:
+            out.update({k: v for k, v in self.totals.as_dict().items() if k != "workspace"})
+        out["workspaces"] = [w.as_dict() for w in self.workspaces]
+        if self.store is not None:
+            out.update(self.store.as_dict())
+        return out
+
+
+def _store_counts(conn: psycopg.Connection, t: Target) -> list[Coverage]:
     """One row per workspace: live, current, stale, skipped (current), blank."""
     rows = conn.execute(
         sql.SQL(
@@ -52,10 +134,10 @@ def _store_counts(conn: psycopg.Connection, t: Target) -> list[dict[str, Any]]:
         ).format(rows=t.live_rows(tenant=True), sha=t.sha(), store=t.store, skipped=t.skipped),
         (t.source.name, t.space.fingerprint),
     ).fetchall()
-    return [dict(zip(("workspace", "live_rows", "current", "stale", "skipped"), r, strict=True)) for r in rows]
+    return [Coverage(live, current, stale, skipped, ws) for ws, live, current, stale, skipped in rows]
 
 
-def _column_counts(conn: psycopg.Connection, t: Target, col: str) -> list[dict[str, Any]]:
+def _column_counts(conn: psycopg.Connection, t: Target, col: str) -> list[Coverage]:
     """Per workspace: live rows, and rows with a vector in the source column `col`."""
     vec = column(col)
     ws = column(t.source.tenant_columns[0]) if t.source.tenant_columns else None
@@ -65,15 +147,11 @@ def _column_counts(conn: psycopg.Connection, t: Target, col: str) -> list[dict[s
             " WHERE ({live}) GROUP BY 1 ORDER BY 1 NULLS LAST"
         ).format(ws=sql.SQL("{}::text").format(ws) if ws else sql.SQL("NULL::text"), vec=vec, src=t.src, live=t.live)
     ).fetchall()
-    return [{"workspace": w, "live_rows": n, "current": c, "stale": 0, "skipped": 0} for w, n, c in rows]
+    return [Coverage(n, c, 0, 0, w) for w, n, c in rows]
 
 
-def _summarize(per_ws: list[dict[str, Any]]) -> dict[str, Any]:
-    tot = {k: sum(r[k] for r in per_ws) for k in ("live_rows", "current", "stale", "skipped")}
-    for r in [*per_ws, tot]:
-        r["pending"] = r["live_rows"] - r["current"] - r["skipped"]
-        r["coverage_pct"] = _pct(r["current"] + r["skipped"], r["live_rows"])
-    return tot
+def _summarize(per_ws: list[Coverage]) -> Coverage:
+    return Coverage(*(sum(getattr(r, k) for r in per_ws) for k in ("live_rows", "current", "stale", "skipped")))
 
 
 def _index_state(conn: psycopg.Connection, t: Target) -> dict[str, Any]:
@@ -90,7 +168,7 @@ def _index_state(conn: psycopg.Connection, t: Target) -> dict[str, Any]:
     return {"hnsw": "invalid" if found else "missing", "name": found[0][0] if found else None}
 
 
-def _last_run(conn: psycopg.Connection, t: Target) -> dict[str, Any] | None:
+def _last_run(conn: psycopg.Connection, t: Target) -> LastRun | None:
     row = conn.execute(
         sql.SQL(
             "SELECT r.id, r.kind, r.status, r.started_at, r.finished_at, r.actor, {alive},"
@@ -104,11 +182,8 @@ def _last_run(conn: psycopg.Connection, t: Target) -> dict[str, Any] | None:
     rid, kind, status, started, finished, actor, alive, written, skipped = row
     if status == "running" and not alive:
         status = "abandoned"  # its process died without recording an end
-    return {
-        "id": rid, "kind": kind, "status": status, "started_at": started.isoformat() if started else None,
-        "finished_at": finished.isoformat() if finished else None, "actor": actor,
-        "rows_written": written, "skipped": skipped,
-    }
+    return LastRun(rid, kind, status, started.isoformat() if started else None,
+                   finished.isoformat() if finished else None, actor, written, skipped)
 
 
 def _plan(conn: psycopg.Connection, t: Target) -> dict[str, Any] | None:
@@ -134,45 +209,61 @@ def _skip_reasons(conn: psycopg.Connection, t: Target) -> dict[str, int]:
     return dict(rows)
 
 
-def pair_status(conn: psycopg.Connection, cfg: Config, t: Target) -> dict[str, Any]:
+def pair_status(conn: psycopg.Connection, cfg: Config, t: Target) -> PairStatus:
     """Everything `embed status` says about one (source, space): a space held in a column of the
     source table (the legacy one; after an in-place swap, the live one) is counted there."""
-    out: dict[str, Any] = {"source": t.source.name, "space": t.space.name, "fingerprint": t.space.fingerprint}
+    who = (t.source.name, t.space.name, t.space.fingerprint)
     if t.space.fingerprint == cfg.legacy_space.fingerprint and not t.source.vector_column:
-        return {**out, "kind": "legacy", "note": "source has no vector column"}
+        return PairStatus(*who, "legacy", note="source has no vector column")
     loc = locate(conn, cfg, t.source, t.space)
     if loc.in_source:
         per_ws = _column_counts(conn, t, loc.column)
-        tot = _summarize(per_ws)
-        return {**out, "kind": "column", "table": t.source.table, "column": loc.column, "live": loc.kind == LIVE,
-                **tot, "workspaces": per_ws if t.source.tenant_columns else []}
+        return PairStatus(*who, "column", table=t.source.table, column=loc.column, live=loc.kind == LIVE,
+                          totals=_summarize(per_ws), workspaces=tuple(per_ws) if t.source.tenant_columns else ())
     if not t.has_store_table(conn):
-        return {**out, "kind": "store", "table": None, "note": "no store table: run `embed init`"}
+        return PairStatus(*who, "store", note="no store table: run `embed init`")
     per_ws = _store_counts(conn, t)
-    tot = _summarize(per_ws)
     stored = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.store)).fetchone()[0]
     orphans = conn.execute(
         sql.SQL("SELECT count(*) FROM {store} AS v WHERE NOT EXISTS (SELECT 1 FROM ({rows}) AS s WHERE s.id = v.source_id)")
         .format(store=t.store, rows=t.live_rows())
     ).fetchone()[0]
-    return {
-        **out,
-        "kind": "store",
-        "table": f"{store.SCHEMA}.{t.table}",
-        **tot,
-        "stored": stored,
-        "orphans": orphans,
-        "skipped_by_reason": _skip_reasons(conn, t),
-        "workspaces": per_ws if t.source.tenant_columns else [],
-        "last_run": _last_run(conn, t),
-        "open_plans": _plan(conn, t),
-        "index": _index_state(conn, t),
-    }
+    return PairStatus(*who, "store", table=f"{store.SCHEMA}.{t.table}", totals=_summarize(per_ws),
+                      workspaces=tuple(per_ws) if t.source.tenant_columns else (),
+                      store=StoreState(stored, orphans, _skip_reasons(conn, t), _last_run(conn, t), _plan(conn, t),
+                                       _index_state(conn, t)))
+
+
+@dataclass(frozen=True)
+class ServingLine(Result):
+    """One source: what production reads, what the views serve, and what settles a switch."""
+
+    reads: str
+    fingerprint: str
+    mode: str  # view, honcho-inplace, or initial (no switch yet)
+    views: str
+    legacy_column: str | None
+    rollback_to: str | None
+    next: str | None  # the command that settles an interrupted switch
+
+
+@dataclass(frozen=True)
+class Status(Result):
+    serving: dict[str, ServingLine]
+    pairs: tuple[PairStatus, ...]
+    honcho_settings: tuple[str, ...]  # .env blocks owed to Honcho (a switch that did not deliver them)
+
+    def pair(self, source: str, space: str) -> PairStatus:
+        return next(p for p in self.pairs if (p.source, p.space) == (source, space))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"serving": {n: s.as_dict() for n, s in self.serving.items()},
+                "pairs": [p.as_dict() for p in self.pairs], "honcho_settings": list(self.honcho_settings)}
 
 
 def status(
     cfg: Config, url: str, *, spaces: list[str] | None = None, sources: list[str] | None = None
-) -> dict[str, Any]:
+) -> Status:
     """What production reads per source (embed_store.serving), the coverage of every (source,
     space) pair (or the named ones), each space's state, and the Honcho settings while Honcho's
     column holds a space whose settings no switch finished delivering."""
@@ -185,24 +276,23 @@ def status(
         states = store.space_states(conn)
         reads = serving.read(conn, cfg)
         pairs = [pair_status(conn, cfg, Target(cfg.source(n), sp)) for sp in chosen for n in names]
-    for p in pairs:
-        p["state"] = states.get(p["fingerprint"], "not in database")
     untold = sorted({st.space_fp for n, st in reads.items() if n in names and st.untold})
-    return {"serving": {n: _serving(cfg, reads[n]) for n in names}, "pairs": pairs,
-            "honcho_settings": [honcho_settings(cfg, url, cfg.space_by_fp(fp)).env_block() for fp in untold]}
+    return Status({n: _serving(cfg, reads[n]) for n in names},
+                  tuple(replace(p, state=states.get(p.fingerprint, "not in database")) for p in pairs),
+                  tuple(honcho_settings(cfg, url, cfg.space_by_fp(fp)).env_block() for fp in untold))
 
 
-def _serving(cfg: Config, st: serving.Serving) -> dict[str, Any]:
+def _serving(cfg: Config, st: serving.Serving) -> ServingLine:
     """One source's line of what production reads, with the command that settles an interrupted switch."""
-    out = {"reads": cfg.label(st.space_fp), "fingerprint": st.space_fp, "mode": st.mode or "initial",
-           "views": cfg.label(st.views_fp) if st.views_fp else "not planned", "legacy_column": st.legacy_column,
-           "rollback_to": cfg.label(st.from_fp) if st.from_fp else None, "next": None}
+    views = cfg.label(st.views_fp) if st.views_fp else "not planned"
+    nxt = None
     if st.switch_pending:
-        out["next"] = (f"a switch to {cfg.label(st.target_fp)} was interrupted: `embed cutover --space "
-                       f"{cfg.label(st.target_fp)}` finishes it, `embed rollback` undoes it")
+        nxt = (f"a switch to {cfg.label(st.target_fp)} was interrupted: `embed cutover --space "
+               f"{cfg.label(st.target_fp)}` finishes it, `embed rollback` undoes it")
     elif st.views_behind:
-        out["next"] = (f"the views are behind ({out['views']}): `embed plan` (or the same cutover/rollback again) "
-                       "brings them to what production reads")
+        nxt = (f"the views are behind ({views}): `embed plan` (or the same cutover/rollback again) "
+               "brings them to what production reads")
     elif st.untold:
-        out["next"] = "Honcho's column holds this space: restart Honcho with the settings below"
-    return out
+        nxt = "Honcho's column holds this space: restart Honcho with the settings below"
+    return ServingLine(cfg.label(st.space_fp), st.space_fp, st.mode or "initial", views, st.legacy_column,
+                       cfg.label(st.from_fp) if st.from_fp else None, nxt)

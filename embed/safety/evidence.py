@@ -189,10 +189,11 @@ def _coverage(cfg: Config, url: str, b: Bundle) -> None:
     except psycopg.errors.UndefinedTable as e:
         b.sections["status"] = f"status: a source table is missing ({first_line(str(e))}): {NONE}"
         return
-    b.add_json("status.json", st, "coverage per source (and per workspace): live rows, current vectors, stale, "
+    b.add_json("status.json", st.as_dict(), "coverage per source (and per workspace): live rows, current vectors, stale, "
                "orphans, pending, skipped, HNSW index state")
     b.sections["status"] = "status: " + "; ".join(
-        f"{p['source']} {p.get('coverage_pct', '-')}% covered, {p.get('pending', '-')} pending" for p in st["pairs"]
+        f"{p.source} {p.totals.coverage_pct if p.totals else '-'}% covered, {p.totals.pending if p.totals else '-'} pending"
+        for p in st.pairs
     )
 
 
