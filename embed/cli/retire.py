@@ -1,4 +1,4 @@
-"""`embed retire`, `embed pin`, `embed unpin`, `embed history`: delayed deletion and its audit trail."""
+"""`embed retire`, `embed pin`, `embed unpin`: delayed deletion of a space's vectors."""
 
 from __future__ import annotations
 
@@ -115,31 +115,3 @@ def unpin(env: Env, space_name: str) -> None:
     cfg = env.config()
     r = run(cfg, env.url(cfg), space_name)
     click.echo(f"unpinned {r.space} ({r.fingerprint[:12]})")
-
-
-@cli.command()
-@click.option("--space", "space_name", help="Only events about this space (including cutovers away from it).")
-@click.option("--limit", type=click.IntRange(1), help="Only the most recent N events.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with each event's details).")
-@click.pass_obj
-@fail_cleanly
-def history(env: Env, space_name: str | None, limit: int | None, as_json: bool) -> None:
-    """The event log, oldest first: time, actor, kind, space (name + fingerprint), source, outcome, reason.
-
-    Events carry ids, counts and hashes, never memory text.
-
-    \b
-    Example:
-      embed history --space bge_m3
-      embed history --limit 20 --json
-    """
-    from embed.api import history as run
-
-    cfg = env.config()
-    rows = run(cfg, env.url(cfg), space_name, limit)
-    emit([r.as_dict() for r in rows], as_json, lambda _: [
-        f"{r.at:%Y-%m-%d %H:%M:%S%z}  {r.actor:<24} {r.kind:<13} "
-        f"{(r.space or '-') + (' ' + r.space_fp[:12] if r.space_fp else ''):<32} {r.source or '-':<18} "
-        f"{r.outcome:<7} {r.reason or ''}".rstrip()
-        for r in rows
-    ] or ["no events"])
