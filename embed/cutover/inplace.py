@@ -43,7 +43,7 @@ from embed.cutover.inplace_run import BATCH_ROWS, STAGE_ATTEMPTS, STAGE_LOCK_TIM
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
 from embed.errors import Busy, EmbedError, NothingToDo
-from embed.result import Result
+from embed.result import PerSource, Result
 from embed.spaces import Space
 from embed.store import registry
 from embed.store.indexes import HNSW_MAX_DIMS
@@ -80,21 +80,17 @@ class StagedSource(Result):
 
 
 @dataclass(frozen=True)
-class Staged(Result):
-    space: str
-    fingerprint: str
+class Staged(PerSource):
     sources: dict[str, StagedSource]
+    TOTALS = ("rows_staged", "rows_missing")
 
     @property
     def rows_staged(self) -> int:
-        return sum(s.rows_staged for s in self.sources.values())
+        return self.total("rows_staged")
 
     @property
     def rows_missing(self) -> int:
-        return sum(s.rows_missing for s in self.sources.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rows_staged": self.rows_staged, "rows_missing": self.rows_missing}
+        return self.total("rows_missing")
 
 
 def stage(
@@ -407,23 +403,17 @@ class FilledSource(Result):
 
 
 @dataclass(frozen=True)
-class Filled(Result):
-    space: str
-    fingerprint: str
+class Filled(PerSource):
     sources: dict[str, FilledSource]
+    TOTALS = ("rows_filled", "rows_without_vector")
 
     @property
     def rows_filled(self) -> int:
-        return sum(s.rows_filled for s in self.sources.values())
+        return self.total("rows_filled")
 
     @property
     def rows_without_vector(self) -> int:
-        return sum(s.rows_without_vector for s in self.sources.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"space": self.space, "fingerprint": self.fingerprint,
-                "sources": {n: s.as_dict() for n, s in self.sources.items()},
-                "rows_filled": self.rows_filled, "rows_without_vector": self.rows_without_vector}
+        return self.total("rows_without_vector")
 
 
 def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None,
