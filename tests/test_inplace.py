@@ -251,6 +251,39 @@ def test_swap_back_restores_the_old_space_exactly(db_url: str, cfg: Config, monk
     assert state == "synced"
 
 
+def test_a_row_edited_then_soft_deleted_keeps_no_vector_of_its_old_text(db_url: str, cfg: Config) -> None:
+    """Found by the rehearsal: a document Honcho edited and then soft-deleted while the other
+    space sat in its tagged column came back, after the swap, with a vector of its old text
+    (no reader reads a deleted row, but a vector in a column is always its row's text's)."""
+    url = honcho_db(db_url, cfg, documents=100, messages=20)
+    fill_store(url, cfg)
+    inplace.stage(cfg, url, NEW, progress=False)
+
+    def edit_and_delete(conn: psycopg.Connection, offset: int) -> str:
+        doc = conn.execute("SELECT id FROM documents WHERE deleted_at IS NULL AND btrim(content) <> '' ORDER BY id "
+                           "OFFSET %s LIMIT 1", (offset,)).fetchone()[0]
+        conn.execute("UPDATE documents SET content = content || ' (edited)', embedding = NULL, "
+                     "sync_state = 'pending' WHERE id = %s", (doc,))
+        conn.execute("UPDATE documents SET deleted_at = now() WHERE id = %s", (doc,))
+        return doc
+
+    with connect(url, autocommit=True) as conn:  # between staging and the swap: the new space's column
+        before_swap = edit_and_delete(conn, 3)
+    inplace.swap(cfg, url, NEW)
+    with connect(url, autocommit=True) as conn:  # after the cutover: the old space's column
+        after_swap = edit_and_delete(conn, 5)
+    inplace.swap_back(cfg, url, cfg.space(LEGACY))
+    with connect(url) as conn:
+        held = dict(conn.execute(f"SELECT id, {col(cfg, NEW)} IS NOT NULL FROM documents WHERE id = %s",
+                                 (before_swap,)).fetchall())
+        held.update(conn.execute("SELECT id, embedding IS NOT NULL FROM documents WHERE id = %s",
+                                 (after_swap,)).fetchall())
+        records = conn.execute(  # the record of each cleared value went with it
+            "SELECT count(*) FROM embed_store.inplace_staged WHERE (source_id, space_fp) IN ((%s, %s), (%s, %s))",
+            (before_swap, cfg.space(NEW).fingerprint, after_swap, cfg.space(LEGACY).fingerprint)).fetchone()[0]
+    assert held == {before_swap: False, after_swap: False} and records == 0
+
+
 # ---------------------------------------------------------------------------------- refusals
 def test_refusals_change_nothing(honcho: str, cfg: Config) -> None:
     url = honcho

@@ -220,8 +220,13 @@ def assert_column_is(url: str, settings: dict[str, str]) -> None:
             rows = conn.execute(f"SELECT id, content, embedding FROM {table} WHERE embedding IS NOT NULL").fetchall()
             want = HonchoEmbedder(settings)([t for _, t, _ in rows])
             got = np.stack([v.to_numpy() for _, _, v in rows])
-            off = [str(rows[i][0]) for i in np.flatnonzero(np.abs(got - want).max(axis=1) > 1e-5)]
-            assert not off, f"{table}: {len(off)} of {len(rows)} vectors are not their text's, e.g. ids {off[:5]}"
+            off = [rows[i][0] for i in np.flatnonzero(np.abs(got - want).max(axis=1) > 1e-5)]
+            if off:  # name them with what the row says about itself (never its text)
+                live = "deleted_at IS NULL" if table == "documents" else "TRUE"
+                why = conn.execute(f"SELECT id::text, {live}, sync_state FROM {table} WHERE id = ANY(%s) ORDER BY id",
+                                   (off,)).fetchall()
+                raise AssertionError(f"{table}: {len(off)} of {len(rows)} vectors are not their text's "
+                                     f"(id, live, sync_state): {why[:5]}")
 
 
 def now(url: str) -> str:

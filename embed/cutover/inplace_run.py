@@ -134,12 +134,14 @@ def batched(
 
 
 def refresher(t: Target, col: str) -> Callable[[str | None, str | None], Work]:
-    """Batches of `refresh`, each also moving unchanged rows' records to their current xmin."""
+    """Batches of `refresh`, each also moving unchanged rows' records to their current xmin and
+    clearing stale vectors of rows that are no longer live (inplace_sql.clear_dead)."""
     def make(lo: str | None, hi: str | None) -> Work:
         def work(conn: psycopg.Connection) -> tuple[int, int]:
             filled, cleared, _ = refresh(conn, t, col, lo, hi)
             conn.execute(inplace_sql.touch(t, col, lo, hi))
-            return filled, cleared
+            _, dead = conn.execute(inplace_sql.clear_dead(t, col, lo, hi)).fetchone()
+            return filled, cleared + dead
         return work
     return make
 

@@ -7,7 +7,8 @@ one). A tagged column is a copy of its space's store table, and `embed_store.inp
 records, per row, the content hash whose stored vector the column holds. A tagged column's value
 is current when it is not NULL and that hash equals the row's content hash now; so an edit in
 the source makes it stale without anyone touching the column, and the in-lock catch-up of a
-swap reads hashes, never vectors. The record also keeps the row version's xmin: a row whose
+swap reads hashes, never vectors. Rows that are no longer live keep a tagged value only while it
+is current (`clear_dead`): the column may become the live one. The record also keeps the row version's xmin: a row whose
 xmin is unchanged was not written since, so its hash need not even be computed.
 
 The source is only ever read through a derived table over it (the operator's live filter binds
@@ -224,6 +225,29 @@ def touch(t: Target, col: str, lo: str | None = None, hi: str | None = None) -> 
         rows=rows(t, [sql.SQL("{} IS NULL AS empty").format(column(col)), sql.SQL("xmin AS xmin")], bounds(t, lo, hi)),
         sha=t.sha(sql.SQL("r.text")), **_keys(t),
     )
+
+
+def clear_dead(t: Target, col: str, lo: str | None = None, hi: str | None = None) -> sql.Composed:
+    """Rows in (lo, hi] that are not live (soft-deleted, filtered out) whose tagged column holds a
+    vector that is not current (their text changed since): cleared, with their record. No reader
+    reads such a row, but the column may become the live one, and a vector in a column is always
+    its row's text's (the legacy space's after a rollback included). Returns (0, rows cleared)."""
+    c = column(col)
+    return sql.SQL(
+        """WITH r AS (
+             SELECT {id} AS id, {text}::text AS text, xmin AS xmin FROM {src}
+             WHERE NOT coalesce(({live}), false) AND {c} IS NOT NULL{bounds}),
+           d AS (
+             SELECT r.id FROM r LEFT JOIN {staged} AS k
+               ON k.source = {source} AND k.space_fp = {fp} AND k.source_id = r.id::text
+             WHERE k.source_id IS NULL OR (k.row_xmin IS DISTINCT FROM r.xmin AND k.content_sha256 IS DISTINCT FROM {sha})),
+           u AS (
+             UPDATE {src} AS x SET {c} = NULL FROM d WHERE x.{id} = d.id RETURNING x.{id}::text AS id),
+           del AS (
+             DELETE FROM {staged} AS k USING u WHERE k.source = {source} AND k.space_fp = {fp} AND k.source_id = u.id)
+           SELECT 0, count(*) FROM u"""
+    ).format(text=t.text, live=t.live, c=c, sha=t.sha(sql.SQL("r.text")),
+             bounds=sql.SQL("").join(sql.SQL(" AND ") + b for b in bounds(t, lo, hi)), **_keys(t))
 
 
 def refresh(t: Target, col: str) -> sql.Composed:
