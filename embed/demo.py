@@ -217,7 +217,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
 
         p = retire_plan(st["cfg"], st["url"], legacy)
         why = p.blockers[0] if p.blockers else "allowed"
-        return f"dry run for {legacy}: would free {human_bytes(p['bytes'])}; {why}"
+        return f"dry run for {legacy}: would free {human_bytes(p.bytes)}; {why}"
 
     def evidence() -> str:
         from embed.safety.evidence import write_bundle

@@ -149,7 +149,8 @@ def cutover(env: Env, space_name: str, mode: str, stage_only: bool, writers_stop
     cfg = env.config()
     policy = _policy(writers_stopped, allow_live_writers)
     r = _run_switch(lambda: run(cfg, env.url(cfg), space_name, mode=mode, sources=list(sources) or None,
-                                lock_timeout_s=lock_timeout, stage_only=stage_only, writers_policy=policy),
+                                lock_timeout_s=lock_timeout, stage_only=stage_only, writers_policy=policy,
+                                progress=sys.stderr.isatty()),  # a log keeps only the result
                     settings_out)
     if stage_only:
         emit(r, as_json, lambda o: [f"staged {n}: {s.rows_staged} row(s) in {s.column}, {s.rows_missing} "

@@ -94,7 +94,7 @@ class Staged(PerSource):
 
 
 def stage(
-    cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None, progress: bool = True,
+    cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None, progress: bool = False,
     batch_rows: int = BATCH_ROWS,
 ) -> Staged:
     """Stage `space_name` next to each source's live vector column, ahead of the swap: a tagged

@@ -229,18 +229,19 @@ def touch(t: Target, col: str, lo: str | None = None, hi: str | None = None) -> 
 
 def clear_dead(t: Target, col: str, lo: str | None = None, hi: str | None = None) -> sql.Composed:
     """Rows in (lo, hi] that are not live (soft-deleted, filtered out) whose tagged column holds a
-    vector that is not current (their text changed since): cleared, with their record. No reader
-    reads such a row, but the column may become the live one, and a vector in a column is always
-    its row's text's (the legacy space's after a rollback included). Returns (0, rows cleared)."""
+    vector recorded for other content than theirs now (edited, then deleted): cleared, with their
+    record. No reader reads such a row, but the column may become the live one, and a vector in a
+    column is always its row's text's. A value with no record is the application's own (a row
+    deleted before it was ever staged or adopted) and is kept as it is. Returns (0, rows cleared)."""
     c = column(col)
     return sql.SQL(
         """WITH r AS (
              SELECT {id} AS id, {text}::text AS text, xmin AS xmin FROM {src}
              WHERE NOT coalesce(({live}), false) AND {c} IS NOT NULL{bounds}),
            d AS (
-             SELECT r.id FROM r LEFT JOIN {staged} AS k
+             SELECT r.id FROM r JOIN {staged} AS k
                ON k.source = {source} AND k.space_fp = {fp} AND k.source_id = r.id::text
-             WHERE k.source_id IS NULL OR (k.row_xmin IS DISTINCT FROM r.xmin AND k.content_sha256 IS DISTINCT FROM {sha})),
+             WHERE k.row_xmin IS DISTINCT FROM r.xmin AND k.content_sha256 IS DISTINCT FROM {sha}),
            u AS (
              UPDATE {src} AS x SET {c} = NULL FROM d WHERE x.{id} = d.id RETURNING x.{id}::text AS id),
            del AS (

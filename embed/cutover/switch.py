@@ -191,10 +191,11 @@ def _moves(conn: psycopg.Connection, cfg: Config, kind: str, to: dict[str, Space
 
 # -------------------------------------------------------------------------------------- cutover
 def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources: list[str] | None = None,
-            lock_timeout_s: float = 2.0, stage_only: bool = False, writers_policy: str = writers.CHECK
-            ) -> SwitchResult | inplace.Staged:
+            lock_timeout_s: float = 2.0, stage_only: bool = False, writers_policy: str = writers.CHECK,
+            progress: bool = False) -> SwitchResult | inplace.Staged:
     """Make `space_name` what each source's production reads, if and only if every gate passes;
-    or finish a switch to it that a crash or a failure left half-done."""
+    or finish a switch to it that a crash or a failure left half-done. `progress`: the in-place
+    staging's Progress on stderr."""
     if mode not in MODES:
         raise EmbedError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
     space = cfg.space(space_name)
@@ -203,7 +204,7 @@ def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources
     if stage_only:
         if mode != INPLACE:
             raise EmbedError("--stage-only stages Honcho's columns: it needs --mode honcho-inplace")
-        return inplace.stage(cfg, url, space.name, sources=names)
+        return inplace.stage(cfg, url, space.name, sources=names, progress=progress)
     with exclusive(url) as lock:
         states = serving.read(lock, cfg)
         column = {s: live_fp(lock, cfg, cfg.source(s)) for s in names if cfg.source(s).vector_column}
@@ -230,7 +231,7 @@ def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources
         to = {s: space for s in names}
         if mode == VIEW:
             return replace(_switch_views(cfg, url, lock, "cutover", to, states), gates=checked)
-        staged = inplace.stage(cfg, url, space.name, sources=names)
+        staged = inplace.stage(cfg, url, space.name, sources=names, progress=progress)
         out = _switch_inplace(cfg, url, lock, "cutover", space, states, writers_policy, lock_timeout_s)
         return replace(out, gates=checked, staged=staged)
 
