@@ -24,9 +24,9 @@ from pathlib import Path
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from embed.embedders import get_embedder  # noqa: E402
-from embed.spaces import Space  # noqa: E402
-from tests.support.badserver import BadServer  # noqa: E402
+from embed.embedders import get_embedder
+from embed.spaces import Space
+from tests.support.badserver import BadServer
 
 
 def texts(n: int, i: int) -> list[str]:
