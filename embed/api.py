@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from embed import mesh, store
 from embed.config import Config
-from embed.db.connection import connect, ensure_pgvector, resolve_url
+from embed.db.connection import connect, ensure_pgvector
 from embed.db.files import write_atomic
 from embed.errors import EmbedError, NotInitialized
 from embed.result import Result
@@ -65,7 +65,7 @@ def list_spaces(cfg: Config, db: str | None = None) -> list[SpaceRow]:
     states: dict[str, str] = {}
     active = {cfg.legacy_space.fingerprint}  # what an unreachable database is assumed to read
     try:
-        with connect(resolve_url(cfg, db)) as conn:
+        with connect(cfg.database_url(db)) as conn:
             if store.is_initialized(conn):
                 states = store.space_states(conn)
             active = {st.space_fp for st in serving.read(conn, cfg).values()}

@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
+from embed.db.connection import URL_ENV, mask
 from embed.db.idents import check_name, column, qualified
+from embed.db.localpg import LocalServer
 from embed.errors import EmbedError, first_line
 from embed.spaces import Space, parse_space
 
@@ -131,6 +133,21 @@ class Config:
     def sources(self) -> dict[str, Source]:
         raw = self.variables.get("embed_sources") or {}
         return {name: parse_source(name, spec) for name, spec in raw.items()}
+
+    def database_url(self, db: str | None = None) -> str:
+        """The target database: the flag, then $EMBED_DATABASE_URL, then the embedded server of
+        the `local` gateway."""
+        url = db or os.environ.get(URL_ENV)
+        if url:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise EmbedError(f"database URL must start with postgresql:// (got {mask(url)[:40]!r})")
+            return url
+        if self.gateway != "local":
+            raise EmbedError(f"gateway {self.gateway!r} needs a database: pass --db URL or set {URL_ENV}")
+        server = LocalServer.default(self.project)
+        if not server.status()["running"]:
+            raise EmbedError("the embedded database is not running: start it with `embed db up`")
+        return server.url()
 
     def space(self, name: str) -> Space:
         try:

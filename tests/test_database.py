@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from embed.cli import cli
 from embed.config import Config
-from embed.db.connection import connect, ensure_pgvector, mask, resolve_url, sqlmesh_env
+from embed.db.connection import connect, ensure_pgvector, mask, sqlmesh_env
 from embed.db.localpg import LocalServer, bin_dir
 from embed.errors import EmbedError
 from tests.conftest import free_port, server_home
@@ -26,14 +26,14 @@ def test_mask_and_sqlmesh_env() -> None:
 
 
 def test_url_resolution_order(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_url(cfg, "postgresql://a@h/x") == "postgresql://a@h/x"
+    assert cfg.database_url("postgresql://a@h/x") == "postgresql://a@h/x"
     monkeypatch.setenv("EMBED_DATABASE_URL", "postgresql://b@h/y")
-    assert resolve_url(cfg) == "postgresql://b@h/y"
+    assert cfg.database_url() == "postgresql://b@h/y"
     monkeypatch.delenv("EMBED_DATABASE_URL")
     with pytest.raises(EmbedError, match="needs a database"):
-        resolve_url(Config.load(cfg.project, "honcho"))
+        Config.load(cfg.project, "honcho").database_url()
     with pytest.raises(EmbedError, match="must start with postgresql://"):
-        resolve_url(cfg, "mysql://root@h/x")
+        cfg.database_url("mysql://root@h/x")
 
 
 def test_unreachable_server_error_names_it_without_the_password() -> None:

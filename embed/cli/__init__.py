@@ -30,9 +30,7 @@ class Env:
         return Config.load(self.project, self.gateway)
 
     def url(self, cfg=None) -> str:
-        from embed.db.connection import resolve_url
-
-        return resolve_url(cfg or self.config(), self.db)
+        return (cfg or self.config()).database_url(self.db)
 
 
 def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:

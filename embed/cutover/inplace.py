@@ -47,7 +47,7 @@ from embed.result import PerSource, Result
 from embed.spaces import Space
 from embed.store import registry
 from embed.store.indexes import HNSW_MAX_DIMS
-from embed.store.location import live_fp, recorded
+from embed.store.location import COLUMNS, columns, live_column, live_fp, recorded
 from embed.store.target import Target
 
 __all__ = ["fill_column", "stage", "state", "swap", "swap_back"]
@@ -112,7 +112,7 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
                show: bool) -> StagedSource:
     t0 = time.monotonic()
     t = Target(src, space)
-    live = inplace_sql.live_column(src)
+    live = live_column(src)
     if live_fp(conn, cfg, src) == space.fingerprint:
         raise NothingToDo(f"space {space.name} is already live in {src.table}.{live}: nothing to stage")
     inplace_run.needs_store(conn, t)
@@ -134,9 +134,9 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
 def _ensure_column(conn: psycopg.Connection, t: Target) -> str:
     """Add the staged column (catalog-only: nullable, no default) and record it, atomically."""
     col = inplace_sql.tagged_column(t.source, t.space)
-    have = inplace_sql.columns(conn, t.source)
-    if inplace_sql.live_column(t.source) not in have:
-        raise EmbedError(f"{t.source.table} has no column {inplace_sql.live_column(t.source)}")
+    have = columns(conn, t.source)
+    if live_column(t.source) not in have:
+        raise EmbedError(f"{t.source.table} has no column {live_column(t.source)}")
     rec = recorded(conn).get((t.source.name, col))
     if rec and rec[0] != t.space.fingerprint:
         raise EmbedError(f"{t.source.table}.{col} is recorded for another space ({rec[0][:12]}): rename the space")
@@ -158,11 +158,11 @@ def _ensure_column(conn: psycopg.Connection, t: Target) -> str:
 def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, *, batch_rows: int, lock_s: float = STAGE_LOCK_TIMEOUT_S,
            attempts: int = STAGE_ATTEMPTS, busy: str | None = None) -> int:
     """Copy the live column's trusted vectors into its own space's store table (see inplace_sql.adopt)."""
-    live = inplace_sql.live_column(src)
+    live = live_column(src)
     old = registry.by_fp(conn, cfg, live_fp(conn, cfg, src))
     t = Target(src, old)
     inplace_run.needs_store(conn, t)
-    dims = inplace_sql.columns(conn, src)[live].dims
+    dims = columns(conn, src)[live].dims
     if dims != old.dims:
         raise EmbedError(f"{src.table}.{live} is vector({dims}) but should hold space {old.name} ({old.dims} dims)")
     trust = inplace_sql.trusted(live, bool(inplace_sql.has_columns(conn, src, ["sync_state"])))
@@ -225,12 +225,12 @@ class _Plan:
 
 def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Plan:
     """Every refusal of a swap, before anything changes."""
-    live = inplace_sql.live_column(src)
+    live = live_column(src)
     old_fp = live_fp(conn, cfg, src)
     if old_fp == new.fingerprint:
         raise NothingToDo(f"space {new.name} is already live in {src.table}.{live}; nothing changed")
     old = registry.by_fp(conn, cfg, old_fp)
-    cols, idx = inplace_sql.columns(conn, src), inplace_sql.indexes(conn, src)
+    cols, idx = columns(conn, src), inplace_sql.indexes(conn, src)
     staged, retired = inplace_sql.tagged_column(src, new), inplace_sql.tagged_column(src, old)
     _, table = src.schema_table
     if live not in cols:
@@ -353,7 +353,7 @@ def _swap_locked(conn: psycopg.Connection, p: _Plan) -> dict[str, Any]:
     conn.execute(rename_col.format(t.src, sql.Identifier(p.live), sql.Identifier(p.retired)))
     conn.execute(rename_col.format(t.src, sql.Identifier(p.staged), sql.Identifier(p.live)))
     conn.execute(rename_idx.format(sql.Identifier(schema, p.staged_index), sql.Identifier(p.keep_name)))
-    conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND column_name = %s").format(inplace_sql.COLUMNS),
+    conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND column_name = %s").format(COLUMNS),
                  (p.source.name, p.staged))
     for stmt, params in (inplace_sql.record_column(p.source.name, p.live, p.new.fingerprint, p.old.fingerprint),
                          inplace_sql.record_column(p.source.name, p.retired, p.old.fingerprint)):
@@ -437,8 +437,8 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
     plan: list[tuple[Source, str, bool]] = []
     for src in srcs:  # check every column first: fail before embedding anything
         live = live_fp(conn, cfg, src) == space.fingerprint
-        col = inplace_sql.live_column(src) if live else inplace_sql.tagged_column(src, space)
-        if not live and (col not in inplace_sql.columns(conn, src) or (src.name, col) not in rec):
+        col = live_column(src) if live else inplace_sql.tagged_column(src, space)
+        if not live and (col not in columns(conn, src) or (src.name, col) not in rec):
             raise EmbedError(f"no column of {src.table} holds space {space.name}: stage it first")
         plan.append((src, col, live))
     synced: dict[str, Any] | None = None
@@ -475,9 +475,9 @@ def state(cfg: Config, url: str) -> dict[str, Any]:
         rec = recorded(conn) if ready else {}
         out: dict[str, Any] = {}
         for src in inplace_run.sources_of(cfg):
-            live = inplace_sql.live_column(src)
+            live = live_column(src)
             _, table = src.schema_table
-            cols, idx = inplace_sql.columns(conn, src), inplace_sql.indexes(conn, src)
+            cols, idx = columns(conn, src), inplace_sql.indexes(conn, src)
             live_fp, previous = rec.get((src.name, live), (cfg.legacy_space.fingerprint, None))
             tagged = []
             for name in sorted(c for c in cols if c != live):

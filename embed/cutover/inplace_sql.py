@@ -30,9 +30,9 @@ from embed.errors import EmbedError
 from embed.spaces import Space
 from embed.store import SCHEMA
 from embed.store.indexes import OPCLASS
+from embed.store.location import COLUMNS, live_column
 from embed.store.target import Target
 
-COLUMNS = sql.Identifier(SCHEMA, "inplace_columns")
 STAGED = sql.Identifier(SCHEMA, "inplace_staged")
 
 
@@ -40,12 +40,6 @@ STAGED = sql.Identifier(SCHEMA, "inplace_staged")
 
 
 # ---------------------------------------------------------------------------------------- names
-def live_column(source: Source) -> str:
-    if not source.vector_column:
-        raise EmbedError(f"source {source.name} has no vector_column: nothing to cut over in place")
-    return source.vector_column
-
-
 def tagged_column(source: Source, space: Space) -> str:
     """`<vector_column>__<space>_<fp8>`: the column that holds `space` while it is not live
     (embed.safety.retire drops exactly this name)."""
@@ -67,32 +61,12 @@ def index_name(table: str, col: str) -> str:
 
 # -------------------------------------------------------------------------------------- catalog
 @dataclass(frozen=True)
-class ColumnInfo:
-    name: str
-    dims: int | None  # the vector typmod (None: not a typed vector)
-    not_null: bool
-
-
-@dataclass(frozen=True)
 class IndexInfo:
     name: str
     column: str
     valid: bool  # indisvalid AND indisready: usable by the planner and maintained by writers
     method: str
     opclass: str
-
-
-def columns(conn: psycopg.Connection, source: Source) -> dict[str, ColumnInfo]:
-    """The live vector column and every tagged column of the source table."""
-    schema, table = source.schema_table
-    prefix = f"{live_column(source)}__"
-    rows = conn.execute(
-        """SELECT a.attname, format_type(a.atttypid, NULL) = 'vector', a.atttypmod, a.attnotnull
-           FROM pg_attribute a WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
-             AND a.attnum > 0 AND NOT a.attisdropped AND (a.attname = %s OR left(a.attname, %s) = %s)""",
-        (schema, table, live_column(source), len(prefix), prefix),
-    ).fetchall()
-    return {n: ColumnInfo(n, int(mod) if is_vec and mod > 0 else None, bool(nn)) for n, is_vec, mod, nn in rows}
 
 
 def indexes(conn: psycopg.Connection, source: Source) -> dict[str, IndexInfo]:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from pgvector.psycopg import register_vector
 
-from embed.config import Config
-from embed.db.localpg import LocalServer
 from embed.errors import EmbedError, first_line
 
 URL_ENV = "EMBED_DATABASE_URL"
@@ -20,21 +17,6 @@ MIN_PGVECTOR = (0, 5, 0)  # HNSW; 0.8 adds iterative index scans for filtered qu
 def mask(url: str) -> str:
     """The URL with its password replaced, for printing."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def resolve_url(cfg: Config, db: str | None = None) -> str:
-    """Flag, then $EMBED_DATABASE_URL, then the embedded server of the `local` gateway."""
-    url = db or os.environ.get(URL_ENV)
-    if url:
-        if not url.startswith(("postgresql://", "postgres://")):
-            raise EmbedError(f"database URL must start with postgresql:// (got {mask(url)[:40]!r})")
-        return url
-    if cfg.gateway != "local":
-        raise EmbedError(f"gateway {cfg.gateway!r} needs a database: pass --db URL or set {URL_ENV}")
-    server = LocalServer.default(cfg.project)
-    if not server.status()["running"]:
-        raise EmbedError("the embedded database is not running: start it with `embed db up`")
-    return server.url()
 
 
 def sqlmesh_env(url: str) -> dict[str, str]:

@@ -23,7 +23,6 @@ from psycopg import sql
 
 from embed import store
 from embed.config import Config
-from embed.cutover.inplace_sql import COLUMNS
 from embed.db import locks
 from embed.db.connection import connect
 from embed.db.idents import qualified
@@ -32,7 +31,7 @@ from embed.result import Result
 from embed.safety.backup import VerifiedBackup, ensure_ops_tables, find_verified_backup
 from embed.spaces import Space
 from embed.store import registry, serving
-from embed.store.location import live_fp, recorded
+from embed.store.location import COLUMNS, live_fp, recorded
 
 DEFAULT_RETENTION_DAYS = 14
 DROP_LOCK_TIMEOUT = "10s"  # a column drop locks a live source table: fail rather than queue Honcho behind us

@@ -20,13 +20,40 @@ import psycopg
 from psycopg import sql
 
 from embed.config import Config, Source
-from embed.cutover.inplace_sql import COLUMNS, columns
 from embed.db.idents import column, qualified
 from embed.errors import EmbedError
 from embed.spaces import Space
-from embed.store import table_ident
+from embed.store import SCHEMA, table_ident
 
 LIVE, PARKED, STORE = "live", "parked", "store"
+
+COLUMNS = sql.Identifier(SCHEMA, "inplace_columns")  # (source, column) -> the space it holds, and the one before
+
+
+def live_column(source: Source) -> str:
+    if not source.vector_column:
+        raise EmbedError(f"source {source.name} has no vector_column: nothing to cut over in place")
+    return source.vector_column
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    dims: int | None  # the vector typmod (None: not a typed vector)
+    not_null: bool
+
+
+def columns(conn: psycopg.Connection, source: Source) -> dict[str, ColumnInfo]:
+    """The live vector column and every tagged column of the source table."""
+    schema, table = source.schema_table
+    prefix = f"{live_column(source)}__"
+    rows = conn.execute(
+        """SELECT a.attname, format_type(a.atttypid, NULL) = 'vector', a.atttypmod, a.attnotnull
+           FROM pg_attribute a WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+             AND a.attnum > 0 AND NOT a.attisdropped AND (a.attname = %s OR left(a.attname, %s) = %s)""",
+        (schema, table, live_column(source), len(prefix), prefix),
+    ).fetchall()
+    return {n: ColumnInfo(n, int(mod) if is_vec and mod > 0 else None, bool(nn)) for n, is_vec, mod, nn in rows}
 
 
 @dataclass(frozen=True)
