@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg import sql
 
-from embed import api, mesh
+from embed import api
 from embed.config import Config
 from embed.db.connection import connect, mask
 from embed.db.files import write_atomic
@@ -106,23 +106,21 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return f"embed_store: {len(out.created_tables)} table(s) created, {len(cfg.spaces)} spaces declared"
 
     def plan() -> str:
-        out = mesh.plan(st["cfg"], st["url"])
+        out = api.plan(st["cfg"], st["url"])
         return f"sqlmesh plan applied: {len(out.new_snapshots)} view(s) built; audits passed"
 
     def reset() -> str:
-        from embed.cutover.switch import rollback
-
         dcfg = st["cfg"]
         if all(name == legacy for name in _reads(dcfg, st["url"]).values()):
             return f"production reads {legacy} (the legacy space)"
-        rollback(dcfg, st["url"])
+        api.rollback(dcfg, st["url"])
         return f"a previous demo left {CANDIDATE} active: rolled back to {legacy} to replay the procedure"
 
     def backup() -> str:
-        from embed.safety.backup import human_bytes, take_backup
+        from embed.safety.backup import human_bytes
 
         out = st["work"] / "backups" / time.strftime("%Y%m%dT%H%M%S")
-        m = take_backup(st["cfg"], st["url"], out, redis_url=st["redis"])
+        m = api.take_backup(st["cfg"], st["url"], out, redis_url=st["redis"])
         size = sum(f["bytes"] for f in m.manifest["files"].values())
         return f"backup verified ({len(m.manifest['database']['tables'])} tables, {human_bytes(size)}" + (
             ", Redis RDB" if st["redis"] else "") + f") in {out}"
@@ -139,9 +137,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return "; ".join(lines)
 
     def backfill() -> str:
-        from embed.fill.backfill import backfill as fill
-
-        outs = [fill(st["cfg"], st["url"], name, progress=False) for name in candidates]
+        outs = [api.backfill(st["cfg"], st["url"], name, progress=False) for name in candidates]
         return "; ".join(f"{o.space}: {o.rows_written} rows written, {o.rows_reused} reused, "
                          f"{o.rows_per_s} rows/s" for o in outs)
 
@@ -167,35 +163,29 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
 
     def shadow() -> str:
         from embed.shadow.report import render_html
-        from embed.shadow.run import shadow as compare
 
-        results = compare(st["cfg"], st["url"], baseline=legacy, candidates=candidates, queries=200)
+        results = api.shadow(st["cfg"], st["url"], baseline=legacy, candidates=candidates, queries=200)
         html = st["work"] / "shadow-documents.html"
         write_atomic(html, render_html(results["documents"]))
         st["report"] = html
         return _shadow_line(results["documents"], legacy) + f"; report {html}"
 
     def gate_blocked() -> str:
-        from embed.cutover.switch import gate
-
         st["writer"].burst(3)  # Honcho kept writing after the last sync
-        r = gate(st["cfg"], st["url"], CANDIDATE)
+        r = api.gate(st["cfg"], st["url"], CANDIDATE)
         return ("BLOCKED: " + r.summary()) if not r.passed else "passed (expected a lag)"
 
     def gate_passing() -> str:
-        from embed.cutover.switch import gate
         from embed.fill.backfill import Options
         from embed.fill.sync import sync_once
 
         n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False)).rows_written
-        r = gate(st["cfg"], st["url"], CANDIDATE)
+        r = api.gate(st["cfg"], st["url"], CANDIDATE)
         verdict = "PASS" if r.passed else "BLOCKED"
         return f"after `embed sync` ({n} written): {verdict}, {sum(g.passed for g in r.gates)}/{len(r.gates)} gates"
 
     def cutover() -> str:
-        from embed.cutover.switch import cutover as switch
-
-        out = switch(st["cfg"], st["url"], CANDIDATE)
+        out = api.cutover(st["cfg"], st["url"], CANDIDATE)
         moved = ", ".join(f"{s} {a} -> {b}" for s, (a, b) in out.switched.items())
         return f"view mode: {moved} in {out.seconds} s"
 
@@ -203,27 +193,22 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return _honcho_style_query(st["cfg"], st["url"])
 
     def rollback() -> str:
-        from embed.cutover.switch import rollback as back
-
-        out = back(st["cfg"], st["url"])
+        out = api.rollback(st["cfg"], st["url"])
         moved = ", ".join(f"{s} -> {b}" for s, (_, b) in out.switched.items())
-        again = back(st["cfg"], st["url"])  # a retry is not a new action
+        again = api.rollback(st["cfg"], st["url"])  # a retry is not a new action
         return (f"{moved} in {out.seconds} s (the legacy column is kept current by Honcho itself); "
                 f"again: {again.outcome}")
 
     def retire() -> str:
         from embed.safety.backup import human_bytes
-        from embed.safety.retire import retire_plan
 
-        p = retire_plan(st["cfg"], st["url"], legacy)
+        p = api.retire_plan(st["cfg"], st["url"], legacy)
         why = p.blockers[0] if p.blockers else "allowed"
         return f"dry run for {legacy}: would free {human_bytes(p.bytes)}; {why}"
 
     def evidence() -> str:
-        from embed.safety.evidence import write_bundle
-
         out = st["work"] / "evidence"
-        idx = write_bundle(st["cfg"], st["url"], CANDIDATE, out)
+        idx = api.write_bundle(st["cfg"], st["url"], CANDIDATE, out)
         return f"{len(idx.index['files'])} file(s) in {out} (index.md lists their sha256)"
 
     steps: list[tuple[str, Callable[[], str]]] = [
