@@ -169,9 +169,10 @@ def check_inplace(cfg: Config, url: str) -> list[dict[str, Any]]:
             gen = GENERATORS.get(names.get(fp, ""))
             if gen is None:
                 continue
-            rows = conn.execute(sql.SQL("SELECT {}, {}, {} FROM {} WHERE {} AND {} IS NOT NULL").format(
+            # every row, the soft-deleted included: a swap must not bring one back with its old text's vector
+            rows = conn.execute(sql.SQL("SELECT {}, {}, {} FROM {} WHERE {} IS NOT NULL").format(
                 sql.Identifier(src.id_column), sql.Identifier(src.text_column), sql.Identifier(src.vector_column),
-                sql.SQL(src.table), sql.SQL(src.live_filter), sql.Identifier(src.vector_column))).fetchall()
+                sql.SQL(src.table), sql.Identifier(src.vector_column))).fetchall()
             if not rows:
                 continue
             want = gen([r[1] for r in rows])
