@@ -319,6 +319,25 @@ def test_truncation_by_bytes_is_recorded(bad: BadServer) -> None:
     assert sent[0] == "passage: krótki"
 
 
+def test_server_truncation_sends_texts_whole(bad: BadServer) -> None:
+    """A space that describes what Honcho wrote cuts where Honcho's requests were cut: nowhere
+    (the server applies its own window). The rehearsal's rollback found a long document whose
+    legacy vector embed had computed from a byte-cut text."""
+    sp = Space(
+        name="bad", provider="openai", model="m", revision="1", dims=DIMS, max_tokens=40,
+        passage_prefix="passage: ", options={"endpoint": bad.url, "truncate": "server"},
+    )  # fmt: skip
+    long_pl = "ż" * 100  # 200 UTF-8 bytes, over the byte rule's 32
+    with get_embedder(sp) as emb:
+        res = emb.embed(["krótki", long_pl], "passage")
+        assert emb.details["truncation"] == "by the server (texts sent whole)"
+    assert bad.requests[0][2]["input"] == ["passage: krótki", "passage: " + long_pl]
+    assert res.truncated.tolist() == [False, False]
+    with pytest.raises(EmbedConfigError, match="truncate must be 'bytes' or 'server'"):
+        get_embedder(Space(name="bad", provider="openai", model="m", revision="1", dims=DIMS, max_tokens=40,
+                           options={"endpoint": bad.url, "truncate": "tokens"}))
+
+
 def test_truncate_bytes_keeps_characters_whole() -> None:
     assert truncate_bytes("abc", 10) == ("abc", False)
     assert truncate_bytes("żżż", 5) == ("żż", True)

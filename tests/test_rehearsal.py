@@ -60,6 +60,7 @@ SPACES = """    {legacy}:
       max_tokens: 512
       endpoint: {legacy_url}
       server_applies_prefix: true
+      truncate: server
     {candidate}:
       provider: openai
       model: intfloat/multilingual-e5-small
@@ -70,6 +71,7 @@ SPACES = """    {legacy}:
       max_tokens: 512
       endpoint: {candidate_url}
       server_applies_prefix: true
+      truncate: server
 """
 MARKER = "fz{seed}n"  # what the simulated Honcho puts into every text it writes (privacy greps)
 SEED = 29
@@ -223,10 +225,10 @@ def assert_column_is(url: str, settings: dict[str, str]) -> None:
             off = [rows[i][0] for i in np.flatnonzero(np.abs(got - want).max(axis=1) > 1e-5)]
             if off:  # name them with what the row says about itself (never its text)
                 live = "deleted_at IS NULL" if table == "documents" else "TRUE"
-                why = conn.execute(f"SELECT id::text, {live}, sync_state FROM {table} WHERE id = ANY(%s) ORDER BY id",
-                                   (off,)).fetchall()
+                why = conn.execute(f"SELECT id::text, {live}, sync_state, octet_length(content) FROM {table} "
+                                   "WHERE id = ANY(%s) ORDER BY id", (off,)).fetchall()
                 raise AssertionError(f"{table}: {len(off)} of {len(rows)} vectors are not their text's "
-                                     f"(id, live, sync_state): {why[:5]}")
+                                     f"(id, live, sync_state, bytes): {why[:5]}")
 
 
 def now(url: str) -> str:

