@@ -9,8 +9,8 @@ is current when it is not NULL and that hash equals the row's content hash now; 
 the source makes it stale without anyone touching the column, and the in-lock catch-up of a
 swap reads hashes, never vectors. Rows that are no longer live keep a tagged value only while it
 is current (`clear_dead`): the column may become the live one. The record also keeps the row
-version's xmin: a row whose
-xmin is unchanged was not written since, so its hash need not even be computed.
+version's xmin: a row whose xmin is unchanged was not written since, so its hash need not even
+be computed.
 
 The source is only ever read through a derived table over it (the operator's live filter binds
 to nothing else), and every identifier is quoted with psycopg.sql.
