@@ -150,6 +150,30 @@ def test_some_documents_are_soft_deleted(honcho: Corpus) -> None:
     assert all(d["sync_state"] == "pending" and "embedding" not in d for d in honcho.documents)
 
 
+def test_documents_restate_the_message_they_cite(honcho: Corpus) -> None:
+    """Provenance as Honcho's deriver leaves it: a document's message_ids cite the user message
+    that stated its fact (same workspace, session and peer; its numbers repeated), and a share of
+    them restates it in the other language."""
+    messages = {m["id"]: m for m in honcho.messages}
+    derived = [d for d in honcho.documents if d["internal_metadata"]["message_ids"]]
+    assert len(derived) > 0.5 * len(honcho.documents)  # the rest: facts no seeded message stated
+    crossed = restated = 0
+    for d in derived:
+        (mid,) = d["internal_metadata"]["message_ids"]
+        m = messages[mid]
+        assert (m["workspace_name"], m["session_name"], m["peer_name"]) == (
+            d["workspace_name"], d["session_name"], d["observed"],
+        )
+        restated += set(re.findall(r"\d+", d["content"])) <= set(re.findall(r"\d+", m["content"]))
+        assert m["created_at"] < d["created_at"]
+        said = "pl" if PL_LETTERS & set(m["content"]) else "en"
+        crossed += d["internal_metadata"]["synthetic"]["lang"] != said
+    assert restated / len(derived) > 0.95  # a birth year is the deriver's addition to "my birthday is on ..."
+    assert 0.15 < crossed / len(derived) < 0.6
+    per_message = Counter(mid for d in derived for mid in d["internal_metadata"]["message_ids"])
+    assert max(per_message.values()) <= 24
+
+
 @pytest.mark.parametrize("name", ["small", "honcho"])
 def test_qrels_cover_every_language_pair(name: str, request: pytest.FixtureRequest) -> None:
     c: Corpus = request.getfixturevalue(name)

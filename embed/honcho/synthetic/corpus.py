@@ -600,6 +600,16 @@ class _User:
     used: set[tuple[str, str]] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class _Said:
+    """A fact a chat line states: its type, its once-per-peer key, its slot values, the language."""
+
+    ftype: FactType
+    key: str
+    slots: dict[str, Any]
+    lang: str
+
+
 @dataclass
 class _Fact:
     fid: str
@@ -634,6 +644,7 @@ class _Gen:
         self.ids = random.Random(f"embed.honcho:{seed}:ids")
         self.used_ids: set[str] = set()
         self.c = Corpus(seed=seed)
+        self.stated: list[tuple[int, datetime, _User, str, _Said]] = []  # (message id, at, user, session, fact)
 
     def rng(self, part: str) -> random.Random:
         return random.Random(f"embed.honcho:{self.seed}:{part}")
@@ -685,10 +696,14 @@ class _Gen:
         return users
 
     # ---- messages and their embedding chunk rows
-    def chat_line(self, rng: random.Random, lang: str, gender: str) -> str:
+    def chat_fact(self, rng: random.Random, lang: str, gender: str) -> tuple[str, _Said]:
+        """A first-person chat line and the fact it states (what Honcho's deriver would conclude)."""
         ft = rng.choices(FACT_TYPES, cum_weights=_FT_CUM)[0]
-        _, slots = ft.make(rng, gender)
-        return render(rng.choice(ft.say[lang]), gender, slots)
+        key, slots = ft.make(rng, gender)
+        return render(rng.choice(ft.say[lang]), gender, slots), _Said(ft, key, slots, lang)
+
+    def chat_line(self, rng: random.Random, lang: str, gender: str) -> str:
+        return self.chat_fact(rng, lang, gender)[0]
 
     def assistant_line(self, rng: random.Random, lang: str, u: _User) -> str:
         """An acknowledgement, often restating a conclusion about the user (as LLM replies do)."""
@@ -709,15 +724,14 @@ class _Gen:
             size += len(parts[-1])
         return "".join(parts).rstrip()
 
-    def messages(self, users: list[_User], target: int) -> dict[str, list[tuple[int, datetime]]]:
-        """Fill exactly `target` message_embeddings rows; returns user message ids per session."""
+    def messages(self, users: list[_User], target: int) -> None:
+        """Fill exactly `target` message_embeddings rows; record the facts user messages state."""
         rng = self.rng("messages")
         c = self.c
         sessions = [(u, s, lang) for u in users for s, lang in u.sessions]
         session_rows = {r["name"]: r for r in c.sessions}
         clock = {s: session_rows[s]["created_at"] + timedelta(minutes=rng.randint(0, 600)) for _, s, _ in sessions}
         seq: dict[str, int] = {s: 0 for _, s, _ in sessions}
-        by_session: dict[str, list[tuple[int, datetime]]] = {s: [] for _, s, _ in sessions}
         assistants = {ws: a for ws, _, a in WORKSPACES}
         old = [x for x in sessions if clock[x[1]] < OLD_STYLE_BEFORE]
         new = [x for x in sessions if clock[x[1]] >= OLD_STYLE_BEFORE]
@@ -729,6 +743,7 @@ class _Gen:
             forced += [(rng.choice(old or sessions), None), (rng.choice(new or sessions), None)]
         rows = 0
         while rows < target:
+            stated: list[_Said] = []
             if forced:
                 (u, sname, lang), text = forced.pop(0)
                 speaker = u.peer
@@ -745,8 +760,9 @@ class _Gen:
                 elif roll < 0.09:
                     text = rng.choice(SHORT_REPLIES)
                 else:
-                    lines = [self.chat_line(rng, lang, u.gender) for _ in range(rng.randint(1, 3))]
-                    text = " ".join(lines)
+                    said = [self.chat_fact(rng, lang, u.gender) for _ in range(rng.randint(1, 3))]
+                    text = " ".join(line for line, _ in said)
+                    stated = [fact for _, fact in said]
                     greeting = rng.choice(GREETINGS[lang])
                     if greeting.endswith(", ") and not text.startswith(("I ", "I'")):
                         text = text[0].lower() + text[1:]
@@ -755,6 +771,7 @@ class _Gen:
             if len(pieces) > target - rows:  # would overshoot the exact row count: say something short
                 text = rng.choice(SHORT_REPLIES)
                 pieces = [text]
+                stated = []
             seq[sname] += 1
             clock[sname] += timedelta(minutes=rng.randint(1, 30), seconds=rng.randint(0, 59))
             created = clock[sname]
@@ -764,8 +781,7 @@ class _Gen:
                                "metadata": {}, "internal_metadata": {}, "token_count": (len(text) + 3) // 4,
                                "seq_in_session": seq[sname], "created_at": created, "peer_name": speaker,
                                "workspace_name": u.ws})
-            if speaker == u.peer:
-                by_session[sname].append((mid, created))
+            self.stated += [(mid, created, u, sname, fact) for fact in stated]
             old_style = created < OLD_STYLE_BEFORE and len(pieces) > 1
             for i, piece in enumerate(pieces):
                 c.message_embeddings.append({
@@ -774,10 +790,13 @@ class _Gen:
                     "sync_state": "pending", "last_sync_at": None, "sync_attempts": 0,
                 })
             rows += len(pieces)
-        return by_session
 
     # ---- documents (memory conclusions)
-    def documents(self, users: list[_User], target: int, by_session: dict[str, list[tuple[int, datetime]]]) -> list[_Fact]:
+    def documents(self, users: list[_User], target: int) -> list[_Fact]:
+        """Conclusions derived the way Honcho's deriver writes them: each fact a user message
+        states becomes documents restating it (in the message's language or the other one, or
+        both) whose `message_ids` cite that message. Once the stated facts run out (a corpus with
+        few messages), further facts are drawn fresh and carry no provenance (`message_ids` [])."""
         rng = self.rng("documents")
         edges: list[tuple[str, str]] = list(EDGE_DOCUMENTS) if target >= 4 * (len(EDGE_DOCUMENTS) + 2) else []
         if edges:
@@ -788,10 +807,18 @@ class _Gen:
         rows: list[Row] = []
         per_collection: dict[tuple[str, str, str], list[str]] = {}
         misses = 0
+        stated = list(self.stated)
+        rng.shuffle(stated)
         while len(rows) < need:
-            u = rng.choice(users)
-            ft = rng.choices(FACT_TYPES, cum_weights=_FT_CUM)[0]
-            key, slots = ft.make(rng, u.gender)
+            if stated:
+                mid, said_at, u, sname, said = stated.pop()
+                ft, key, slots = said.ftype, said.key, said.slots
+                source: tuple[int, datetime] | None = (mid, said_at)
+            else:
+                u = rng.choice(users)
+                ft = rng.choices(FACT_TYPES, cum_weights=_FT_CUM)[0]
+                key, slots = ft.make(rng, u.gender)
+                source, sname = None, None
             if (ft.name, key) in u.used:
                 misses += 1
                 if misses > 100_000:
@@ -803,17 +830,22 @@ class _Gen:
             facts.append(fact)
             if rng.random() < CROSS_LINGUAL_SHARE:
                 langs = ["pl", "en"]
+            elif source is not None:  # restated in the message's language, or now and then the other one
+                langs = [said.lang if rng.random() < 0.75 else {"pl": "en", "en": "pl"}[said.lang]]
             else:
                 langs = ["pl" if rng.random() < u.p_pl else "en"]
-            session = rng.choice(u.sessions)[0] if rng.random() < 0.8 else None
-            base = EPOCH + timedelta(days=rng.uniform(0, SPAN_DAYS))
+            if source is not None:
+                session, base = sname, source[1] + timedelta(minutes=rng.uniform(1, 60))
+            else:
+                session = rng.choice(u.sessions)[0] if rng.random() < 0.8 else None
+                base = EPOCH + timedelta(days=rng.uniform(0, SPAN_DAYS))
             for lang in langs:
                 for _ in range(rng.choices((1, 2, 3), cum_weights=(0.75, 0.95, 1.0))[0]):
                     if len(rows) >= need:
                         break
                     content = render(rng.choice(ft.doc[lang]), u.gender, slots, u.nom, u.gen)
                     created = base + timedelta(hours=rng.uniform(0, 72))
-                    row = self.doc_row(rng, u, observer, session, content, created, by_session, per_collection)
+                    row = self.doc_row(rng, u, observer, session, content, created, source, per_collection)
                     row["internal_metadata"]["synthetic"] = {"fact": fact.fid, "type": ft.name, "lang": lang}
                     fact.docs.append((row["id"], lang))
                     rows.append(row)
@@ -821,7 +853,7 @@ class _Gen:
             u = rng.choice(users)
             observer, _ = rng.choice(u.collections)
             created = EPOCH + timedelta(days=rng.uniform(0, SPAN_DAYS))
-            row = self.doc_row(rng, u, observer, None, content, created, by_session, per_collection, edge=True)
+            row = self.doc_row(rng, u, observer, None, content, created, None, per_collection, edge=True)
             row["internal_metadata"]["synthetic"] = {"fact": None, "type": "edge", "lang": lang}
             rows.append(row)
         rng.shuffle(rows)
@@ -840,18 +872,14 @@ class _Gen:
         return "".join(parts).rstrip()
 
     def doc_row(self, rng: random.Random, u: _User, observer: str, session: str | None, content: str,
-                created: datetime, by_session: dict[str, list[tuple[int, datetime]]],
+                created: datetime, source: tuple[int, datetime] | None,
                 per_collection: dict[tuple[str, str, str], list[str]], edge: bool = False) -> Row:
+        """One documents row; `source` is the (messages.id, created_at) it was derived from, if any."""
         level = "explicit" if edge else rng.choices(LEVELS, cum_weights=_LEVEL_CUM)[0]
-        meta: dict[str, Any] = {}
-        msgs = by_session.get(session or "", [])
-        if msgs:
-            picked = sorted(rng.sample(msgs, min(len(msgs), rng.randint(1, 2))))
-            meta["message_ids"] = [m for m, _ in picked]
-            meta["message_created_at"] = picked[-1][1].isoformat(timespec="seconds")
-        else:
-            meta["message_ids"] = []
-            meta["message_created_at"] = created.isoformat(timespec="seconds")
+        meta: dict[str, Any] = {
+            "message_ids": [source[0]] if source else [],
+            "message_created_at": (source[1] if source else created).isoformat(timespec="seconds"),
+        }
         earlier = per_collection.setdefault((u.ws, observer, u.peer), [])
         source_ids = None
         if level in ("deductive", "inductive") and earlier:
@@ -918,7 +946,7 @@ def generate(seed: int = 7, documents: int = 2000, messages: int = 1000, queries
         queries = max(24, min(600, documents // 40))
     gen = _Gen(seed)
     users = gen.structure(max(6, documents // 60))
-    by_session = gen.messages(users, messages)
-    facts = gen.documents(users, documents, by_session)
+    gen.messages(users, messages)
+    facts = gen.documents(users, documents)
     gen.queries(facts, queries)
     return gen.c
