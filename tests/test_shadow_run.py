@@ -44,6 +44,9 @@ CONTRACT = {  # metric names the gate audits read, per role (k = 10)
         "delta_recall@10",
         "delta_mrr@10",
         "delta_hit@10",
+        "queries_needed_ndcg@10",
+        "wilcoxon_p_ndcg@10",
+        "detectable_ndcg@10",
         "overlap@10",
         "jaccard@10",
         "rbo@10",
@@ -68,7 +71,14 @@ def world(pg_server: LocalServer) -> Iterator[dict[str, Any]]:
     assert backfill(cfg, url, CAND, progress=False).complete
     lines: list[str] = []
     results = shadow(
-        cfg, url, candidates=[CAND], queries=60, n_boot=400, embedders={BASE: minilm, CAND: e5}, say=lines.append
+        cfg,
+        url,
+        candidates=[CAND],
+        queries=60,
+        labels="seeded",
+        n_boot=400,
+        embedders={BASE: minilm, CAND: e5},
+        say=lines.append,
     )
     texts = {r["content"].strip() for r in [*corpus.documents, *corpus.message_embeddings]}
     texts |= {q["text"].strip() for q in corpus.queries}
@@ -153,7 +163,8 @@ def test_persisted_rows_follow_the_gate_contract(world: dict) -> None:
             ).fetchall()
             names = {(m[0], m[1]) for m in metrics}
             expect = {(fp[s], m) for s in (BASE, CAND) for m in CONTRACT["index"]}
-            expect |= {(fp[CAND], m) for m in CONTRACT["candidate"] if not m.startswith("delta_")}
+            labelled_only = ("delta_", "queries_needed_", "wilcoxon_p_", "detectable_")
+            expect |= {(fp[CAND], m) for m in CONTRACT["candidate"] if not m.startswith(labelled_only)}
             if source == "documents":
                 expect |= {(fp[s], m) for s in (BASE, CAND) for m in CONTRACT["quality"]}
                 expect |= {(fp[CAND], m) for m in CONTRACT["candidate"]}
@@ -209,6 +220,8 @@ def test_cli_json_and_html(world: dict, tmp_path: Path) -> None:
             "documents",
             "--queries",
             "15",
+            "--labels",
+            "seeded",
             "--n-boot",
             "100",
             "--json",
@@ -277,8 +290,13 @@ def test_bad_input_changes_nothing(world: dict, tmp_path: Path) -> None:
         ),
         "query set for all sources": ({"candidates": [CAND], "query_set": qset}, "pass --source"),
         "nothing to compare": (
-            {"candidates": [CAND], "sources": ["message_embeddings"], "queries": 0},
+            {"candidates": [CAND], "sources": ["message_embeddings"], "queries": 0, "labels": "none"},
             "nothing to compare",
+        ),
+        "unknown labels": ({"candidates": [CAND], "labels": "guess"}, "--labels must be auto, provenance"),
+        "labels twice": (
+            {"candidates": [CAND], "sources": ["documents"], "labels": qrels, "qrels": qrels},
+            "give hand-written labels once",
         ),
     }
     before = counts(url)
@@ -330,7 +348,8 @@ def test_query_set_and_qrels_files(world: dict, tmp_path: Path) -> None:
             " ON m.run_id = r.id WHERE r.id = %s GROUP BY r.params",
             (int(out["run"]["run_id"]),),
         ).fetchone()
-    assert params["query_set"] == "q.jsonl" and params["qrels"] == "q.trec" and params["k"] == 5
+    assert params["labels"] == "file" and params["label_source"] == "q.trec" and params["k"] == 5
+    assert out["labels"] == "file" and out["labelled_queries"] == len(qs)
     assert {
         "threshold:search_max_distance",
         "threshold_precision:search_max_distance",
@@ -349,6 +368,7 @@ def test_label_free_sample_from_some_tenants(world: dict) -> None:
         sources=["message_embeddings"],
         queries=30,
         sample_tenants=1,
+        labels="none",
         n_boot=50,
         seed=5,
         embedders={},

@@ -35,7 +35,18 @@ def _paths(path: Path, names: list[str]) -> dict[str, Path]:
     type=int,
     default=200,
     show_default=True,
-    help="Stored rows sampled as label-free queries (each queried with its own vector in each space).",
+    help="Stored rows sampled as label-free queries (each queried with its own vector in each space); "
+    "also the cap on labelled queries (a seeded sample).",
+)
+@click.option(
+    "--labels",
+    default="auto",
+    show_default=True,
+    metavar="auto|provenance|known-item|seeded|none|FILE",
+    help="What judges quality. auto: Honcho's provenance (a message as the query, the documents derived "
+    "from it as relevant; a document as the query, its messages' chunks as relevant) when the source has "
+    "it, else the seeded set, else label-free only. known-item: a span of a row finds that row (favours "
+    "lexical overlap). FILE: hand-written qrels for --query-set.",
 )
 @click.option(
     "--query-set",
@@ -79,6 +90,7 @@ def shadow(
     candidates: tuple[str, ...],
     source: str,
     queries: int,
+    labels: str,
     query_set: Path | None,
     qrels: Path | None,
     k: int,
@@ -95,9 +107,13 @@ def shadow(
     \b
     What is compared: the same queries under the same tenant filters the application uses
     (Honcho: workspace/observer/observed for documents, workspace/session/peer for messages):
-      - text queries (the seeded PL/EN set, or --query-set), embedded by EACH space's own
-        embedder: nDCG/recall/MRR/hit@k with bootstrap CIs per language pair and tenant
-        when judged (--qrels or the seeded qrels), and the paired candidate-baseline delta;
+      - labelled queries (--labels; no labelling work needed on Honcho: its documents record
+        the messages they were derived from). A query's vector is READ from the store or the
+        legacy column where its text is stored in that space (no model call, nothing sent),
+        else embedded by that space's own query embedder (a space with a query prefix).
+        nDCG/recall/MRR/hit@k with bootstrap CIs per language pair and tenant, the paired
+        candidate-baseline delta with a Wilcoxon p-value, and a verdict at the gate's margin:
+        PASS, FAIL, or INCONCLUSIVE with the queries needed ("needs ~N, has M");
       - --queries stored rows, each queried with its own stored vector in each space:
         top-k overlap, Jaccard, RBO, Kendall tau, neighbour retention;
       - index health per space: served query (the planner's plan) vs an exact scan, tie-aware
@@ -116,7 +132,8 @@ def shadow(
 
     \b
     Example:
-      embed shadow --candidate bge_m3 --source documents --query-set queries.jsonl --qrels qrels.jsonl --allow-cloud
+      embed shadow --candidate bge_m3 --queries 1000 --html evidence/shadow.html
+      embed shadow --candidate bge_m3 --source documents --query-set queries.jsonl --labels qrels.jsonl --allow-cloud
       embed shadow --baseline openai_3_small --candidate bge_m3 --source message_embeddings --queries 1000 --json
       embed shadow --candidate e5_small --html evidence/shadow.html
     """
@@ -133,6 +150,7 @@ def shadow(
         candidates=list(candidates),
         sources=None if source == "all" else [source],
         queries=queries,
+        labels=labels if labels in ("auto", "provenance", "known-item", "seeded", "none") else Path(labels),
         query_set=query_set,
         qrels=qrels,
         k=k,

@@ -146,9 +146,12 @@ class SpaceReader:
         )
 
     def _tenant_where(self, values: Sequence[Any]) -> tuple[sql.Composable, list[Any]]:
+        """Filters on the leading tenant columns given (a workspace alone filters on the first)."""
+        if len(values) > len(self.tenants):
+            raise EmbedError(f"{len(values)} tenant values for {len(self.tenants)} tenant columns")
         parts: list[sql.Composable] = []
         params: list[Any] = []
-        for col, v in zip(self.tenants, values, strict=True):
+        for col, v in zip(self.tenants, values, strict=False):
             if v is None:
                 parts.append(sql.SQL("r.{} IS NULL").format(col))
             else:
@@ -247,7 +250,7 @@ class SpaceReader:
         jobs = []
         for vec, tenant in zip(qv.vectors, tenants, strict=True):
             where, values = self._tenant_where(tenant)
-            shape = tuple(v is None for v in tenant)  # NULL tenant values need `IS NULL`: another statement
+            shape = tuple(v is None for v in tenant)  # NULL values need `IS NULL`, fewer values fewer filters
             if shape not in stmts:
                 stmts[shape] = self._search_sql(where, k, exact)
             jobs.append((stmts[shape], [vec, *values, vec]))

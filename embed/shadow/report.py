@@ -58,6 +58,7 @@ import numpy as np
 import polars as pl
 
 from embed.shadow import metrics as M
+from embed.shadow import power as P
 from embed.shadow.recalibrate import recalibrate_thresholds
 
 SCHEMA = "embed.shadow.result/1"
@@ -122,6 +123,7 @@ def build_result(
     seed: int = 0,
     rbo_p: float = 0.9,
     rel_lvl: int = 1,
+    margin: float | None = None,
     run_id: str | None = None,
     source: str | None = None,
     created_at: dt.datetime | None = None,
@@ -130,7 +132,8 @@ def build_result(
 
     rankings/qrels/queries/neighbours/ann/exact: see `embed.shadow.metrics`. `distances` maps a
     candidate space name to paired samples (base_distance, cand_distance[, relevant]);
-    `thresholds` names baseline thresholds to map (e.g. {'semantic_dedup': 0.05}).
+    `thresholds` names baseline thresholds to map (e.g. {'semantic_dedup': 0.05}). `margin` (the
+    gate's max_ndcg_drop) adds how sure the nDCG delta is per candidate (embed.shadow.power).
     """
     M._check_k(k)
     base = _space_ref(baseline)
@@ -165,6 +168,7 @@ def build_result(
     # labelled quality and paired deltas
     quality: list[dict[str, Any]] = []
     deltas: list[dict[str, Any]] = []
+    confidence: list[dict[str, Any]] = []
     n_labelled = 0
     if qrels is not None:
         rel_q = M.relevance_metrics(r, qrels, k, rel_lvl)
@@ -173,6 +177,8 @@ def build_result(
         deltas = _rows(
             _label(M.paired_deltas(rel_q, M.PER_QUERY_RELEVANCE, base["space"], [c["space"] for c in cands], **agg), k)
         )
+        if margin is not None:
+            confidence = _confidence(rel_q, base["space"], [c["space"] for c in cands], deltas, k, margin)
 
     retention = []
     if neighbours is not None:
@@ -246,6 +252,7 @@ def build_result(
         },
         "quality": quality,
         "deltas": deltas,
+        "confidence": confidence,
         "agreement": _rows(agreement),
         "overlap_hist": overlap_hist,
         "worst_queries": _rows(worst),
@@ -255,6 +262,20 @@ def build_result(
         "thresholds": thr_rows,
         "distance_hist": hist_rows,
     }
+
+
+def _confidence(
+    rel_q: pl.DataFrame, base: str, cands: Sequence[str], deltas: Sequence[Mapping[str, Any]], k: int, margin: float
+) -> list[dict[str, Any]]:
+    """Per candidate, how sure its overall nDCG delta is (paired test, power, verdict at `margin`)."""
+    b = rel_q.filter(pl.col("space") == base).select("qid", b="ndcg")
+    out = []
+    for c in cands:
+        d = rel_q.filter(pl.col("space") == c).select("qid", c="ndcg").join(b, on="qid")
+        ci = next(r for r in deltas if r["candidate"] == c and r["slice"] == "all" and r["metric"] == f"ndcg@{k}")
+        row = P.confidence(c, f"ndcg@{k}", (d["c"] - d["b"]).to_numpy(), ci, margin)
+        out.append({key: _clean(v) for key, v in row.to_dict().items()})
+    return out
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -846,8 +867,10 @@ def render_table(result: Mapping[str, Any]) -> str:
         for r in result.get("neighbour_retention", [])
     ]
     health += [[f"ann_recall@{r['k']}", str(r["space"]), str(r["n"]), _ci(r)] for r in result.get("ann_recall", [])]
-    health += [[f"ann_recall_global@{r['k']}", str(r["space"]), str(r["n"]), _ci(r)]
-               for r in result.get("ann_recall_global", [])]
+    health += [
+        [f"ann_recall_global@{r['k']}", str(r["space"]), str(r["n"]), _ci(r)]
+        for r in result.get("ann_recall_global", [])
+    ]
     if health:
         out += ["", "index health", _text_table(["metric", "space", "n", "value [CI]"], health)]
     if result.get("latency_ms"):

@@ -39,6 +39,7 @@ from embed.config import Config, Source
 from embed.db.connection import connect
 from embed.errors import EmbedError
 from embed.fill.progress import Say
+from embed.shadow import labels as L
 from embed.shadow import metrics as M
 from embed.shadow.inputs import (
     Hits,
@@ -237,7 +238,7 @@ def read_space(
     conn: psycopg.Connection,
     run: SourceRun,
     sp: Space,
-    text: TextQueries | None,
+    text: L.Labelled | None,
     tq: QueryVectors | None,
     rq: QueryVectors,
     tenants: list[tuple],
@@ -271,7 +272,7 @@ def read_space(
 def run_source(
     conn: psycopg.Connection,
     run: SourceRun,
-    text: TextQueries | None,
+    text: L.Labelled | None,
     text_vectors: Mapping[str, QueryVectors],
     *,
     queries: int,
@@ -279,6 +280,8 @@ def run_source(
     seed: int,
     n_boot: int,
     thresholds: Mapping[str, float],
+    margin: float | None = None,
+    query_vectors: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read every space of one source in `conn`'s snapshot and build the result; returns (result, params)."""
     k, base = run.k, run.base.name
@@ -338,9 +341,18 @@ def run_source(
             thresholds=doc_thr,
             n_boot=n_boot,
             seed=seed,
+            margin=margin,
             source=run.source.name,
         )
         result["ann_recall_global"] = _global_recall(f, k, n_boot, seed)
+        result["labels"] = text.kind if labelled and text else None
+        result["labelled_queries"] = result["run"]["n_labelled_queries"]
+        result["queries_needed"] = max((c["queries_needed"] for c in result["confidence"]), default=None)
+        result["label_details"] = {
+            "source": text.name if text else None,
+            "excluded": dict(text.excluded) if text else {},
+            "query_vectors": dict(query_vectors or {}),
+        }
         for name in QUERY_THRESHOLDS:
             for cand, p in qd.items() if name in thresholds else ():
                 rc = recalibrate_threshold(
@@ -356,8 +368,8 @@ def run_source(
         "stored_queries": len(keys),
         "text_queries": len(t_qids),
         "labelled": labelled,
-        "query_set": text.name if text else None,
-        "qrels": text.qrels_name if text else None,
+        "labels": text.kind if text else None,
+        "label_source": text.name if text else None,
         "seed": seed,
         "n_boot": n_boot,
         "sample_tenants": sample_tenants,
@@ -397,7 +409,7 @@ def _doc_pairs(
 def _query_pairs(
     conn: psycopg.Connection,
     run: SourceRun,
-    text: TextQueries,
+    text: L.Labelled,
     vecs: Mapping[str, QueryVectors],
     reads: Mapping[str, SpaceReads],
 ) -> dict[str, pl.DataFrame]:
@@ -430,9 +442,7 @@ def _query_pairs(
     return {c: p for c, p in out.items() if p.height}
 
 
-def _query_attrs(
-    text: TextQueries | None, t_qids: list[str], row_qids: list[str], tenants: list[tuple]
-) -> pl.DataFrame:
+def _query_attrs(text: L.Labelled | None, t_qids: list[str], row_qids: list[str], tenants: list[tuple]) -> pl.DataFrame:
     """Slice attributes per qid: lang_pair ('pl->en'; unset for stored rows) and tenant."""
     lp = list(text.lang_pairs) if text else []
     tt = [_tenant_label(t) for t in text.tenants] if text else []
@@ -472,7 +482,9 @@ def metric_rows(result: Mapping[str, Any], fps: Mapping[str, str]) -> list[tuple
     deltas -> the candidate's fp, 'delta_' + metric; agreement -> candidate, as given;
     neighbour_retention -> candidate, 'neighbour_retention@k'; ann_recall -> the space,
     'ann_recall@k' (served, tenant-filtered) and 'ann_recall_global@k' (unfiltered probe);
-    latency -> the space, 'latency_p50_ms'/'latency_p95_ms'; thresholds -> candidate,
+    latency -> the space, 'latency_p50_ms'/'latency_p95_ms'; how sure the nDCG delta is ->
+    candidate, 'queries_needed_ndcg@k' (n = labelled queries used), 'wilcoxon_p_ndcg@k',
+    'detectable_ndcg@k'; thresholds -> candidate,
     'threshold:<name>' (+ 'threshold_precision:<name>', 'threshold_recall:<name>' with labels).
     Slice-less rows use slice 'all', slice_value 'all'.
     """
@@ -507,6 +519,10 @@ def metric_rows(result: Mapping[str, Any], fps: Mapping[str, str]) -> list[tuple
         for p in ("p50", "p95"):
             if r.get(p) is not None:
                 add(fps[r["space"]], f"latency_{p}_ms", r, value=r[p], ci=False)
+    for r in result.get("confidence", []):
+        for what in ("queries_needed", "wilcoxon_p", "detectable"):
+            if r.get(what) is not None:
+                add(fps[r["candidate"]], f"{what}_{r['metric']}", r, value=r[what], ci=False)
     for r in result.get("thresholds", []):
         fp, name, n = fps[r["candidate"]], r["name"], r["n_pairs"]
         add(fp, f"threshold:{name}", {}, value=r["candidate_threshold"], n=n, ci=False)
@@ -578,6 +594,88 @@ def persist(
 # ----------------------------------------------------------------------------- entry point
 
 
+def _labels(
+    conn: psycopg.Connection,
+    cfg: Config,
+    src: Source,
+    labels: str,
+    user_set: TextQueries | None,
+    user_qrels: pl.DataFrame | None,
+    qrels_name: str | None,
+    queries: int,
+    seed: int,
+) -> L.Labelled | None:
+    """The labelled queries of one source: a query-set file when given, else by `labels`
+    (auto: provenance when the source has it, else the seeded set, else none)."""
+    if user_set is not None:
+        return L.from_text(user_set.with_qrels(user_qrels, qrels_name), "file")
+    if user_qrels is not None:
+        raise EmbedError(f"hand-written labels need --query-set: source {src.name} has no query texts for them")
+    if labels in ("auto", "provenance"):  # a source without them is compared label-free (labels: null)
+        lab = L.provenance(conn, cfg, src)
+        if lab is not None and len(lab):
+            return L.capped(lab, queries, seed) if queries else lab
+    if labels in ("auto", "seeded"):
+        tq = seeded_queries(conn, src)
+        if tq is not None:
+            return L.from_text(tq, "seeded")
+    if labels == "known-item":
+        return L.known_items(conn, src, max(queries, 1), seed)
+    return None
+
+
+def query_vectors(
+    conn: psycopg.Connection, cfg: Config, lab: L.Labelled, sp: Space, embedder: Any
+) -> tuple[QueryVectors, str]:
+    """One space's query vectors for labelled queries, and how they were formed.
+
+    Read, not computed, where the query's text is stored in this space (a message's chunk rows,
+    a document's own row) and the space embeds queries and passages alike (no query prefix
+    of its own): no model call, no text sent anywhere. A message with several chunk rows is
+    the mean of its chunks' unit vectors (cosine), renormalised by the reader. A space with a
+    query prefix stores passage vectors, the wrong kind for a query: its own query embedder
+    embeds the text. Queries missing a stored vector are left out (the caller counts them).
+    """
+    if lab.rows is not None and lab.row_source and sp.query_prefix == sp.passage_prefix:
+        reader = SpaceReader(conn, cfg, cfg.source(lab.row_source), sp)
+        try:
+            reader.check(conn, count=False)
+        except EmbedError:
+            reader = None
+        if reader is not None:
+            got = reader.stored(conn, sorted({r for rows in lab.rows for r in rows}))
+            vecs = got.vectors
+            if sp.metric == "cosine":
+                vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-30)
+            pos = {key: i for i, key in enumerate(got.keys)}
+            keys, out = [], []
+            for qid, rows in zip(lab.qids, lab.rows, strict=True):
+                have = [pos[r] for r in rows if r in pos]
+                if have:
+                    keys.append(qid)
+                    out.append(vecs[have].mean(axis=0))
+            arr = np.stack(out).astype(np.float32) if out else np.zeros((0, sp.dims), np.float32)
+            several = any(len(rows) > 1 for rows in lab.rows)
+            how = f"read from {reader.where}" + (
+                " (several chunk rows: the mean of their unit vectors)" if several else ""
+            )
+            return QueryVectors(sp.fingerprint, tuple(keys), arr), how
+    how = "embedded by the space's query embedder" + (" (its query prefix)" if sp.query_prefix else "")
+    return embed_queries(embedder(sp), sp, lab.qids, lab.texts), how
+
+
+def _aligned(lab: L.Labelled, vecs: dict[str, QueryVectors]) -> tuple[L.Labelled, dict[str, QueryVectors]]:
+    """Only the queries every space has a vector for, in the same order in every space."""
+    common = set.intersection(*(set(qv.keys) for qv in vecs.values())) if vecs else set(lab.qids)
+    lab = lab.subset([q for q in lab.qids if q in common], "no stored query vector in a compared space")
+    out = {}
+    for name, qv in vecs.items():
+        pos = {key: i for i, key in enumerate(qv.keys)}
+        idx = [pos[q] for q in lab.qids]
+        out[name] = QueryVectors(qv.space_fp, lab.qids, qv.vectors[idx])
+    return lab, out
+
+
 def shadow(
     cfg: Config,
     url: str,
@@ -586,6 +684,7 @@ def shadow(
     candidates: Sequence[str],
     sources: Sequence[str] | None = None,
     queries: int = 200,
+    labels: str | Path = "auto",
     query_set: Path | None = None,
     qrels: Path | None = None,
     k: int = 10,
@@ -600,14 +699,25 @@ def shadow(
     """Compare retrieval in `baseline` (default: the legacy space) and each candidate, per source;
     persist each source's result and return {source: result}. Bad input changes nothing.
 
-    `embedders` (space name -> embedder) reuses loaded models; they are not closed here.
+    `labels`: auto (provenance when the source has it, else the seeded set, else label-free
+    only), provenance, known-item, seeded, none, or a qrels file (with `query_set`); `queries`
+    caps the labelled queries as well as the stored rows sampled. `embedders` (space name ->
+    embedder) reuses loaded models; they are not closed here.
     """
     from embed.embedders import get_embedder
     from embed.fill.backfill import check_ready
+    from embed.gates import GateConfig
 
     base, cands = _check_args(cfg, baseline, candidates, k, queries, sample_tenants, n_boot)
     srcs = _sources(cfg, sources)
     thresholds = _thresholds(cfg)
+    margin = GateConfig.from_variables(cfg.variables).max_ndcg_drop or None
+    if isinstance(labels, Path):
+        if qrels is not None:
+            raise EmbedError("give hand-written labels once: --labels FILE or --qrels FILE")
+        labels, qrels = "file", labels
+    if labels not in ("auto", "none", "file", *L.KINDS):
+        raise EmbedError(f"--labels must be auto, provenance, known-item, seeded, none or a qrels FILE; got {labels!r}")
     if query_set is not None and len(srcs) != 1:
         raise EmbedError("--query-set judges one source: pass --source NAME with it")
     user_set = load_query_set(query_set, srcs[0]) if query_set is not None else None
@@ -616,17 +726,15 @@ def shadow(
         raise EmbedError("--qrels judges one source: pass --source NAME with it")
     check_ready(url)
     spaces = [base, *cands]
-    texts: dict[str, TextQueries | None] = {}
+    texts: dict[str, L.Labelled | None] = {}
     with connect(url) as conn:  # every check before a model loads or anything is written
         for src in srcs:
             for sp in spaces:
                 SpaceReader(conn, cfg, src, sp).check(conn, count=False)
-            text = user_set or seeded_queries(conn, src)
-            if text is None and user_qrels is not None:
-                raise EmbedError(f"--qrels needs --query-set: source {src.name} has no seeded queries")
+            text = _labels(conn, cfg, src, labels, user_set, user_qrels, qrels.name if qrels else None, queries, seed)
             if text is None and queries == 0:
                 raise EmbedError(f"nothing to compare for {src.name}: no text queries and --queries 0")
-            texts[src.name] = text.with_qrels(user_qrels, qrels.name if qrels else None) if text else None
+            texts[src.name] = text
     phases = phases or Phases(say)
     out: dict[str, tuple[dict[str, Any], dict[str, Any], dt.datetime]] = {}
     with ExitStack() as stack:
@@ -640,14 +748,20 @@ def shadow(
         for src in srcs:
             text = texts[src.name]
             vecs: dict[str, QueryVectors] = {}
+            how: dict[str, str] = {}
             run = SourceRun(cfg, src, base, cands, k, phases)
             with connect(url) as conn:
                 # the database's clock, as the backfill runs the freshness gate compares with
                 started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
                 conn.rollback()
                 for sp in spaces if text is not None else ():
-                    with phases(src.name, "embed queries", f"{sp.name}: {len(text.qids)} texts, model load included"):
-                        vecs[sp.name] = embed_queries(embedder(sp), sp, text.qids, text.texts)
+                    with phases(src.name, "query vectors", f"{sp.name}: {len(text.qids)} {text.kind} queries"):
+                        vecs[sp.name], how[sp.name] = query_vectors(conn, cfg, text, sp, embedder)
+                conn.rollback()
+                if text is not None:
+                    text, vecs = _aligned(text, vecs)
+                    if not len(text) and queries:  # every labelled query lost its vector: label-free only
+                        text, vecs = None, {}
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
                 with conn.transaction():  # one snapshot: every space and every search sees the same rows
@@ -663,6 +777,8 @@ def shadow(
                         seed=seed,
                         n_boot=n_boot,
                         thresholds=thresholds,
+                        margin=margin,
+                        query_vectors=how,
                     )
             out[src.name] = (result, params, started)
     results = {}
