@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from embed import mesh, store
 from embed.config import Config
+from embed.db import privileges
 from embed.db.connection import connect, ensure_pgvector
 from embed.db.files import write_atomic
 from embed.errors import EmbedError, NotInitialized
@@ -43,6 +44,8 @@ def init_store(cfg: Config, url: str) -> Initialized:
     ensure_pgvector(url)
     with connect(url) as conn:
         check_legacy(conn, cfg)
+        if not store.is_initialized(conn):
+            privileges.require(privileges.database_create(conn), "embed init")
         created, declared = store.init(conn, cfg)
         serving.ensure(conn, cfg)
     return Initialized(tuple(created), tuple(declared), mesh.write_external_models(cfg))
@@ -146,6 +149,7 @@ def smoke(
 OWN_VERBS = ("init_store", "list_spaces", "seed_honcho", "smoke")  # defined above
 # verb -> module that defines it (docs/api.md: one example per verb)
 VERBS = {
+    "doctor": "embed.doctor",
     "plan": "embed.mesh", "audit": "embed.mesh",
     "backfill": "embed.fill.backfill", "sync": "embed.fill.sync", "status": "embed.fill.status",
     "shadow": "embed.shadow.run",
@@ -158,7 +162,7 @@ VERBS = {
 }
 
 __all__ = [  # noqa: RUF022 -- in the order of the procedure
-    "init_store", "list_spaces", "seed_honcho", "plan", "audit", "smoke", "take_backup", "verify_backup",
+    "doctor", "init_store", "list_spaces", "seed_honcho", "plan", "audit", "smoke", "take_backup", "verify_backup",
     "list_backups", "backfill", "sync", "status", "shadow", "gate", "stage", "cutover", "rollback", "fill_column",
     "retire_plan", "retire", "pin", "unpin", "history", "write_bundle",
 ]
@@ -166,6 +170,7 @@ __all__ = [  # noqa: RUF022 -- in the order of the procedure
 if TYPE_CHECKING:
     from embed.cutover.inplace import fill_column, stage
     from embed.cutover.switch import cutover, gate, rollback
+    from embed.doctor import doctor
     from embed.fill.backfill import backfill
     from embed.fill.status import status
     from embed.fill.sync import sync

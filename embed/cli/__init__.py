@@ -36,7 +36,8 @@ class Env:
 def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn EmbedError into one line on stderr and exit status 1 (no traceback, no secrets); so
     too a database connection lost mid-command (server restart, terminated backend), which the
-    fault suite (tests/faults) showed reaching the user as a traceback."""
+    fault suite (tests/faults) showed reaching the user as a traceback, and a privilege the
+    role lacks where no step checked it first."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -46,7 +47,13 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"embed: error: {e}", err=True)
             sys.exit(1)
         except Exception as e:
-            if not _lost_connection(e):
+            import psycopg
+
+            if denied := _cause(e, lambda x: DENIED in (getattr(x, "sqlstate", None), getattr(x, "pgcode", None))):
+                click.echo(f"embed: error: {first_line(str(denied))} for this role; `embed doctor` lists the "
+                           "privileges each step needs and the GRANT that gives each", err=True)
+                sys.exit(1)
+            if not _cause(e, lambda x: isinstance(x, psycopg.OperationalError)):
                 raise
             first = first_line(str(e), "")
             click.echo(f"embed: error: lost the database connection ({type(e).__name__}: {first}); "
@@ -56,18 +63,19 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _lost_connection(e: BaseException) -> bool:
-    """A psycopg OperationalError, raised as it is or wrapped by a library (SQLMesh's engine)."""
-    import psycopg
+DENIED = "42501"  # SQLSTATE insufficient_privilege (psycopg's .sqlstate, SQLMesh's psycopg2 .pgcode)
 
+
+def _cause(e: BaseException, match: Callable[[BaseException], bool]) -> BaseException | None:
+    """The error in `e`'s chain that `match`es: raised as it is or wrapped by a library (SQLMesh's engine)."""
     seen: set[int] = set()
     at: BaseException | None = e
     while at is not None and id(at) not in seen:
-        if isinstance(at, psycopg.OperationalError):
-            return True
+        if match(at):
+            return at
         seen.add(id(at))
         at = at.__cause__ or at.__context__
-    return False
+    return None
 
 
 def emit(data: Any, as_json: bool, lines: Callable[[Any], list[str]]) -> None:
@@ -97,6 +105,7 @@ def cli(ctx: click.Context, db: str | None, gateway: str | None, project: Path |
 
     \b
     The procedure (docs/runbook.md):
+      embed doctor                what would break a step, and the command or GRANT that fixes it
       embed init                  embed_store tables for every declared space
       embed backup --out DIR      verified pg_dump (+ Redis RDB) before anything else
       embed smoke --space S       evidence that S's embedder works (dims, PL/EN, latency)
@@ -118,6 +127,6 @@ def main() -> None:
 
 # One module per verb group (named after the package it drives); each attaches its commands to
 # `cli`, so they are imported last, because they import it.
-for _group in ("db", "store", "mesh", "smoke", "backup", "fill", "shadow", "cutover", "retire", "evidence",
+for _group in ("db", "doctor", "store", "mesh", "smoke", "backup", "fill", "shadow", "cutover", "retire", "evidence",
                "honcho", "demo"):
     importlib.import_module(f"embed.cli.{_group}")

@@ -115,6 +115,7 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
     live = live_column(src)
     if live_fp(conn, cfg, src) == space.fingerprint:
         raise NothingToDo(f"space {space.name} is already live in {src.table}.{live}: nothing to stage")
+    inplace_run.check_table(conn, src, "in-place staging")
     inplace_run.needs_store(conn, t)
     col = _ensure_column(conn, t)
     written, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows,
@@ -229,6 +230,7 @@ def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Pl
     old_fp = live_fp(conn, cfg, src)
     if old_fp == new.fingerprint:
         raise NothingToDo(f"space {new.name} is already live in {src.table}.{live}; nothing changed")
+    inplace_run.check_table(conn, src, "in-place swap")
     old = registry.by_fp(conn, cfg, old_fp)
     cols, idx = columns(conn, src), inplace_sql.indexes(conn, src)
     staged, retired = inplace_sql.tagged_column(src, new), inplace_sql.tagged_column(src, old)
@@ -436,6 +438,7 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
     rec = recorded(conn)
     plan: list[tuple[Source, str, bool]] = []
     for src in srcs:  # check every column first: fail before embedding anything
+        inplace_run.check_table(conn, src, "fill-column")
         live = live_fp(conn, cfg, src) == space.fingerprint
         col = live_column(src) if live else inplace_sql.tagged_column(src, space)
         if not live and (col not in columns(conn, src) or (src.name, col) not in rec):

@@ -15,7 +15,7 @@ from psycopg import sql
 from embed import store
 from embed.config import Config, Source
 from embed.cutover import inplace_sql
-from embed.db import locks
+from embed.db import catalog, locks, privileges
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
 from embed.errors import Busy, EmbedError, NotInitialized
@@ -155,6 +155,20 @@ def sources_of(cfg: Config, names: list[str] | None = None) -> list[Source]:
     if not out:
         raise EmbedError("no source declares a vector_column: nothing to cut over in place")
     return out
+
+
+def check_table(conn: psycopg.Connection, src: Source, step: str) -> None:
+    """Refuse `step` (one line, nothing changed) on a table whose layout or dependents the swap
+    would break, whose rows row-level security hides from this role, or that this role may not
+    alter (embed.db.catalog, embed.db.privileges)."""
+    facts = catalog.table_facts(conn, *src.schema_table, src.vector_column)
+    if facts is None:
+        return  # no such table: the column checks say so
+    user, _, _ = privileges.role(conn)
+    for problem in (catalog.hidden_rows(facts, user), *catalog.unswappable(facts, src.vector_column or "")):
+        if problem:
+            problem.refuse(step)
+    privileges.require(privileges.table_owner(conn, src.table, privileges.INPLACE_STEPS), step)
 
 
 def needs_store(conn: psycopg.Connection, t: Target) -> None:

