@@ -151,35 +151,42 @@ OWN_VERBS = ("init_store", "list_spaces", "seed_honcho", "smoke")  # defined abo
 VERBS = {
     "doctor": "embed.doctor",
     "plan": "embed.mesh", "audit": "embed.mesh",
-    "backfill": "embed.fill.backfill", "sync": "embed.fill.sync", "status": "embed.fill.status",
+    "backfill": "embed.fill.backfill", "backfill_preview": "embed.preview", "sync": "embed.fill.sync", "status": "embed.fill.status",
     "shadow": "embed.shadow.run",
     "gate": "embed.cutover.switch", "cutover": "embed.cutover.switch", "rollback": "embed.cutover.switch",
+    "switch_preview": "embed.cutover.preview",
     "stage": "embed.cutover.inplace", "fill_column": "embed.cutover.inplace",
     "take_backup": "embed.safety.backup", "verify_backup": "embed.safety.backup", "list_backups": "embed.safety.backup",
     "retire": "embed.safety.retire", "retire_plan": "embed.safety.retire", "pin": "embed.safety.retire",
     "unpin": "embed.safety.retire", "history": "embed.store.events",
     "write_bundle": "embed.safety.evidence",
+    "verify": "embed.verify", "verify_watch": "embed.verify",
 }
 
 __all__ = [  # noqa: RUF022 -- in the order of the procedure
     "doctor", "init_store", "list_spaces", "seed_honcho", "plan", "audit", "smoke", "take_backup", "verify_backup",
-    "list_backups", "backfill", "sync", "status", "shadow", "gate", "stage", "cutover", "rollback", "fill_column",
+    "list_backups", "backfill_preview", "backfill", "sync", "status", "shadow", "gate", "switch_preview", "stage",
+    "cutover", "rollback", "fill_column",
+    "verify", "verify_watch",
     "retire_plan", "retire", "pin", "unpin", "history", "write_bundle",
 ]
 
 if TYPE_CHECKING:
     from embed.cutover.inplace import fill_column, stage
+    from embed.cutover.preview import switch_preview
     from embed.cutover.switch import cutover, gate, rollback
     from embed.doctor import doctor
     from embed.fill.backfill import backfill
     from embed.fill.status import status
     from embed.fill.sync import sync
     from embed.mesh import audit, plan
+    from embed.preview import backfill_preview
     from embed.safety.backup import list_backups, take_backup, verify_backup
     from embed.safety.evidence import write_bundle
     from embed.safety.retire import pin, retire, retire_plan, unpin
     from embed.shadow.run import shadow
     from embed.store.events import history
+    from embed.verify import verify, verify_watch
 
 
 def __getattr__(name: str) -> Any:

@@ -35,7 +35,7 @@ from embed.store.target import Target
 
 BLOCKED = "embed gate blocked the plan: "
 Fetch = Callable[[str], list[tuple[Any, ...]]]
-GATES = ("smoke", "coverage", "no_orphans", "shadow_fresh", "shadow_ndcg", "shadow_ann_recall", "backup")
+GATES = ("smoke", "coverage", "no_orphans", "shadow_fresh", "shadow_ndcg", "shadow_ann_recall", "backup", "verify")
 DEFAULT_ENDPOINT_CLASSES = (IN_PROCESS, LOOPBACK, PRIVATE)
 
 
@@ -125,9 +125,15 @@ _SQL = {
       CASE WHEN NOT {labelled} THEN 'not required for this source (embed_gates.labelled_sources)'
            WHEN sh.id IS NULL THEN 'no shadow run against the legacy space'
            WHEN m.run_id IS NULL THEN 'shadow #' || sh.id || ' has no labelled queries'
-           ELSE 'delta nDCG ' || round(m.value::numeric, 3) || ' [' || round(m.ci_low::numeric, 3) || ', '
-                || round(m.ci_high::numeric, 3) || '], floor -' || {max_drop} END AS measured
-    FROM {anchor} {shadow} {metric_join}""",
+           ELSE CASE WHEN m.ci_low >= -{max_drop} THEN 'PASS: '
+                     WHEN m.ci_high >= -{max_drop} AND q.value > m.n THEN 'INCONCLUSIVE (too few queries to decide): '
+                     ELSE 'FAIL: ' END
+                || 'delta nDCG ' || round(m.value::numeric, 3) || ' [' || round(m.ci_low::numeric, 3) || ', '
+                || round(m.ci_high::numeric, 3) || '], floor -' || {max_drop}
+                || coalesce('; needs ~' || q.value::bigint || ' labelled queries, has ' || m.n, '') END AS measured
+    FROM {anchor} {shadow} {metric_join}
+    LEFT JOIN {metrics} AS q ON q.run_id = sh.id AND q.space_fp = {fp}
+      AND q.slice = 'all' AND q.slice_value = 'all' AND q.metric = {needed}""",
     "shadow_ann_recall": """SELECT 'shadow_ann_recall' AS gate, coalesce(m.value >= {min_recall}, false) AS passed,
       CASE WHEN sh.id IS NULL THEN 'no shadow run against the legacy space'
            WHEN m.run_id IS NULL THEN 'shadow #' || sh.id || ' has no ANN recall for this space'
@@ -139,6 +145,18 @@ _SQL = {
     FROM {anchor} LEFT JOIN {backups} AS b ON b.id = (
       SELECT x.id FROM {backups} AS x WHERE x.verified AND x.at <= a.at
         AND x.at >= a.at - {hours} * INTERVAL '1 hour' ORDER BY x.at DESC, x.id DESC LIMIT 1)""",
+    # `embed verify` (embed.verify): the newest check or repair of the space's vectors for the source
+    # must not have found offenders. Judged now even while the space serves: a Honcho writing
+    # another model's vectors into the live column after the switch turns it red.
+    "verify": """SELECT 'verify' AS gate, coalesce(e.outcome <> 'failed', true) AS passed,
+      CASE WHEN e.id IS NULL THEN 'no offender found (no embed verify run yet)'
+           WHEN e.outcome = 'failed' THEN 'verify #' || e.id || ': ' || coalesce(e.reason, 'failed')
+                || ' at ' || coalesce(e.details ->> 'location', '?') || ': embed verify --repair, or roll back'
+           ELSE 'verify #' || e.id || ' clean (' || coalesce(e.details ->> 'checked', '0') || ' row(s) checked)' END
+        AS measured
+    FROM (SELECT 1) AS one LEFT JOIN {events} AS e ON e.id = (
+      SELECT x.id FROM {events} AS x WHERE x.kind IN ('verify', 'verify_repair') AND x.space_fp = {fp}
+        AND x.source = {source} ORDER BY x.id DESC LIMIT 1)""",
 }
 
 
@@ -159,9 +177,12 @@ def gate_query(cfg: Config, gate: str, source: str, space: Space, *, anchored: b
         "metric_join": sql.SQL(_METRIC).format(metrics=_ref("shadow_metrics"), metric=sql.Literal(metric), fp=fp),
         "smoke": _ref("smoke_runs"),
         "backups": _ref("backups"),
+        "events": _ref("events"),
         "runs_": _ref("runs"),
         "classes": sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, gc.endpoint_classes))),
         "labelled": sql.Literal(src.name in gc.labelled_sources),
+        "metrics": _ref("shadow_metrics"),
+        "needed": sql.Literal(f"queries_needed_ndcg@{gc.k}"),
         "max_drop": sql.Literal(gc.max_ndcg_drop),
         "min_recall": sql.Literal(gc.min_ann_recall),
         "hours": sql.Literal(gc.max_backup_age_hours),

@@ -16,7 +16,8 @@ MODEL (
     embed_shadow_ndcg(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy),
     embed_shadow_ann_recall(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy),
     embed_backup(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy),
-    embed_no_orphans(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy)
+    embed_no_orphans(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy),
+    embed_verify(source_name := @source, space_fp := @fp, enabled := NOT @is_legacy)
   )
 );
 

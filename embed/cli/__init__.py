@@ -128,5 +128,5 @@ def main() -> None:
 # One module per verb group (named after the package it drives); each attaches its commands to
 # `cli`, so they are imported last, because they import it.
 for _group in ("db", "doctor", "store", "mesh", "smoke", "backup", "fill", "shadow", "cutover", "retire", "evidence",
-               "honcho", "demo"):
+               "honcho", "demo", "verify"):
     importlib.import_module(f"embed.cli.{_group}")

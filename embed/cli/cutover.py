@@ -73,6 +73,7 @@ def gate_cmd(env: Env, space_name: str, sources: tuple[str, ...], as_json: bool)
       shadow_ndcg        labelled sources: nDCG not worse than the margin (bootstrap CI)
       shadow_ann_recall  HNSW recall vs exact search under tenant filters >= the minimum
       backup             a verified `embed backup` within embed_gates.max_backup_age_hours
+      verify             the newest `embed verify` of the space found no vector of another space
       audit ...          dims and single-space audits of the space's views and store tables
     A gate whose input is missing fails; an audit that could not run says NOT RUN, which
     blocks like a failure. The result is recorded as a 'gate' event.
@@ -124,9 +125,13 @@ def _deliver(r: SwitchResult, settings_out: Path | None) -> None:
               help="view: switch embed.<source>_active; honcho-inplace: swap Honcho's own vector columns.")
 @click.option("--stage-only", is_flag=True,
               help="honcho-inplace: only stage the shadow columns and their HNSW indexes (ahead of time).")
+@click.option("--progress", "progress_fmt", type=click.Choice(["auto", "json", "none"]), default="auto",
+              show_default=True, help="honcho-inplace staging, per batch on stderr: auto (a bar on a terminal, "
+                                      "nothing in a log), json (one JSON object per line), none.")
 @switch_options
-def cutover(env: Env, space_name: str, mode: str, stage_only: bool, writers_stopped: bool, allow_live_writers: bool,
-            settings_out: Path | None, lock_timeout: float, sources: tuple[str, ...], as_json: bool) -> None:
+def cutover(env: Env, space_name: str, mode: str, stage_only: bool, progress_fmt: str, writers_stopped: bool,
+            allow_live_writers: bool, settings_out: Path | None, lock_timeout: float, sources: tuple[str, ...],
+            as_json: bool) -> None:
     """Make SPACE what production reads, only if every gate passes (see `embed gate`).
 
     \b
@@ -150,7 +155,8 @@ def cutover(env: Env, space_name: str, mode: str, stage_only: bool, writers_stop
     policy = _policy(writers_stopped, allow_live_writers)
     r = _run_switch(lambda: run(cfg, env.url(cfg), space_name, mode=mode, sources=list(sources) or None,
                                 lock_timeout_s=lock_timeout, stage_only=stage_only, writers_policy=policy,
-                                progress=sys.stderr.isatty()),  # a log keeps only the result
+                                progress=progress_fmt if progress_fmt != "auto" or sys.stderr.isatty() else "none"),
+                    # a log keeps only the result, unless it asks for JSON events
                     settings_out)
     if stage_only:
         emit(r, as_json, lambda o: [f"staged {n}: {s.rows_staged} row(s) in {s.column}, {s.rows_missing} "

@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from embed.fill.status import Status
 
 
+PROGRESS = click.option(
+    "--progress", "progress_fmt", type=click.Choice(["auto", "json", "none"]), default="auto", show_default=True,
+    help="On stderr, per batch: auto (a bar with rows/s and ETA on a terminal, else a plain line at once and "
+         "every 10 s), json (one JSON object per line: start, one per batch, end), none.")
+
+
+def _progress(fmt: str, no_progress: bool) -> str:
+    return "none" if no_progress else fmt
+
+
 def _sources(value: str) -> list[str] | None:
     return None if value == "all" else [value]
 
@@ -37,7 +47,17 @@ def _summary_lines(out: PassResult) -> list[str]:
             + (f", {s['store_rows_deleted']} vectors of deleted rows removed" if "store_rows_deleted" in s else "")
             + (f", lag {s['lag']['rows_pending']} pending" if "lag" in s else "")
         )
+        v = s.get("verify")
+        if v and v["offenders"]:
+            lines.append(f"  BAD {name}: {v['offenders']} of {v['checked']} row(s) written since the cutover hold another "
+                         f"space's vectors in {v['location']} (ids: {', '.join(v['offender_ids'][:20])}): "
+                         f"`embed verify --space {out.space} --repair`, or `embed rollback --writers-stopped`")
     return lines
+
+
+def _offenders(out: PassResult) -> int:
+    """Rows the pass's watch (embed verify) found holding another space's vectors."""
+    return sum((s.get("verify") or {}).get("offenders", 0) for s in out.sources.values())
 
 
 @contextmanager
@@ -69,13 +89,14 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Concurrent embed calls (helps HTTP endpoints; an in-process model runs one at a time).")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Rows per claimed chunk and per embed call.")
-@click.option("--no-progress", is_flag=True, help="No progress output on stderr.")
+              help="Rows per claimed chunk (the model gets them in its own batches).")
+@PROGRESS
+@click.option("--no-progress", is_flag=True, help="No progress output on stderr (--progress none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.pass_obj
 @fail_cleanly
 def backfill(env: Env, space: str, source: str, limit: int | None, workers: int, chunk_rows: int,
-             no_progress: bool, as_json: bool) -> None:
+             progress_fmt: str, no_progress: bool, as_json: bool) -> None:
     """Embed every live source row that lacks a current vector in SPACE and store it (binary COPY).
 
     Identical content is embedded once; blank or rejected rows are recorded in
@@ -88,13 +109,14 @@ def backfill(env: Env, space: str, source: str, limit: int | None, workers: int,
       embed backfill --space bge_m3 --source all --json
       embed backfill --space bge_m3_ollama --workers 4
       embed backfill --space e5_small --source documents --limit 1000
+      embed backfill --space bge_m3 --progress json 2> progress.jsonl
     """
     from embed.api import backfill as run
 
     cfg = env.config()
     with _stop_on_signals() as stop:
         out = run(cfg, env.url(cfg), space, sources=_sources(source), limit=limit, workers=workers,
-                  chunk_rows=chunk_rows, progress=not no_progress, stop=stop)
+                  chunk_rows=chunk_rows, progress=_progress(progress_fmt, no_progress), stop=stop)
     emit(out, as_json, _summary_lines)
     if out.interrupted:
         sys.exit(130)
@@ -107,15 +129,19 @@ def backfill(env: Env, space: str, source: str, limit: int | None, workers: int,
               help="Repeat every SECONDS until interrupted (SIGINT/SIGTERM end it cleanly).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=4096, show_default=True)
-@click.option("--no-progress", is_flag=True, help="No progress output on stderr.")
+@PROGRESS
+@click.option("--no-progress", is_flag=True, help="No progress output on stderr (--progress none).")
 @click.option("--json", "as_json", is_flag=True, help="JSON summary per pass on stdout (one object per line with --watch).")
 @click.pass_obj
 @fail_cleanly
 def sync(env: Env, space: str, source: str, watch: float | None, workers: int, chunk_rows: int,
-         no_progress: bool, as_json: bool) -> None:
+         progress_fmt: str, no_progress: bool, as_json: bool) -> None:
     """Embed rows added or edited since, delete vectors of deleted/soft-deleted rows, report the lag.
 
-    The production space is untouched; this only maintains SPACE's store tables.
+    The production space is untouched; this only maintains SPACE's store tables. After an in-place
+    cutover to SPACE each pass also checks the rows written since in Honcho's column (embed
+    verify's watch): rows holding another space's vectors are printed by id, recorded, turn
+    `embed status` and `embed gate` red, and end the command with exit status 1.
 
     \b
     Example:
@@ -136,14 +162,19 @@ def sync(env: Env, space: str, source: str, watch: float | None, workers: int, c
         else:
             for line in _summary_lines(out):
                 click.echo(line)
+        if _offenders(out):
+            stop.set()  # production's column holds another space's vectors: stop, exit 1
 
     with _stop_on_signals() as stop:
         out, passes = run(cfg, env.url(cfg), space, sources=_sources(source), watch=watch, stop=stop,
-                          on_pass=on_pass, workers=workers, chunk_rows=chunk_rows, progress=not no_progress)
+                          on_pass=on_pass, workers=workers, chunk_rows=chunk_rows,
+                          progress=_progress(progress_fmt, no_progress))
     if watch is None:
         emit(out, as_json, _summary_lines)
     elif not as_json:
         click.echo(f"sync stopped after {passes} pass(es)")
+    if _offenders(out):
+        sys.exit(1)
 
 
 def _status_lines(out: Status) -> list[str]:
@@ -153,6 +184,9 @@ def _status_lines(out: Status) -> list[str]:
                      + (f", rollback goes to {st.rollback_to}" if st.rollback_to else ""))
         if st.next:
             lines.append(f"  next: {st.next}")
+        if st.verify:
+            lines.append(f"  RED: {st.verify}")
+        lines += [f"  next for {step.line()}" for step in out.next.get(name, ())]
     for p in out.pairs:
         if p.note is not None or p.totals is None:
             lines.append(f"{p.source:<20} {p.space:<16} {p.note}")
@@ -185,7 +219,10 @@ def status(env: Env, spaces: tuple[str, ...], sources: tuple[str, ...], as_json:
     """What production reads, and coverage per source and space.
 
     First, per source: the space production reads (from the database), what the views serve,
-    where a rollback goes, and the command that settles an interrupted switch. Then per source
+    where a rollback goes, and the command that settles an interrupted switch; then the next
+    command for each space that is not yet production's: `embed init`, `embed backfill`,
+    `embed sync` (N rows behind), the fix of the first failing gate (smoke, shadow, backup,
+    verify), or "ready: `embed gate --space S`" (in --json: `next`, per source). Then per source
     and space: live rows vs current vectors, stale, pending, skipped, last run, HNSW index
     (per workspace with --json). While Honcho's columns hold a space whose settings no switch
     finished delivering, the Honcho settings are printed too.

@@ -33,6 +33,7 @@ from embed.store import SCHEMA
 from embed.store.indexes import OPCLASS
 from embed.store.location import COLUMNS, live_column
 from embed.store.target import Target
+from embed.verify import tolerance
 
 STAGED = sql.Identifier(SCHEMA, "inplace_staged")
 
@@ -261,11 +262,18 @@ def adopt(t: Target, col: str, trusted: sql.Composable, lo: str | None = None, h
     rows' vectors are known to match their content (Honcho: sync_state = 'synced'); records of
     the other rows are dropped, so after the swap those rows count as needing a vector.
     Returns (rows adopted, records dropped). A store vector already held for the same content
-    is kept (same space, same content)."""
+    is kept (same space, same content), and a live vector that differs from it by more than the
+    space's verify tolerance is not trusted at all (a writer on another model put it there, e.g.
+    Honcho restarted with its old settings after a cutover): its record is dropped, so staging the
+    column again rewrites it from the store instead of serving it as current."""
     c = column(col)
     return sql.SQL(
-        """WITH s AS (
+        """WITH s0 AS (
              SELECT r.id, {sha} AS sha, r.vec, r.ok, r.xmin FROM ({rows}) AS r),
+           s AS (
+             SELECT s0.id, s0.sha, s0.vec, s0.xmin, s0.ok AND NOT EXISTS (
+               SELECT 1 FROM {store} AS v WHERE v.source_id = s0.id AND v.content_sha256 = s0.sha
+                 AND (v.embedding <=> s0.vec) > {max_distance}) AS ok FROM s0),
            a AS (
              SELECT s.id, s.sha, s.vec, s.ok, s.xmin FROM s LEFT JOIN {staged} AS k
                ON k.source = {source} AND k.space_fp = {fp} AND k.source_id = s.id::text
@@ -290,7 +298,7 @@ def adopt(t: Target, col: str, trusted: sql.Composable, lo: str | None = None, h
     ).format(
         rows=rows(t, [sql.SQL("{} AS vec").format(c), sql.SQL("({}) AS ok").format(trusted), sql.SQL("xmin AS xmin")],
                   bounds(t, lo, hi)),
-        sha=t.sha(sql.SQL("r.text")), **_keys(t),
+        sha=t.sha(sql.SQL("r.text")), max_distance=sql.Literal(1.0 - tolerance(t.space)), **_keys(t),
     )
 
 

@@ -10,13 +10,13 @@ in-place swap the live one) is counted in that column (embed.store.location). Co
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from embed import store
+from embed import gates, store
 from embed.config import Config
 from embed.db.connection import connect
 from embed.db.idents import column
@@ -245,6 +245,24 @@ class ServingLine(Result):
     legacy_column: str | None
     rollback_to: str | None
     next: str | None  # the command that settles an interrupted switch
+    verify: str | None = None  # the newest `embed verify` of what production reads found offenders: red
+
+
+@dataclass(frozen=True)
+class NextStep(Result):
+    """What moves one (source, space) on: the command to run and why, or (command None) what to
+    wait for; `ready` when the space passes every gate `embed status` can judge from SQL."""
+
+    source: str
+    space: str
+    command: str | None
+    why: str
+    ready: bool = False
+
+    def line(self) -> str:
+        if self.ready:
+            return f"{self.space}: ready: `{self.command}` ({self.why})"
+        return f"{self.space}: " + (f"run `{self.command}`: {self.why}" if self.command else self.why)
 
 
 @dataclass(frozen=True)
@@ -252,13 +270,15 @@ class Status(Result):
     serving: dict[str, ServingLine]
     pairs: tuple[PairStatus, ...]
     honcho_settings: tuple[str, ...]  # .env blocks owed to Honcho (a switch that did not deliver them)
+    next: dict[str, tuple[NextStep, ...]] = field(default_factory=dict)  # per source, one per space to move on
 
     def pair(self, source: str, space: str) -> PairStatus:
         return next(p for p in self.pairs if (p.source, p.space) == (source, space))
 
     def as_dict(self) -> dict[str, Any]:
         return {"serving": {n: s.as_dict() for n, s in self.serving.items()},
-                "pairs": [p.as_dict() for p in self.pairs], "honcho_settings": list(self.honcho_settings)}
+                "pairs": [p.as_dict() for p in self.pairs], "honcho_settings": list(self.honcho_settings),
+                "next": {n: [x.as_dict() for x in steps] for n, steps in self.next.items()}}
 
 
 def status(
@@ -276,10 +296,72 @@ def status(
         states = store.space_states(conn)
         reads = serving.read(conn, cfg)
         pairs = [pair_status(conn, cfg, Target(cfg.source(n), sp)) for sp in chosen for n in names]
+        bad = {n: _verify_failed(conn, cfg, reads[n]) for n in names}
+        nexts = {n: tuple(x for p in pairs if p.source == n and (x := next_step(conn, cfg, reads[n], p))) for n in names}
     untold = sorted({st.space_fp for n, st in reads.items() if n in names and st.untold})
-    return Status({n: _serving(cfg, reads[n]) for n in names},
+    return Status({n: replace(_serving(cfg, reads[n]), verify=bad[n]) for n in names},
                   tuple(replace(p, state=states.get(p.fingerprint, "not in database")) for p in pairs),
-                  tuple(honcho_settings(cfg, url, cfg.space_by_fp(fp)).env_block() for fp in untold))
+                  tuple(honcho_settings(cfg, url, cfg.space_by_fp(fp)).env_block() for fp in untold), nexts)
+
+
+# the command that makes a failing gate pass ({s}: the space, {legacy}: the legacy space); None: no
+# command does (the candidate retrieves worse, or its index recall is low: a judgement, not a step)
+GATE_FIX = {
+    "smoke": "embed smoke --space {s}", "coverage": "embed sync --space {s}", "no_orphans": "embed sync --space {s}",
+    "shadow_fresh": "embed shadow --baseline {legacy} --candidate {s}", "shadow_ndcg": None,
+    "shadow_ann_recall": None, "backup": "embed backup --out DIR", "verify": "embed verify --space {s} --repair",
+}
+
+
+def next_step(conn: psycopg.Connection, cfg: Config, reads: serving.Serving, p: PairStatus) -> NextStep | None:
+    """The next command for one (source, space): init, backfill, sync, then the first gate that
+    fails (smoke, shadow, backup, ...), then `embed gate`. None for the legacy space production
+    no longer reads (rollback's target until it is retired) and for a space production reads
+    whose vectors are all there."""
+    sp = cfg.space(p.space)
+
+    def here(cmd: str | None, why: str, ready: bool = False) -> NextStep:
+        return NextStep(p.source, p.space, cmd, why, ready)
+
+    c = p.totals
+    if p.fingerprint == reads.space_fp:
+        if c is None or c.pending <= 0 or sp.fingerprint == cfg.legacy_space.fingerprint:
+            return None  # (the legacy space's column is the application's to fill)
+        cmd = f"embed fill-column --space {p.space}" if p.kind == "column" else f"embed sync --space {p.space}"
+        return here(cmd, f"production reads it and {c.pending} live row(s) have no current vector")
+    if p.kind != "store":
+        return None  # the legacy space in the application's own column: rollback's target
+    if p.note is not None or c is None or p.store is None:
+        return here("embed init", p.note or "no store table")
+    run = p.store.last_run
+    if run is not None and run.status == "running":
+        return here(None, f"wait: {run.kind} run #{run.id} is running ({run.actor})")
+    if p.store.stored == 0 and c.pending > 0:
+        return here(f"embed backfill --space {p.space}", f"{c.pending} row(s) to embed")
+    if c.pending > 0:
+        return here(f"embed sync --space {p.space}", f"{c.pending} row(s) behind")
+    if p.store.orphans > 0:
+        return here(f"embed sync --space {p.space}", f"{p.store.orphans} vector(s) of deleted rows to remove")
+    failed = [g for g in gates.evaluate(conn, cfg, sp, [p.source]) if not g["passed"]]
+    if not failed:
+        return here(f"embed gate --space {p.space}", "every gate embed status can judge passes; then `embed cutover "
+                    f"--space {p.space}`", ready=True)
+    g = failed[0]
+    fix = GATE_FIX.get(g["gate"])
+    return here(fix.format(s=p.space, legacy=cfg.legacy_space.name) if fix else None,
+                f"gate {g['gate']} fails ({g['measured']})")
+
+
+def _verify_failed(conn: psycopg.Connection, cfg: Config, st: serving.Serving) -> str | None:
+    """One line when the newest `embed verify` of the space production reads found offenders."""
+    from embed.verify import failures
+
+    space = cfg.space_by_fp(st.space_fp)
+    got = failures(conn, space).get(st.source)
+    if got is None:
+        return None
+    return (f"{got.get('offenders')} vector(s) of another space in {got.get('location')} (embed verify): "
+            f"`embed verify --space {space.name} --repair`, or `embed rollback`")
 
 
 def _serving(cfg: Config, st: serving.Serving) -> ServingLine:

@@ -76,12 +76,20 @@ def sync_once(
     cfg: Config, url: str, space: str | Space, *, sources: list[str] | None = None, opts: Options | None = None,
     embedder: Any = None,
 ) -> PassResult:
-    """One sync pass over the sources for one space; returns the pass summary with the lag."""
+    """One sync pass over the sources for one space; returns the pass summary with the lag and,
+    where a swap made the space live in the source's column, the watch of `embed verify` over the
+    rows written there since (per source "verify": its Checked; none: nothing to watch)."""
+    from embed.verify import verify
+
     sp = space if isinstance(space, Space) else cfg.space(space)
     out = run_pass(cfg, url, sp, sources=sources, kind=KIND, opts=opts, embedder=embedder, before=remove_dead)
     with connect(url) as conn:
         for name, per in out.sources.items():
             per["lag"] = lag(conn, Target(cfg.source(name), sp))
+    for name, per in out.sources.items():
+        watched = verify(cfg, url, sp.name, source=name, since_last=True, embedder=embedder)
+        if watched.locations:
+            per["verify"] = watched.locations[0].as_dict()
     return replace(out, rows_pending=sum(p["lag"]["rows_pending"] for p in out.sources.values()),
                    store_rows_deleted=sum(p.get("store_rows_deleted", 0) for p in out.sources.values()))  # absent: not reached
 
@@ -99,9 +107,9 @@ def sync(
     check_ready(url)
     stop = stop or threading.Event()
     opts = Options(stop=stop, **options)
-    from embed.embedders import get_embedder
+    from embed.embedders import Deferred
 
-    embedder = get_embedder(sp)  # loaded once for all passes
+    embedder = Deferred(sp)  # loaded once for all passes, on the first row to embed
     passes = 0
     try:
         while True:

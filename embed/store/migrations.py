@@ -166,6 +166,18 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.serving (
     event_id      bigint
 )
 """),
+    # embed verify's watch (embed.verify): the row version (xmin) of each row whose vector last
+    # passed the check, so a pass reads only rows written since
+    ("006_verified", """
+CREATE TABLE IF NOT EXISTS {SCHEMA}.verified (
+    source    text NOT NULL,
+    space_fp  text NOT NULL,
+    source_id text NOT NULL,
+    row_xmin  xid NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, space_fp, source_id)
+)
+"""),
 )
 
 _TABLE = """CREATE SCHEMA IF NOT EXISTS {SCHEMA};

