@@ -157,6 +157,20 @@ def test_each_failing_gate_blocks_the_cutover_and_changes_nothing(env: tuple[Con
     assert [e[1] for e in events(url, "cutover")] == ["blocked", "blocked"]
 
 
+@pytest.mark.parametrize(("needed", "verdict"), [(600, "INCONCLUSIVE"), (40, "FAIL")])
+def test_too_small_a_sample_is_inconclusive_not_a_fail(env: tuple[Config, str], needed: int, verdict: str) -> None:
+    """A CI straddling the floor on fewer queries than needed cannot decide; it still blocks."""
+    cfg, url = env
+    documents_shadow(cfg, url, ndcg_ci_low=-0.05, queries_needed=needed)
+    checked = gate(cfg, url, SPACE)
+    assert failed(checked) == {"documents.shadow_ndcg"}
+    (g,) = [g for g in checked.gates if g.source == "documents" and g.gate == "shadow_ndcg"]
+    assert g.measured.startswith(verdict), g.measured
+    assert f"needs ~{needed} labelled queries, has 50" in g.measured
+    documents_shadow(cfg, url, ndcg_ci_low=-0.01, queries_needed=needed)
+    assert gate(cfg, url, SPACE).passed
+
+
 def test_gate_command_prints_every_gate_and_sets_the_exit_status(env: tuple[Config, str]) -> None:
     cfg, url = env
     runner = CliRunner()

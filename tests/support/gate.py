@@ -29,7 +29,8 @@ def plant_smoke(url: str, space: Space, *, passed: bool = True, endpoint_class: 
 
 
 def plant_shadow(url: str, cfg: Config, source: str, space: Space, *, ndcg_ci_low: float = 0.01,
-                 ann_recall: float = 1.0, labelled: bool = True, started_ago_s: float = 0.0) -> int:
+                 ann_recall: float = 1.0, labelled: bool = True, started_ago_s: float = 0.0,
+                 queries_needed: int | None = None) -> int:
     with connect(url) as conn:
         run_id = conn.execute(
             "INSERT INTO embed_store.shadow_runs (started_at, actor, source, baseline_fp, candidate_fps, params, result) "
@@ -39,6 +40,8 @@ def plant_shadow(url: str, cfg: Config, source: str, space: Space, *, ndcg_ci_lo
         rows = [("ann_recall@10", ann_recall, ann_recall, ann_recall)]
         if labelled:
             rows.append(("delta_ndcg@10", ndcg_ci_low + 0.05, ndcg_ci_low, ndcg_ci_low + 0.1))
+        if queries_needed is not None:  # what embed.shadow.power said 50 labelled queries lack
+            rows.append(("queries_needed_ndcg@10", queries_needed, None, None))
         for metric, value, lo, hi in rows:
             conn.execute(
                 "INSERT INTO embed_store.shadow_metrics (run_id, space_fp, slice, slice_value, metric, n, value, "
