@@ -36,19 +36,28 @@ class Initialized(Result):
     created_tables: tuple[str, ...]  # embed_store tables made by this call (none the second time)
     declared_spaces: tuple[str, ...]  # spaces recorded for the first time
     external_models_changed: bool  # external_models.yaml was rewritten to match config.yaml
+    legacy: Adoption | None = None  # the check that the legacy space wrote the legacy column (verify_legacy)
 
 
-def init_store(cfg: Config, url: str) -> Initialized:
+def init_store(cfg: Config, url: str, *, verify_legacy: int = 0) -> Initialized:
     """Create embed_store and every (source, space) table; sync external_models.yaml. Refuses a
-    legacy space whose dims do not fit the column holding it, before creating anything."""
+    legacy space whose dims do not fit the column holding it, before creating anything; with
+    `verify_legacy` N, also one whose own vectors of N sampled rows are not the column's
+    (embed.verify.adoption: the measured cosine and the likely cause)."""
+    from embed.verify import adoption
+
     ensure_pgvector(url)
     with connect(url) as conn:
         check_legacy(conn, cfg)
         if not store.is_initialized(conn):
             privileges.require(privileges.database_create(conn), "embed init")
+        adopted = adoption(conn, cfg, verify_legacy) if verify_legacy else None
         created, declared = store.init(conn, cfg)
         serving.ensure(conn, cfg)
-    return Initialized(tuple(created), tuple(declared), mesh.write_external_models(cfg))
+        if adopted is not None and adopted.outcome == "adopted":
+            with conn.transaction():
+                store.record_event(conn, "adopt", "ok", space=cfg.legacy_space, details=adopted.as_dict())
+    return Initialized(tuple(created), tuple(declared), mesh.write_external_models(cfg), adopted)
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,7 @@ if TYPE_CHECKING:
     from embed.safety.retire import pin, retire, retire_plan, unpin
     from embed.shadow.run import shadow
     from embed.store.events import history
-    from embed.verify import verify, verify_watch
+    from embed.verify import Adoption, verify, verify_watch
 
 
 def __getattr__(name: str) -> Any:

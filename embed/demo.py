@@ -1,7 +1,7 @@
 """`embed demo`: the whole migration on the embedded default, one line per step with its key number.
 
-backup → smoke → backfill → sync under a live writer → shadow (HTML) → gate (blocked, then
-passing) → cutover → the Honcho-style query in the new space → rollback → cutover again →
+doctor → backup → smoke → backfill → sync under a live writer → shadow (HTML) → gate (blocked, then
+passing) → the cutover's dry run → cutover → the Honcho-style query in the new space → rollback → cutover again →
 retire dry-run → evidence bundle. Legacy vectors come from the English-only MiniLM, the
 candidate is the multilingual e5-small (both real offline models); BGE-M3 joins as a second
 candidate when its weights are on disk ($EMBED_BGE_M3_PATH).
@@ -83,7 +83,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         if not LocalRedis.available():
             st["redis"] = None
             return "redis-server is not on this machine: the backup covers PostgreSQL only"
-        r = LocalRedis(st["work"] / "redis")
+        st["redis_server"] = r = LocalRedis(st["work"] / "redis")
         st["redis"] = r.up()
         port = int(st["redis"].rsplit(":", 1)[1].split("/")[0])
         for i in range(20):  # what Honcho's cache holds: short-lived keys under honcho:v2:
@@ -100,6 +100,11 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         c = out.counts
         return (f"seeded {c.get('documents', 0)} documents + {c.get('message_embeddings', 0)} message embeddings, "
                 f"legacy vectors from {out.legacy_space} ({out.dims}d)")
+
+    def doctor() -> str:
+        d = api.doctor(st["cfg"], st["url"], spaces=[CANDIDATE])
+        head = f"{len(d.findings)} finding(s), {len(d.blocking)} blocking (role {d.role})"
+        return "\n".join([head, *(f"           {f.severity}: {f.source or '-'}: {f.message}" for f in d.findings)])
 
     def init() -> str:
         out = api.init_store(st["cfg"], st["url"])
@@ -184,6 +189,12 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         verdict = "PASS" if r.passed else "BLOCKED"
         return f"after `embed sync` ({n} written): {verdict}, {sum(g.passed for g in r.gates)}/{len(r.gates)} gates"
 
+    def preview() -> str:
+        p = api.switch_preview(st["cfg"], st["url"], "cutover", CANDIDATE)
+        locks = sorted({s.lock.split(" (")[0] for s in p.statements})
+        return (f"dry run of the cutover, nothing changed: {len(p.statements)} statement(s) in order "
+                f"(locks: {', '.join(locks)}), {len(p.blockers)} gate(s) failing")
+
     def cutover() -> str:
         out = api.cutover(st["cfg"], st["url"], CANDIDATE)
         moved = ", ".join(f"{s} {a} -> {b}" for s, (a, b) in out.switched.items())
@@ -212,9 +223,9 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return f"{len(idx.index['files'])} file(s) in {out} (index.md lists their sha256)"
 
     steps: list[tuple[str, Callable[[], str]]] = [
-        ("db", database), ("project", project), ("redis", redis), ("seed", seed), ("init", init),
+        ("db", database), ("project", project), ("redis", redis), ("seed", seed), ("doctor", doctor), ("init", init),
         ("plan", plan), ("reset", reset), ("backup", backup), ("smoke", smoke), ("backfill", backfill),
-        ("sync", sync), ("shadow", shadow), ("gate", gate_blocked), ("gate", gate_passing),
+        ("sync", sync), ("shadow", shadow), ("gate", gate_blocked), ("gate", gate_passing), ("preview", preview),
         ("cutover", cutover), ("query", query), ("rollback", rollback), ("cutover", cutover), ("query", query),
         ("retire", retire), ("evidence", evidence),
     ]
@@ -224,8 +235,19 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
     finally:
         if "legacy_embedder" in st:
             st["legacy_embedder"].close()
+        if st.get("redis_server") is not None:  # the demo's own cache server: nothing needs it afterwards
+            st["redis_server"].down()
     say(f"evidence: {st['work'] / 'evidence'}  report: {st.get('report')}")
+    say("demo finished: `embed history` shows every step's event, `embed audit` re-checks every gate; "
+        + _left_running(db, st["url"]))
     return st
+
+
+def _left_running(db: str | None, url: str) -> str:
+    """The last line's account of what the demo leaves running (its redis-server is stopped)."""
+    if db:
+        return "nothing of the demo's is left running (the database is the one --db named)"
+    return f"still running: the embedded PostgreSQL at {mask(url)} (stop it: `embed db down`)"
 
 
 def _metric(result: dict[str, Any], key: str, metric: str, who: str, slice_value: str = "all") -> dict | None:

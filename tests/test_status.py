@@ -17,10 +17,11 @@ from embed.config import Config
 from embed.db.connection import connect
 from embed.errors import EmbedError
 from embed.fill.runs import start_run
-from embed.fill.status import status
+from embed.fill.status import NextStep, status
 from embed.store.target import Target
 from embed.store.writer import Rows, Skip, StoreWriter
 from tests.support.backfill import ROOT, SPACE, expected, seeded, sha
+from tests.support.gate import plant_backup, plant_gates
 
 
 def fill(url: str, cfg: Config, ids: list[str], keep: dict[str, bytes]) -> None:
@@ -82,6 +83,45 @@ def test_status_counts_every_kind_of_row_and_run(db_url: str, cfg: Config) -> No
     assert res.exit_code == 0 and "documents" in res.output and "abandoned" in res.output
     text = conn_texts(db_url)
     assert not [x for x in text if x[:20] in res.output]
+
+
+def test_status_names_the_next_command_for_each_source(db_url: str, cfg: Config) -> None:
+    """backfill, then sync (N rows behind), then the fix of the first failing gate, then ready."""
+    seeded(db_url, cfg, documents=20, messages=2)
+    keep, empty = expected(db_url, cfg)
+
+    def step() -> NextStep:
+        (only,) = status(cfg, db_url, spaces=[SPACE], sources=["documents"]).next["documents"]
+        return only
+
+    first = step()
+    assert (first.command, first.ready) == (f"embed backfill --space {SPACE}", False)
+    assert first.why == f"{len(keep) + len(empty)} row(s) to embed"
+    ids = sorted(keep)
+    fill(db_url, cfg, ids[:5], keep)
+    assert (step().command, step().why) == (f"embed sync --space {SPACE}", f"{len(keep) + len(empty) - 5} row(s) behind")
+    fill(db_url, cfg, ids[5:], keep)
+    t = Target(cfg.source("documents"), cfg.space(SPACE))
+    with connect(db_url) as conn:
+        StoreWriter(conn, t).write(Rows([], [], np.zeros((0, 384), np.float32), np.zeros(0, bool)), np.zeros(0, bool),
+                                   [Skip(i, h, "empty") for i, h in empty.items()], run_id=0)
+        conn.commit()
+    assert (step().command, step().why[:20]) == (f"embed smoke --space {SPACE}", "gate smoke fails (no")
+    plant_gates(db_url, cfg, cfg.space(SPACE), omit=["backup"])
+    assert step().command == "embed backup --out DIR" and "gate backup fails" in step().why
+    plant_backup(db_url)
+    ready = step()
+    assert ready.ready and ready.command == f"embed gate --space {SPACE}"
+
+    res = CliRunner().invoke(cli, ["--db", db_url, "--project", str(ROOT), "status", "--space", SPACE, "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)["next"]
+    assert got["documents"] == [{"source": "documents", "space": SPACE, "command": f"embed gate --space {SPACE}",
+                                 "why": ready.why, "ready": True}]
+    assert got["message_embeddings"][0]["command"] == f"embed backfill --space {SPACE}"
+    res = CliRunner().invoke(cli, ["--db", db_url, "--project", str(ROOT), "status", "--space", SPACE])
+    assert f"  next for {SPACE}: ready: `embed gate --space {SPACE}`" in res.output
+    assert f"  next for {SPACE}: run `embed backfill --space {SPACE}`: " in res.output  # message_embeddings
 
 
 def conn_texts(url: str) -> list[str]:

@@ -27,6 +27,9 @@ WRITERS_STOPPED = click.option("--writers-stopped", is_flag=True,
 ALLOW_LIVE = click.option("--allow-live-writers", is_flag=True,
                           help="honcho-inplace: swap while other sessions write (their rows are caught up in the "
                                "lock or left pending for Honcho's reconciler).")
+DRY_RUN = click.option("--dry-run", is_flag=True,
+                       help="Print the rows affected, every statement in order with its lock, the estimated time "
+                            "and storage, and (cutover) the gates failing now; change nothing, take no lock.")
 SETTINGS_OUT = click.option("--settings-out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
                             help="honcho-inplace: also write the Honcho .env block to FILE (mode 0600).")
 
@@ -35,7 +38,8 @@ def switch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """What a cutover and a rollback both take: the writers check, the settings file, the lock
     timeout, the sources, --json; then the Env and the one-line error handling."""
     for option in (fail_cleanly, click.pass_obj, click.option("--json", "as_json", is_flag=True,
-                   help="Machine-readable output."), SOURCE, LOCK_TIMEOUT, SETTINGS_OUT, ALLOW_LIVE, WRITERS_STOPPED):
+                   help="Machine-readable output."), DRY_RUN, SOURCE, LOCK_TIMEOUT, SETTINGS_OUT, ALLOW_LIVE,
+                   WRITERS_STOPPED):
         fn = option(fn)
     return fn
 
@@ -131,7 +135,7 @@ def _deliver(r: SwitchResult, settings_out: Path | None) -> None:
 @switch_options
 def cutover(env: Env, space_name: str, mode: str, stage_only: bool, progress_fmt: str, writers_stopped: bool,
             allow_live_writers: bool, settings_out: Path | None, lock_timeout: float, sources: tuple[str, ...],
-            as_json: bool) -> None:
+            dry_run: bool, as_json: bool) -> None:
     """Make SPACE what production reads, only if every gate passes (see `embed gate`).
 
     \b
@@ -147,11 +151,18 @@ def cutover(env: Env, space_name: str, mode: str, stage_only: bool, progress_fmt
 
     \b
     Example:
+      embed cutover --space bge_m3 --mode honcho-inplace --dry-run
       embed cutover --space bge_m3 --mode honcho-inplace --writers-stopped --settings-out honcho.env
     """
     from embed.api import cutover as run
 
     cfg = env.config()
+    if dry_run:
+        from embed.api import switch_preview
+
+        p = switch_preview(cfg, env.url(cfg), "cutover", space_name, mode=mode, sources=list(sources) or None)
+        emit(p, as_json, lambda o: o.lines())
+        return
     policy = _policy(writers_stopped, allow_live_writers)
     r = _run_switch(lambda: run(cfg, env.url(cfg), space_name, mode=mode, sources=list(sources) or None,
                                 lock_timeout_s=lock_timeout, stage_only=stage_only, writers_policy=policy,
@@ -186,7 +197,7 @@ def _run_switch(fn: Callable[[], Any], settings_out: Path | None) -> Any:
 @cli.command()
 @switch_options
 def rollback(env: Env, writers_stopped: bool, allow_live_writers: bool, settings_out: Path | None,
-             lock_timeout: float, sources: tuple[str, ...], as_json: bool) -> None:
+             lock_timeout: float, sources: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
     """Switch back to what production read before the last cutover, in the mode it used.
 
     Instant while the old vectors exist (they are kept for the retention window). Rows
@@ -198,11 +209,17 @@ def rollback(env: Env, writers_stopped: bool, allow_live_writers: bool, settings
 
     \b
     Example:
+      embed rollback --dry-run
       embed rollback --writers-stopped --settings-out honcho.env
     """
     from embed.api import rollback as run
 
     cfg = env.config()
+    if dry_run:
+        from embed.api import switch_preview
+
+        emit(switch_preview(cfg, env.url(cfg), "rollback", sources=list(sources) or None), as_json, lambda o: o.lines())
+        return
     policy = _policy(writers_stopped, allow_live_writers)
     r = _run_switch(lambda: run(cfg, env.url(cfg), sources=list(sources) or None, lock_timeout_s=lock_timeout,
                                 writers_policy=policy), settings_out)

@@ -19,11 +19,14 @@ def demo(env: Env, scale: str) -> None:
     Starts the embedded server (and a private redis-server when the machine has one), seeds
     the Honcho-shaped PL/EN corpus with legacy vectors from the English-only MiniLM, then:
       backup -> smoke -> backfill e5-small -> sync under a live writer -> shadow (HTML)
-      -> gate (blocked by the writer's lag, then passing) -> cutover -> Honcho-style query
+      -> gate (blocked by the writer's lag, then passing) -> cutover dry run -> cutover
+      -> Honcho-style query
       -> rollback -> cutover -> retire dry-run -> evidence bundle.
     BGE-M3 joins as a second candidate when $EMBED_BGE_M3_PATH holds its weights. The demo
     works on a copy of the project (<home>/demo/project), so your config.yaml is untouched.
-    Re-running it is safe: it rolls back first and replays the procedure.
+    Re-running it is safe: it rolls back first and replays the procedure. The demo stops its
+    redis-server at the end; its last line says what is still running (the embedded
+    PostgreSQL: `embed db down` stops it).
 
     \b
     Example:
@@ -34,4 +37,3 @@ def demo(env: Env, scale: str) -> None:
 
     cfg = env.config()
     demo_mod.run(cfg, env.db, scale=scale, say=click.echo)
-    click.echo("demo finished: `embed history` shows every step's event, `embed audit` re-checks every gate")

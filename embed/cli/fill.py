@@ -92,11 +92,16 @@ def _stop_on_signals() -> Iterator[threading.Event]:
               help="Rows per claimed chunk (the model gets them in its own batches).")
 @PROGRESS
 @click.option("--no-progress", is_flag=True, help="No progress output on stderr (--progress none).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the rows, statements (with locks), estimated time, storage and cost; change nothing.")
+@click.option("--budget-usd", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="For a space that declares price_per_mtok: refuse when the preview costs more, and stop "
+                   "before the batch that would pass it (batches written are kept).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.pass_obj
 @fail_cleanly
 def backfill(env: Env, space: str, source: str, limit: int | None, workers: int, chunk_rows: int,
-             progress_fmt: str, no_progress: bool, as_json: bool) -> None:
+             progress_fmt: str, no_progress: bool, dry_run: bool, budget_usd: float | None, as_json: bool) -> None:
     """Embed every live source row that lacks a current vector in SPACE and store it (binary COPY).
 
     Identical content is embedded once; blank or rejected rows are recorded in
@@ -110,13 +115,21 @@ def backfill(env: Env, space: str, source: str, limit: int | None, workers: int,
       embed backfill --space bge_m3_ollama --workers 4
       embed backfill --space e5_small --source documents --limit 1000
       embed backfill --space bge_m3 --progress json 2> progress.jsonl
+      embed backfill --space openai_3_large --dry-run --budget-usd 5
     """
     from embed.api import backfill as run
+    from embed.api import backfill_preview
 
     cfg = env.config()
+    if dry_run or budget_usd is not None:  # the preview refuses above the budget, before anything runs
+        preview = backfill_preview(cfg, env.url(cfg), space, sources=_sources(source), budget_usd=budget_usd)
+        if dry_run:
+            emit(preview, as_json, lambda p: p.lines())
+            return
     with _stop_on_signals() as stop:
         out = run(cfg, env.url(cfg), space, sources=_sources(source), limit=limit, workers=workers,
-                  chunk_rows=chunk_rows, progress=_progress(progress_fmt, no_progress), stop=stop)
+                  chunk_rows=chunk_rows, progress=_progress(progress_fmt, no_progress), stop=stop,
+                  budget_usd=budget_usd)
     emit(out, as_json, _summary_lines)
     if out.interrupted:
         sys.exit(130)

@@ -22,10 +22,9 @@ def _size(n: int) -> str:
 def _plan_lines(p: RetirePlan) -> list[str]:
     out = [f"retire {p.space} ({p.fingerprint[:12]}), state {p.state or '-'}: inactive since "
            f"{p.inactive_since or '-'} ({p.inactive_since_what}), retention {p.retention_days} day(s)"]
-    for t in p.targets:
-        verb = "DROP TABLE" if t.kind == "table" else "DROP COLUMN"
+    for i, t in enumerate(p.targets, 1):  # in the order retire runs them, as every --dry-run prints them
         extra = f" (+{_size(t.bytes_after_rewrite)} of column data at the next table rewrite)" if t.kind == "column" else ""
-        out.append(f"  {verb:<11} {t.name:<60} frees {_size(t.bytes)}{extra}")
+        out.append(f"  {i}. [{t.lock}] once: {t.statement().as_string(None)}; frees {_size(t.bytes)}{extra}")
     if not p.targets:
         out.append("  nothing to drop")
     out.append(f"  total: {_size(p.bytes)} freed now"

@@ -43,6 +43,7 @@ from embed.cutover.inplace_run import BATCH_ROWS, STAGE_ATTEMPTS, STAGE_LOCK_TIM
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
 from embed.errors import Busy, EmbedError, NothingToDo
+from embed.fill.progress import NONE, wanted
 from embed.result import PerSource, Result
 from embed.spaces import Space
 from embed.store import registry
@@ -94,12 +95,12 @@ class Staged(PerSource):
 
 
 def stage(
-    cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None, progress: bool = False,
+    cfg: Config, url: str, space_name: str, *, sources: list[str] | None = None, progress: bool | str = False,
     batch_rows: int = BATCH_ROWS,
 ) -> Staged:
     """Stage `space_name` next to each source's live vector column, ahead of the swap: a tagged
     column filled from the space's store, and its HNSW index built CONCURRENTLY. Idempotent; after a
-    kill -9 a rerun finishes the job. `progress`: a Progress per source on stderr.
+    kill -9 a rerun finishes the job. `progress`: a Progress per source on stderr (True, or a format).
     """
     space = cfg.space(space_name)
     with inplace_run.session(url) as conn:
@@ -109,7 +110,7 @@ def stage(
 
 
 def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space, batch_rows: int,
-               show: bool) -> StagedSource:
+               show: bool | str) -> StagedSource:
     t0 = time.monotonic()
     t = Target(src, space)
     live = live_column(src)
@@ -119,7 +120,8 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
     inplace_run.needs_store(conn, t)
     col = _ensure_column(conn, t)
     written, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows,
-                                label=f"stage {src.name}/{space.name}" if show else None, pause="inplace_stage_batch")
+                                label=f"stage {src.name}/{space.name}" if wanted(show) != NONE else None,
+                                fmt=wanted(show), pause="inplace_stage_batch")
     adopted = _adopt(conn, cfg, src, batch_rows=batch_rows)
     pause_point("inplace_before_index")
     index = _ensure_index(conn, t, col, cfg.index_params)
@@ -224,6 +226,32 @@ class _Plan:
     sync_cols: frozenset[str]
 
 
+def _names(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Plan:
+    """The columns and indexes a swap of `src` to `new` renames, as the catalog is now (what a
+    dry run shows; `_plan` checks them first)."""
+    live = live_column(src)
+    old = registry.by_fp(conn, cfg, live_fp(conn, cfg, src))
+    staged, retired = inplace_sql.tagged_column(src, new), inplace_sql.tagged_column(src, old)
+    _, table = src.schema_table
+    live_index = inplace_sql.hnsw_on(inplace_sql.indexes(conn, src), live, inplace_sql.index_name(table, live))
+    return _Plan(src, new, old, live, staged, retired, inplace_sql.index_name(table, staged),
+                 live_index.name if live_index else None,
+                 live_index.name if live_index else inplace_sql.index_name(table, live),
+                 inplace_sql.index_name(table, retired), frozenset(inplace_sql.has_columns(conn, src, SYNC_COLUMNS)))
+
+
+def renames(p: _Plan) -> list[sql.Composed]:
+    """The swap's renames in the order it runs them inside its lock (a dry run prints them)."""
+    schema, _ = p.source.schema_table
+    src = Target(p.source, p.new).src
+    rename_col = sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}")
+    rename_idx = sql.SQL("ALTER INDEX {} RENAME TO {}")
+    out = [rename_idx.format(sql.Identifier(schema, p.live_index), sql.Identifier(p.retired_index))] if p.live_index else []
+    return [*out, rename_col.format(src, sql.Identifier(p.live), sql.Identifier(p.retired)),
+            rename_col.format(src, sql.Identifier(p.staged), sql.Identifier(p.live)),
+            rename_idx.format(sql.Identifier(schema, p.staged_index), sql.Identifier(p.keep_name))]
+
+
 def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Plan:
     """Every refusal of a swap, before anything changes."""
     live = live_column(src)
@@ -262,8 +290,7 @@ def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Pl
             not live_index and inplace_sql.relation_exists(conn, src, keep)):
         raise EmbedError(f"an object named {retired_index if live_index else keep} is in the way of the index "
                          "renames; nothing changed")
-    return _Plan(src, new, old, live, staged, retired, staged_index, live_index.name if live_index else None, keep,
-                 retired_index, frozenset(inplace_sql.has_columns(conn, src, SYNC_COLUMNS)))
+    return _names(conn, cfg, src, new)
 
 
 Record = Callable[[psycopg.Connection, dict[str, dict[str, Any]]], None]
@@ -347,14 +374,8 @@ def _swap_locked(conn: psycopg.Connection, p: _Plan) -> dict[str, Any]:
     if marks:
         pending, failed = conn.execute(inplace_sql.mark_unembedded(t, p.staged, set(p.sync_cols)),
                                        ([i for i, _ in marks], [s for _, s in marks])).fetchone()
-    schema, _ = p.source.schema_table
-    rename_col = sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}")
-    rename_idx = sql.SQL("ALTER INDEX {} RENAME TO {}")
-    if p.live_index:
-        conn.execute(rename_idx.format(sql.Identifier(schema, p.live_index), sql.Identifier(p.retired_index)))
-    conn.execute(rename_col.format(t.src, sql.Identifier(p.live), sql.Identifier(p.retired)))
-    conn.execute(rename_col.format(t.src, sql.Identifier(p.staged), sql.Identifier(p.live)))
-    conn.execute(rename_idx.format(sql.Identifier(schema, p.staged_index), sql.Identifier(p.keep_name)))
+    for stmt in renames(p):
+        conn.execute(stmt)
     conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND column_name = %s").format(COLUMNS),
                  (p.source.name, p.staged))
     for stmt, params in (inplace_sql.record_column(p.source.name, p.live, p.new.fingerprint, p.old.fingerprint),

@@ -19,7 +19,7 @@ from embed.db import catalog, locks, privileges
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
 from embed.errors import Busy, EmbedError, NotInitialized
-from embed.fill.progress import Progress
+from embed.fill.progress import AUTO, Progress
 from embed.store import migrations
 from embed.store.target import Target
 
@@ -99,7 +99,7 @@ def refresh(conn: psycopg.Connection, t: Target, col: str, lo: str | None = None
 def batched(
     conn: psycopg.Connection, t: Target, make: Callable[[str | None, str | None], Work], *,
     batch_rows: int, lock_s: float = STAGE_LOCK_TIMEOUT_S, attempts: int = STAGE_ATTEMPTS, busy: str | None = None,
-    label: str | None = None, pause: str | None = None,
+    label: str | None = None, fmt: str = AUTO, pause: str | None = None,
 ) -> tuple[int, int]:
     """Run `make(lo, hi)` over the source's id ranges of `batch_rows` rows, each its own
     transaction; returns the sums of its two counts. A rerun simply starts over: every
@@ -111,7 +111,7 @@ def batched(
     progress = None
     if label:
         total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.src)).fetchone()[0]
-        progress = Progress(label, total).start()
+        progress = Progress(label, total, fmt=fmt).start()
     done = (0, 0)
     lo: str | None = None
     bound = inplace_sql.next_bound(t)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -109,13 +109,14 @@ class GateResult:
                 "gates": [{**asdict(g), "passed": g.passed} for g in self.gates]}
 
 
-def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str]) -> list[GateRow]:
-    """The dims / single-space audits of the space's per-space views and store tables, run now."""
+def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str], ctx: Any = None) -> list[GateRow]:
+    """The dims / single-space audits of the space's per-space views and store tables, run now
+    (in `ctx`, a loaded SQLMesh context, when given)."""
     models = [f"embed.{s}__{space.name}" for s in sources]
     if space.fingerprint != cfg.legacy_space.fingerprint:
         models += [f"{store.SCHEMA}.{store.table_name(cfg.source(s), space)}" for s in sources]
     try:
-        results = mesh.audit(cfg, url, models)
+        results = mesh.audit(cfg, url, models, ctx=ctx)
     except Exception as e:  # a model SQLMesh does not know yet: the views were never planned
         return [GateRow("*", "audits", mesh.NOT_RUN,
                         f"cannot audit the space's views ({first_line(str(e))}): run `embed plan`")]
@@ -123,15 +124,16 @@ def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str]) -> list
                     r.error or (f"{r.count} bad row(s)" if r.count else "ok")) for r in results]
 
 
-def gate(cfg: Config, url: str, space_name: str, sources: list[str] | None = None) -> GateResult:
-    """Every blocking gate for making `space_name` active now; recorded as a 'gate' event."""
+def gate(cfg: Config, url: str, space_name: str, sources: list[str] | None = None, *, ctx: Any = None) -> GateResult:
+    """Every blocking gate for making `space_name` active now; recorded as a 'gate' event. `ctx`:
+    the switch's loaded SQLMesh context, for the audits (the project is loaded once per command)."""
     space = cfg.space(space_name)
     names = [cfg.source(s).name for s in sources] if sources else list(cfg.sources)
     _ready(cfg, url)
     with connect(url) as conn:
         rows = [GateRow(r["source"], r["gate"], mesh.PASS if r["passed"] else mesh.FAIL, r["measured"])
                 for r in gates.evaluate(conn, cfg, space, names)]
-    result = GateResult(space.name, space.fingerprint, tuple(rows + _audit_rows(cfg, url, space, names)))
+    result = GateResult(space.name, space.fingerprint, tuple(rows + _audit_rows(cfg, url, space, names, ctx)))
     with connect(url) as conn, conn.transaction():
         store.record_event(conn, "gate", "ok" if result.passed else "blocked", space=space,
                            reason=None if result.passed else result.summary(),
@@ -192,10 +194,10 @@ def _moves(conn: psycopg.Connection, cfg: Config, kind: str, to: dict[str, Space
 # -------------------------------------------------------------------------------------- cutover
 def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources: list[str] | None = None,
             lock_timeout_s: float = 2.0, stage_only: bool = False, writers_policy: str = writers.CHECK,
-            progress: bool = False) -> SwitchResult | inplace.Staged:
+            progress: bool | str = False) -> SwitchResult | inplace.Staged:
     """Make `space_name` what each source's production reads, if and only if every gate passes;
     or finish a switch to it that a crash or a failure left half-done. `progress`: the in-place
-    staging's Progress on stderr."""
+    staging's Progress on stderr (True, or a format of embed.fill.progress)."""
     if mode not in MODES:
         raise EmbedError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
     space = cfg.space(space_name)
@@ -220,20 +222,29 @@ def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources
         if blocked:
             raise EmbedError(f"a switch of {', '.join(blocked)} was interrupted: finish it with `embed cutover` to "
                              "that space or undo it with `embed rollback` first; nothing changed")
-        if mode == INPLACE:  # who writes is the first question (again right before the swap)
-            _writers(cfg, url, writers_policy)
-        checked = gate(cfg, url, space.name, names)
-        if not checked.passed:
-            _record(url, "cutover", "blocked", space, names, reason=checked.summary(), details={"mode": mode})
-            raise Blocked(f"cutover blocked, nothing changed: {checked.summary()}")
-        pause_point("cutover_gated")
-        _still_exclusive(lock)
         to = {s: space for s in names}
-        if mode == VIEW:
-            return replace(_switch_views(cfg, url, lock, "cutover", to, states), gates=checked)
-        staged = inplace.stage(cfg, url, space.name, sources=names, progress=progress)
-        out = _switch_inplace(cfg, url, lock, "cutover", space, states, writers_policy, lock_timeout_s)
-        return replace(out, gates=checked, staged=staged)
+        with ExitStack() as stack:
+            # who writes is the first question (again right before the swap); its window runs
+            # while SQLMesh loads the project and builds the views' plan, once for the whole command
+            watch = stack.enter_context(writers.Watch(url, cfg)) if mode == INPLACE else None
+            after = _aimed(states, to) if mode == VIEW else _swapped(cfg, states, space)
+            sw = stack.enter_context(mesh.Switch(cfg, url, serving.render(after)))
+            if watch is not None:
+                _writers(watch, writers_policy)
+            checked = gate(cfg, url, space.name, names, ctx=sw.ctx)
+            if not checked.passed:
+                _record(url, "cutover", "blocked", space, names, reason=checked.summary(), details={"mode": mode})
+                raise Blocked(f"cutover blocked, nothing changed: {checked.summary()}")
+            pause_point("cutover_gated")
+            _still_exclusive(lock)
+            if mode == VIEW:
+                return replace(_switch_views(cfg, url, lock, sw, "cutover", to, states), gates=checked)
+            staged = inplace.stage(cfg, url, space.name, sources=names, progress=progress)
+            if any(st.rows_written or st.rows_cleared for st in staged.sources.values()):
+                watch = stack.enter_context(writers.Watch(url, cfg))  # staging's own writes: a fresh window
+            out = _switch_inplace(cfg, url, lock, sw, "cutover", space, states, writers_policy, lock_timeout_s,
+                                  watch)
+            return replace(out, gates=checked, staged=staged)
 
 
 def _record(url: str, kind: str, outcome: str, space: Space, sources: list[str], **kw: Any) -> None:
@@ -279,26 +290,30 @@ def _told(cfg: Config, url: str, names: list[str], space: Space) -> HonchoSettin
 
 
 # ----------------------------------------------------------------------------------- the switches
-def _switch_views(cfg: Config, url: str, lock: psycopg.Connection, kind: str, to: dict[str, Space],
+def _aimed(states: dict[str, Serving], to: dict[str, Space]) -> dict[str, Serving]:
+    """What embed_store.serving says once the views of the sources in `to` are aimed at it."""
+    return {s: replace(st, target_fp=to[s].fingerprint) if s in to else st for s, st in states.items()}
+
+
+def _switch_views(cfg: Config, url: str, lock: psycopg.Connection, sw: mesh.Switch, kind: str, to: dict[str, Space],
                   states: dict[str, Serving], caught_up: dict[str, int] | None = None) -> SwitchResult:
-    """Point `embed.<source>_active` at `to` with one SQLMesh plan, built before anything changes."""
+    """Point `embed.<source>_active` at `to` with `sw`, the SQLMesh plan rendered for `_aimed(states,
+    to)` and built before anything changes."""
     t0 = time.monotonic()
-    after = {s: replace(st, target_fp=to[s].fingerprint) if s in to else st for s, st in states.items()}
-    with mesh.Switch(cfg, url, serving.render(after)) as sw:
-        with connect(url) as conn, conn.transaction():
-            for s, sp in to.items():
-                serving.aim_views(conn, cfg, s, sp.fingerprint)
-        pause_point("switch_aimed")
-        _still_exclusive(lock)
-        try:
-            rebuilt = sw.apply()
-        except EmbedError as e:
-            restored = _restore_views(cfg, url, list(to), states)
-            for s, sp in to.items():
-                _record(url, kind, "failed", sp, [s], reason=str(e), details={"mode": VIEW})
-            raise EmbedError(f"{kind} failed: {e}; " + (
-                "the views were put back, nothing switched" if restored else
-                "the views may be half-switched: `embed rollback` puts them back")) from None
+    with connect(url) as conn, conn.transaction():
+        for s, sp in to.items():
+            serving.aim_views(conn, cfg, s, sp.fingerprint)
+    pause_point("switch_aimed")
+    _still_exclusive(lock)
+    try:
+        rebuilt = sw.apply()
+    except EmbedError as e:
+        restored = _restore_views(cfg, url, list(to), states)
+        for s, sp in to.items():
+            _record(url, kind, "failed", sp, [s], reason=str(e), details={"mode": VIEW})
+        raise EmbedError(f"{kind} failed: {e}; " + (
+            "the views were put back, nothing switched" if restored else
+            "the views may be half-switched: `embed rollback` puts them back")) from None
     pause_point("switch_views_done")
     seconds = round(time.monotonic() - t0, 3)
     with connect(url) as conn, conn.transaction():
@@ -329,10 +344,9 @@ def _restore_views(cfg: Config, url: str, names: list[str], states: dict[str, Se
         return False
 
 
-def _writers(cfg: Config, url: str, policy: str) -> writers.Writers:
+def _writers(watch: writers.Watch, policy: str) -> writers.Writers:
     """Who else is connected and writing to the source tables; refused unless `policy` allows it."""
-    with connect(url, autocommit=True) as conn:
-        seen = writers.observe(conn, cfg)
+    seen = watch.look()
     writers.require(policy, seen)
     return seen
 
@@ -348,44 +362,50 @@ def _legacy_after(cfg: Config, st: Serving, to: Space) -> str | None:
     return st.legacy_column
 
 
-def _switch_inplace(cfg: Config, url: str, lock: psycopg.Connection, kind: str, to: Space,
-                    states: dict[str, Serving], policy: str, lock_timeout_s: float) -> SwitchResult:
-    """Swap Honcho's columns to `to` in one transaction that records the switch, then the views."""
+def _swapped(cfg: Config, states: dict[str, Serving], to: Space) -> dict[str, Serving]:
+    """What embed_store.serving says once Honcho's columns hold `to`."""
+    return {s: replace(st, space_fp=to.fingerprint, legacy_column=_legacy_after(cfg, st, to),
+                       target_fp=to.fingerprint) for s, st in states.items()}
+
+
+def _switch_inplace(cfg: Config, url: str, lock: psycopg.Connection, sw: mesh.Switch, kind: str, to: Space,
+                    states: dict[str, Serving], policy: str, lock_timeout_s: float, watch: writers.Watch
+                    ) -> SwitchResult:
+    """Swap Honcho's columns to `to` in one transaction that records the switch, then apply `sw`
+    (the views' plan rendered for `_swapped(cfg, states, to)`, built before anything changed)."""
     names = list(states)
-    seen = _writers(cfg, url, policy)
-    after = {s: replace(st, space_fp=to.fingerprint, legacy_column=_legacy_after(cfg, st, to),
-                        target_fp=to.fingerprint) for s, st in states.items()}
+    seen = _writers(watch, policy)
+    after = _swapped(cfg, states, to)
     t0 = time.monotonic()
-    with mesh.Switch(cfg, url, serving.render(after)) as sw:  # a configuration error stops here
-        _still_exclusive(lock)
+    _still_exclusive(lock)
 
-        def record(conn: psycopg.Connection, per: dict[str, dict[str, Any]]) -> None:
-            for s in names:
-                ev = store.record_event(conn, kind, "ok", space=to, source=s, details={
-                    **(per.get(s) or {}), "mode": INPLACE, "from_fp": states[s].space_fp, "to_fp": to.fingerprint,
-                    "from_space": cfg.label(states[s].space_fp), "to_space": to.name})
-                serving.switched(conn, cfg, s, to_fp=to.fingerprint, mode=INPLACE, kind=kind,
-                                 legacy_column=after[s].legacy_column, event_id=ev, views_done=False)
-            _moves(conn, cfg, kind, {s: to for s in names}, states)
+    def record(conn: psycopg.Connection, per: dict[str, dict[str, Any]]) -> None:
+        for s in names:
+            ev = store.record_event(conn, kind, "ok", space=to, source=s, details={
+                **(per.get(s) or {}), "mode": INPLACE, "from_fp": states[s].space_fp, "to_fp": to.fingerprint,
+                "from_space": cfg.label(states[s].space_fp), "to_space": to.name})
+            serving.switched(conn, cfg, s, to_fp=to.fingerprint, mode=INPLACE, kind=kind,
+                             legacy_column=after[s].legacy_column, event_id=ev, views_done=False)
+        _moves(conn, cfg, kind, {s: to for s in names}, states)
 
-        try:
-            if kind == "cutover":
-                swapped = inplace.swap(cfg, url, to.name, lock_timeout_s=lock_timeout_s, record=record)
-            else:
-                swapped = inplace.swap_back(cfg, url, to, lock_timeout_s=lock_timeout_s, record=record)
-        except EmbedError as e:
-            _record(url, kind, "failed", to, names, reason=str(e), details={"mode": INPLACE})
-            raise
-        pause_point("switch_committed")
-        honcho = honcho_settings(cfg, url, to)
-        came = {s: (cfg.label(states[s].space_fp), to.name) for s in names}
-        try:
-            rebuilt = sw.apply()
-        except EmbedError as e:
-            raise SwitchIncomplete(
-                f"Honcho's columns now hold {to.name} (committed, recorded), but the views still serve "
-                f"{cfg.label(states[names[0]].space_fp)}: {e}. `embed {kind}` again finishes it; `embed rollback` "
-                "undoes it", honcho) from None
+    try:
+        if kind == "cutover":
+            swapped = inplace.swap(cfg, url, to.name, lock_timeout_s=lock_timeout_s, record=record)
+        else:
+            swapped = inplace.swap_back(cfg, url, to, lock_timeout_s=lock_timeout_s, record=record)
+    except EmbedError as e:
+        _record(url, kind, "failed", to, names, reason=str(e), details={"mode": INPLACE})
+        raise
+    pause_point("switch_committed")
+    honcho = honcho_settings(cfg, url, to)
+    came = {s: (cfg.label(states[s].space_fp), to.name) for s in names}
+    try:
+        rebuilt = sw.apply()
+    except EmbedError as e:
+        raise SwitchIncomplete(
+            f"Honcho's columns now hold {to.name} (committed, recorded), but the views still serve "
+            f"{cfg.label(states[names[0]].space_fp)}: {e}. `embed {kind}` again finishes it; `embed rollback` "
+            "undoes it", honcho) from None
     pause_point("switch_views_done")
     with connect(url) as conn, conn.transaction():
         for s in names:
@@ -424,14 +444,19 @@ def rollback(cfg: Config, url: str, *, sources: list[str] | None = None, lock_ti
             raise EmbedError("the sources were switched in different modes; roll back one --source at a time")
         mode = modes.pop() or VIEW
         _still_exclusive(lock)
+        to = {s: back[s] for s in moving}
         if mode == VIEW:
-            caught = _catch_up(cfg, url, {s: back[s] for s in moving})
-            return _switch_views(cfg, url, lock, "rollback", {s: back[s] for s in moving}, states, caught)
-        targets = {back[s].fingerprint for s in moving}
-        if len(targets) > 1 or sorted(moving) != sorted(_names(cfg, None, INPLACE)):
+            caught = _catch_up(cfg, url, to)
+            with mesh.Switch(cfg, url, serving.render(_aimed(states, to))) as sw:
+                return _switch_views(cfg, url, lock, sw, "rollback", to, states, caught)
+        _names(cfg, moving, INPLACE)  # Honcho's tables go back together too (--source cannot pick one)
+        if len({back[s].fingerprint for s in moving}) > 1:
             raise EmbedError("the in-place sources came from different spaces: roll back by hand; nothing changed")
-        return _switch_inplace(cfg, url, lock, "rollback", back[moving[0]], {s: states[s] for s in moving},
-                               writers_policy, lock_timeout_s)
+        sub = {s: states[s] for s in moving}
+        with writers.Watch(url, cfg) as watch, \
+                mesh.Switch(cfg, url, serving.render(_swapped(cfg, sub, back[moving[0]]))) as sw:
+            return _switch_inplace(cfg, url, lock, sw, "rollback", back[moving[0]], sub, writers_policy,
+                                   lock_timeout_s, watch)
 
 
 def _catch_up(cfg: Config, url: str, targets: dict[str, Space]) -> dict[str, int]:

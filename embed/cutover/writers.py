@@ -28,6 +28,7 @@ from datetime import datetime
 import psycopg
 
 from embed.config import Config
+from embed.db.connection import connect
 from embed.errors import Blocked, EmbedError
 
 CHECK, STOPPED, ALLOW = "check", "writers-stopped", "allow-live-writers"
@@ -79,11 +80,12 @@ def counters(conn: psycopg.Connection, cfg: Config) -> dict[str, int]:
     return out
 
 
-def observe(conn: psycopg.Connection, cfg: Config, window_s: float = WINDOW_S) -> Writers:
+def observe(conn: psycopg.Connection, cfg: Config, window_s: float = WINDOW_S,
+            since: dict[str, int] | None = None) -> Writers:
     """Other client sessions of this database (embed's own excluded) and what they wrote to the
-    source tables during a window of `window_s` seconds."""
-    since = counters(conn, cfg)
-    time.sleep(window_s)
+    source tables during a window of `window_s` seconds (from `since`, counters read earlier)."""
+    since = counters(conn, cfg) if since is None else since
+    time.sleep(max(0.0, window_s))
     conn.execute("SELECT pg_stat_clear_snapshot()")  # read the counters afresh, not a cached copy
     now = counters(conn, cfg)
     tables = [src.table for src in cfg.sources.values()]
@@ -102,6 +104,30 @@ def observe(conn: psycopg.Connection, cfg: Config, window_s: float = WINDOW_S) -
            ORDER BY a.pid""", (tables,)).fetchall()
     return Writers(tuple(Session(*r) for r in rows),
                    {t: max(0, now.get(t, 0) - since.get(t, 0)) for t in tables})
+
+
+class Watch:
+    """A look at the writers whose window opens now and closes at `look()`: the window runs while
+    the command does its own work (SQLMesh loading and planning), so a look sleeps only what is
+    left of WINDOW_S. Looks again later see everything written since the window opened."""
+
+    def __init__(self, url: str, cfg: Config) -> None:
+        self.cfg = cfg
+        self.conn = connect(url, autocommit=True)
+        self.since = counters(self.conn, cfg)
+        self.t0 = time.monotonic()
+
+    def look(self) -> Writers:
+        return observe(self.conn, self.cfg, WINDOW_S - (time.monotonic() - self.t0), since=self.since)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def require(policy: str, seen: Writers) -> None:

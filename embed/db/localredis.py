@@ -1,7 +1,8 @@
 """A private redis-server for the demo (Honcho's cache), started from the machine's own binary.
 
 Daemonized with its pid, port and data in one directory, so a second `embed demo` finds and
-reuses it; nothing is persisted by Redis itself (the demo's backup takes an RDB snapshot).
+reuses it; nothing is persisted by Redis itself (the demo's backup takes an RDB snapshot). The
+demo stops the server at its end (`down`): an idle redis-server left behind by every run adds up.
 """
 
 from __future__ import annotations
@@ -57,7 +58,17 @@ class LocalRedis:
         r = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
         return r.stdout.strip()
 
-    def down(self) -> None:
+    def down(self) -> bool:
+        """Stop the server if it runs; True when it was running (and is gone now)."""
         port = self._port()
-        if port is not None:
-            self.cli(port, "SHUTDOWN", "NOSAVE")
+        if port is None:
+            return False
+        pid = int((self.home / "redis.pid").read_text().strip())
+        self.cli(port, "SHUTDOWN", "NOSAVE")
+        for _ in range(100):  # SHUTDOWN returns before the process has exited
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
+        return True

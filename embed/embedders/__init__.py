@@ -13,6 +13,8 @@ the first `embed` call.
 
 from __future__ import annotations
 
+import threading
+
 from embed.embedders.base import (
     ENDPOINT_CLASSES,
     KINDS,
@@ -80,9 +82,51 @@ def get_embedder(space: Space, *, allow_cloud: bool = False) -> Embedder:
     raise EmbedConfigError(f"space {space.name}: unknown provider {space.provider!r}")
 
 
+class Deferred:
+    """The space's embedder, made on the first `embed` call: a pass with nothing to embed (a
+    rollback's catch-up, a sync with no lag) loads no model weights, which cost seconds. An HTTP
+    client is cheap and opens no connection, so it is made at once: a refused or misconfigured
+    endpoint still fails before any work."""
+
+    def __init__(self, space: Space, *, allow_cloud: bool = False) -> None:
+        self.space = space
+        self._allow_cloud = allow_cloud
+        self._inner: Embedder | None = (get_embedder(space, allow_cloud=allow_cloud)
+                                        if space.provider in HTTP_PROVIDERS else None)
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    @property
+    def call_rows(self) -> int | None:
+        return getattr(self.get(), "call_rows", None)
+
+    def get(self) -> Embedder:
+        with self._lock:  # the fill's model threads may ask at once: one load
+            if self._inner is None:
+                self._inner = get_embedder(self.space, allow_cloud=self._allow_cloud)
+            return self._inner
+
+    def embed(self, texts: list[str], kind: Kind) -> EmbedResult:
+        return self.get().embed(texts, kind)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+    def __enter__(self) -> Deferred:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 __all__ = [
     "ENDPOINT_CLASSES",
     "KINDS",
+    "Deferred",
     "EmbedConfigError",
     "EmbedError",
     "EmbedInputError",

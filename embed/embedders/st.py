@@ -54,6 +54,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         else:
             raise EmbedConfigError(f"space {space.name}: set option path or path_env to a local model directory")
         self.batch_size = opt_int(space, "batch_size", 64)
+        self.call_rows = self.batch_size
         offline_hub()
         device = _device(space)
         threads = set_torch_threads(space)

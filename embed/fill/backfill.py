@@ -46,7 +46,7 @@ from embed.db.hooks import pause_point
 from embed.errors import EmbedError, NotInitialized, first_line
 from embed.fill import leases as lease_mod
 from embed.fill.leases import Chunk, Leases
-from embed.fill.progress import Progress, Say, to_stderr
+from embed.fill.progress import NONE, Progress, Say, to_stderr, wanted
 from embed.fill.runs import BACKFILL, finish_run, start_run
 from embed.spaces import Space
 from embed.store import migrations
@@ -68,11 +68,12 @@ class Options:
     dedupe: bool = True  # reuse vectors for identical content (store + this run's cache)
     cache_mb: int = 256  # bound of the run's hash -> vector cache
     retry_seconds: float = 120.0  # how long to keep retrying a lost database
-    progress: bool = True  # a Progress on stderr (a bar on a terminal, periodic lines otherwise)
+    progress: bool | str = True  # a Progress on stderr: True/auto (a bar on a terminal, plain lines otherwise), json
     progress_every: float | None = None
     say: Say = to_stderr  # notices (a lost database being retried)
     build_index: bool = True
     stop: threading.Event | None = None  # set to stop between batches (SIGINT/SIGTERM)
+    budget_usd: float | None = None  # a priced space: stop before the embed call that would pass it
 
 
 @dataclass
@@ -140,6 +141,7 @@ class Work:
     origin: np.ndarray
     release: bool = True  # the chunk's final piece: once written, its lease is released
     skips: list[Skip] = field(default_factory=list)
+    counted: int = 0  # rows the model stage already added to the progress, call by call
 
 
 class _Stop(Exception):
@@ -232,9 +234,11 @@ class SourcePass:
         except psycopg.OperationalError as e:
             first = first_line(str(e), type(e).__name__)
             raise EmbedError(f"cannot reach the database at {mask(self.url)}: {first}") from None
-        if self.opts.progress and self.stats.rows_pending_at_start:
+        fmt = wanted(self.opts.progress)
+        if fmt != NONE and self.stats.rows_pending_at_start:
             label = f"{self.kind} {self.t.source.name}/{self.t.space.name}"
-            self.progress = Progress(label, self.stats.rows_pending_at_start, every=self.opts.progress_every).start()
+            self.progress = Progress(label, self.stats.rows_pending_at_start, every=self.opts.progress_every,
+                                     fmt=fmt).start()
         ok, reason = False, None
         try:
             self._run_with_retries(had_rows)
@@ -529,6 +533,7 @@ class SourcePass:
         rejected: dict[int, str] = {}
         if order:
             vecs, toks, trunc, rejected_pos = self._embed_texts([w.texts[i] or "" for i in order])
+            w.counted = len(order)
             with self._lock:
                 self.stats.texts_embedded += len(order)
             for k, i in enumerate(order):
@@ -600,7 +605,13 @@ class SourcePass:
             if res.tokens is not None:
                 toks[lo:hi] = res.tokens
 
-        go(0, n)
+        # One call per `call_rows` texts (the provider's natural batch), each reported to the
+        # progress as it ends; a provider that must get the whole list at once says None.
+        step = getattr(self.embedder, "call_rows", None) or n
+        for lo in range(0, n, step):
+            go(lo, min(n, lo + step))
+            if self.progress:
+                self.progress.add(min(n, lo + step) - lo)
         # A malformed response (NaN, wrong dims, a count mismatch) for one text is more often a
         # glitching endpoint than a property of the text: retry those texts alone, after the rest,
         # with a short backoff, before skipping them for good (found by the fault suite, seed 3:
@@ -647,8 +658,8 @@ class SourcePass:
                     st.skipped.update(s.reason for s in w.skips)
                     st.chunks_done += int(done is not None)
                     self._inflight -= 1
-                if self.progress:
-                    self.progress.add(len(w.ids) + len(w.skips))
+                if self.progress:  # what the model stage did not count call by call (reused, skipped rows)
+                    self.progress.add(len(w.ids) + len(w.skips) - w.counted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -696,9 +707,13 @@ def run_pass(
     check_ready(url, [t.source for t in targets], f"embed {kind}")
     own = embedder is None
     if own:
-        from embed.embedders import get_embedder
+        from embed.embedders import Deferred
 
-        embedder = get_embedder(sp)
+        embedder = Deferred(sp)  # loaded only if a row needs embedding
+    if opts.budget_usd is not None:
+        from embed.preview import Spend
+
+        embedder = Spend(embedder, opts.budget_usd)  # counts each call's tokens before it is sent
     t0 = time.monotonic()
     budget = [opts.limit if opts.limit is not None else -1]
     per: dict[str, dict[str, Any]] = {}
@@ -760,7 +775,7 @@ def summarize(sp: Space, kind: str, per: dict[str, dict[str, Any]], seconds: flo
 
 def backfill(
     cfg: Config, url: str, space: str, *, sources: list[str] | None = None, limit: int | None = None,
-    workers: int = 1, chunk_rows: int = 4096, progress: bool = True, stop: threading.Event | None = None,
+    workers: int = 1, chunk_rows: int = 4096, progress: bool | str = True, stop: threading.Event | None = None,
     **more: Any,
 ) -> PassResult:
     """Embed every live source row that has no current vector in `space` and store it.

@@ -68,7 +68,14 @@ class DropTarget(Result):
         return f"{self.schema}.{self.table}" + (f".{self.column}" if self.column else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "name": self.name}
+        return {**asdict(self), "name": self.name, "sql": self.statement().as_string(None), "lock": self.lock}
+
+    @property
+    def lock(self) -> str:
+        """The lock the DROP takes (a catalog change: held for as long as the drop itself)."""
+        from embed.preview import ACCESS_EXCLUSIVE
+
+        return f"{ACCESS_EXCLUSIVE} on {self.schema}.{self.table}"
 
     def statement(self) -> sql.Composed:
         tbl = sql.Identifier(self.schema, self.table)

@@ -1,0 +1,202 @@
+"""Control-step benchmark: `embed cutover` and `embed rollback` with nothing to catch up (not a test).
+
+    .venv/bin/python bench/control.py [--rounds 2] [--db ADMIN_URL] [--baseline DIR] [--json]
+
+Sets up the tiny demo (`embed demo --scale tiny` on a fresh database: e5_small gated and active in
+view mode), then runs each control step as the operator does, a fresh `embed` process, and prints
+its wall time and where it went:
+  view      rollback to the legacy space, cutover to e5_small (SQLMesh re-points embed.<source>_active);
+  inplace   cutover --mode honcho-inplace (the first stages the columns; later ones find them staged)
+            and its rollback, both --writers-stopped.
+Phases are timed inside the process by wrapping the functions that do the work: python + embed
+imports, SQLMesh + pandas imports, the SQLMesh project load, the views' plan (build, apply),
+the audits, the gates' SQL, the writers' window, staging, the swap (with the rollback's fill),
+a model load, and what is left. `--baseline DIR` (an older checkout) runs the same steps with that
+embed, side by side in the same run, and prints after/before per step.
+Target (DESIGN.md section 10): <= 3 s wall for each with nothing to catch up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = (  # (label, module, attribute path): the work a control step does, outermost first
+    ("project load", "sqlmesh.core.context", "GenericContext.__init__"),
+    ("plan build", "embed.mesh", "Switch._build"),
+    ("plan apply", "embed.mesh", "Switch.apply"),
+    ("audits", "embed.mesh", "audit"),
+    ("gates", "embed.gates", "evaluate"),
+    ("writers window", "embed.cutover.writers", "observe"),
+    ("stage", "embed.cutover.inplace", "stage"),
+    ("swap", "embed.cutover.inplace", "swap"),
+    ("swap back + fill", "embed.cutover.inplace", "swap_back"),
+    ("catch-up sync", "embed.fill.sync", "sync_once"),
+    ("model load", "embed.embedders", "get_embedder"),
+)
+STEPS = (
+    ("view", "rollback", ["rollback"]),
+    ("view", "cutover", ["cutover", "--space", "e5_small"]),
+    ("inplace", "cutover", ["cutover", "--space", "e5_small", "--mode", "honcho-inplace", "--writers-stopped"]),
+    ("inplace", "rollback", ["rollback", "--writers-stopped"]),
+)
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------- inside the timed process
+def _timed(spent: dict[str, float], label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+
+    return wrapper
+
+
+def phases_main(out: Path, argv: list[str]) -> None:
+    """Run `embed argv` in this process with the phases timed; write them to `out` as JSON."""
+    import importlib
+
+    t0 = time.perf_counter()
+    spent: dict[str, float] = {}
+    import embed.cli
+    import embed.mesh  # it configures SQLMesh's process pool before SQLMesh is imported
+
+    spent["embed imports"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    import pandas  # noqa: F401 - what SQLMesh's project loader imports
+    import sqlmesh  # noqa: F401
+
+    spent["sqlmesh + pandas imports"] = time.perf_counter() - t1
+    for label, module, path in PHASES:
+        try:
+            owner = importlib.import_module(module)
+        except ImportError:
+            continue
+        *parents, name = path.split(".")
+        for p in parents:
+            owner = getattr(owner, p, None)
+        if owner is not None and hasattr(owner, name):
+            setattr(owner, name, _timed(spent, label, getattr(owner, name)))
+    code = 0
+    try:
+        embed.cli.cli.main(args=argv, prog_name="embed", standalone_mode=False)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    except Exception as e:  # the step's own one-line error: the bench reports it
+        print(f"embed: {e}", file=sys.stderr)
+        code = 1
+    spent["total in process"] = time.perf_counter() - t0
+    out.write_text(json.dumps({"code": code, "spent": spent}))
+
+
+# --------------------------------------------------------------------------------- the parent
+def setup(args: argparse.Namespace, home: Path) -> tuple[str, Path, object]:
+    """A fresh database with the tiny demo run on it; (url, demo project, cleanup)."""
+    sys.path.insert(0, str(ROOT))
+    from bench.backfill import database
+    from embed import demo
+    from embed.config import Config
+
+    url, cleanup = database(args)
+    cfg = demo.demo_project(Config.load(ROOT, "local"), home)
+    t0 = time.monotonic()
+    lines: list[str] = []
+    st = demo.run(cfg, url, scale="tiny", say=lines.append)
+    say(f"demo --scale tiny set up in {time.monotonic() - t0:.0f} s; production reads e5_small (view mode)")
+    return url, st["cfg"].project, cleanup
+
+
+def one(tree: Path, project: Path, url: str, argv: list[str]) -> tuple[float, dict[str, float], int]:
+    """Wall seconds of one `embed` process running argv with the embed in `tree`, its phases, its exit code."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phases", f.name, "--",
+                            "--project", str(project), "--db", url, *argv],
+                           env=env, cwd=tree, capture_output=True, text=True, timeout=600)
+        wall = time.monotonic() - t0
+        got = json.loads(Path(f.name).read_text() or "{}") if Path(f.name).stat().st_size else {}
+    if got.get("code", r.returncode):
+        raise SystemExit(f"embed {' '.join(argv)} failed: {r.stderr.strip().splitlines()[-1:]}")
+    spent = got.get("spent", {})
+    spent["interpreter start + exit"] = wall - spent.get("total in process", wall)
+    return wall, spent, got.get("code", r.returncode)
+
+
+def describe(spent: dict[str, float]) -> str:
+    """The phases over 0.05 s, largest first, and what the outer ones leave unexplained."""
+    total = spent.get("total in process", 0.0)
+    inner = {k: v for k, v in spent.items() if k != "total in process" and v >= 0.05}
+    rest = total - sum(v for k, v in spent.items() if k in _OUTER)
+    parts = [f"{k} {v:.2f}" for k, v in sorted(inner.items(), key=lambda kv: -kv[1])]
+    return ", ".join(parts) + f"; other {max(rest, 0):.2f}"
+
+
+# phases that do not nest in one another (the sum of these and 'other' is the process's total)
+_OUTER = ("embed imports", "sqlmesh + pandas imports", "project load", "plan build", "plan apply",
+          "audits", "gates", "writers window", "stage", "swap", "swap back + fill", "catch-up sync")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=2, help="times each step is run (the median is reported)")
+    ap.add_argument("--db", default=None, help="an admin URL of a server to create a temp database on")
+    ap.add_argument("--baseline", type=Path, default=None, help="an older checkout to run side by side")
+    ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
+    ap.add_argument("--phases", type=Path, help=argparse.SUPPRESS)
+    args, rest = ap.parse_known_args()
+    if args.phases:
+        phases_main(args.phases, [a for a in rest if a != "--"])
+        return
+    trees = {"after": ROOT} | ({"before": args.baseline.resolve()} if args.baseline else {})
+    with tempfile.TemporaryDirectory(prefix="embed-bench-control-") as home:
+        url, project, cleanup = setup(args, Path(home))
+        try:
+            walls: dict[tuple[str, str, str], list[float]] = {}
+            for r in range(args.rounds):
+                for mode, verb, argv in STEPS:
+                    for name, tree in trees.items():
+                        wall, spent, _ = one(tree, project, url, argv)
+                        walls.setdefault((name, mode, verb), []).append(wall)
+                        say(f"[{name:<6}] {mode:<7} {verb:<8} round {r + 1}: {wall:5.2f} s wall  ({describe(spent)})")
+                        if name != list(trees)[-1]:  # the next tree switches from where production was
+                            one(tree, project, url, _undo(mode, verb))
+        finally:
+            cleanup()  # type: ignore[operator]
+    say("")
+    say("step                 " + "  ".join(f"{n:>8}" for n in trees) + ("  after/before" if len(trees) > 1 else ""))
+    result = {}
+    for mode, verb, _ in STEPS:
+        med = {n: statistics.median(walls[(n, mode, verb)]) for n in trees}
+        ratio = f"  {med['after'] / med['before']:12.2f}" if "before" in med else ""
+        say(f"{mode + ' ' + verb:<20} " + "  ".join(f"{med[n]:7.2f}s" for n in trees) + ratio)
+        result[f"{mode} {verb}"] = med
+    if args.json:
+        print(json.dumps(result))
+
+
+def _undo(mode: str, verb: str) -> list[str]:
+    """The step that puts production back where it was before `verb` (for the next tree's run)."""
+    if verb == "rollback":
+        return next(argv for m, v, argv in STEPS if (m, v) == (mode, "cutover"))
+    return next(argv for m, v, argv in STEPS if (m, v) == (mode, "rollback"))
+
+
+if __name__ == "__main__":
+    main()
