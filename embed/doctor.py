@@ -264,11 +264,9 @@ def _indexes(conn: psycopg.Connection, cfg: Config, src: Source, spaces: list[Sp
 
 
 def _privileges(conn: psycopg.Connection, cfg: Config, srcs: list[Source]) -> list[privileges.Privilege]:
-    missing_schemas = conn.execute("SELECT count(*) FROM unnest(%s::text[]) AS s(n) WHERE to_regnamespace(s.n) IS NULL",
-                                   ([privileges.STORE_SCHEMA, "sqlmesh", "embed"],)).fetchone()[0]
-    db = privileges.database_create(conn)
-    out = [db if missing_schemas or db.held else
-           privileges.Privilege(db.privilege, (), True, "not needed: the schemas exist", db.role)]
+    db = privileges.create_needed(conn)
+    out = [db or privileges.Privilege("CREATE on the database", (), True, "not needed: the schemas exist",
+                                      privileges.role(conn)[0])]
     out += [p for p in [privileges.store_owner(conn)] if p]
     for src in srcs:
         out += [p for p in [privileges.table_select(conn, src.table, ("backfill", "sync", "shadow", "backup"))] if p]

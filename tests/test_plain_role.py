@@ -4,7 +4,8 @@ A superuser does only what a service console does beforehand: creates the databa
 pgvector and a login role with CREATE on the `public` schema. That role creates Honcho's tables
 (so it owns them, as Honcho's own database user does) and walks the runbook: doctor, init, plan,
 backup (pg_dump), backfill, shadow, gate, in-place cutover, rollback, retire dry-run. A privilege
-it lacks is refused in one line naming the GRANT (CREATE on the database for `embed init`);
+it lacks is refused in one line naming the GRANT (CREATE on the database for `embed init` and
+`embed plan`);
 another role's session, whose details pg_stat_activity hides from a plain role, still stops the
 swap; row-level security that applies to the role refuses the backfill.
 """
@@ -81,7 +82,13 @@ def test_the_runbook_runs_as_a_plain_role_that_owns_honchos_tables(pg_server: Lo
 
     assert api.doctor(cfg, url, spaces=[CANDIDATE]).blocking == ()
     api.init_store(cfg, url)
+    with psycopg.connect(admin, autocommit=True) as su:
+        su.execute(f'REVOKE CREATE ON DATABASE "{db}" FROM "{role}"')
+    assert "embed plan needs CREATE on database" in _refusal(project, url, "plan")  # SQLMesh's schemas
+    with psycopg.connect(admin, autocommit=True) as su:
+        su.execute(f'GRANT CREATE ON DATABASE "{db}" TO "{role}"')
     api.plan(cfg, url)
+    assert api.doctor(cfg, url, spaces=[CANDIDATE]).privileges[0].fix == "not needed: the schemas exist"
     backup = api.take_backup(cfg, url, tmp_path / "backup")  # pg_dump of the whole database, as the role
     assert backup.manifest["database"]["tables"]["public.documents"] == 100
     plant_smoke(url, cfg.space(CANDIDATE))  # the smoke's own run is tested in tests/test_smoke.py

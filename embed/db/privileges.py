@@ -24,6 +24,7 @@ from embed.errors import EmbedError
 from embed.result import Result
 
 STORE_SCHEMA = "embed_store"
+CREATED_SCHEMAS = (STORE_SCHEMA, "embed", "sqlmesh", "sqlmesh__embed")  # init's, then SQLMesh's (plan)
 INPLACE_STEPS = ("cutover --mode honcho-inplace", "rollback", "fill-column", "retire")
 
 
@@ -57,6 +58,13 @@ def database_create(conn: psycopg.Connection) -> Privilege:
     held = conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0]
     return Privilege(f"CREATE on database {db}", ("init", "plan"), bool(held),
                      f"GRANT CREATE ON DATABASE {_ident(db)} TO {_ident(user)};", user)
+
+
+def create_needed(conn: psycopg.Connection) -> Privilege | None:
+    """CREATE on the database while a schema that init or plan creates is missing (None: none is)."""
+    missing = conn.execute("SELECT count(*) FROM unnest(%s::text[]) AS s(n) WHERE to_regnamespace(s.n) IS NULL",
+                           (list(CREATED_SCHEMAS),)).fetchone()[0]
+    return database_create(conn) if missing else None
 
 
 def table_owner(conn: psycopg.Connection, table: str, steps: tuple[str, ...]) -> Privilege | None:
