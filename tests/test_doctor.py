@@ -57,7 +57,7 @@ def doctor_cli(project: Path, url: str, *args: str):
 def test_doctor_reports_what_the_steps_will_meet(db_url: str, project: Path, tiny_bge_dir: Path) -> None:
     add_to_config(project, "  embed_spaces:", SPACES.format(path=tiny_bge_dir))
     cfg = Config.load(project, "local")
-    honcho_db(db_url, cfg, documents=60, messages=30)
+    honcho_db(db_url, cfg, documents=40, messages=10)
     with connect(db_url) as conn:
         conn.execute("UPDATE documents SET deleted_at = now() WHERE id IN (SELECT id FROM documents ORDER BY id LIMIT 3)")
         conn.execute("UPDATE documents SET embedding = NULL WHERE id IN "
@@ -75,6 +75,8 @@ def test_doctor_reports_what_the_steps_will_meet(db_url: str, project: Path, tin
     r = doctor_cli(project, db_url, "--json", "--source", "documents",
                    *[f"--space={s}" for s in ("e5_small", "minilm_l6", "bge_tiny", "http_bound")])
     assert r.exit_code == 0, r.output
+    disk = json.loads(r.output)["disk"]  # the embedded server's data directory is visible to its superuser
+    assert disk["server_free_bytes"] > disk["server_needs_bytes"] > 0 and disk["backup_needs_bytes"] > 0
     got = json.loads(r.output)["sources"]["documents"]
     assert (got["rows"], got["live"], got["soft_deleted"]) == (len(rows), len(live), len(rows) - len(live))
     assert got["blank_text"] == len(live) - len(texts) and got["null_text"] == 0

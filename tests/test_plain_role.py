@@ -65,7 +65,7 @@ def test_the_runbook_runs_as_a_plain_role_that_owns_honchos_tables(pg_server: Lo
     url = _as(admin, role)
     cfg = Config.load(project, "local")
     with get_embedder(cfg.legacy_space) as legacy, connect(url) as conn:  # Honcho's tables, owned by the role
-        seed(conn, generate(seed=7, documents=100, messages=40), dims=384,
+        seed(conn, generate(seed=7, documents=60, messages=20), dims=384,
              vectors=lambda texts: legacy.embed(texts, "passage").vectors)
     with psycopg.connect(admin, autocommit=True) as su:
         su.execute(f'REVOKE CREATE ON DATABASE "{db}" FROM "{role}"')
@@ -90,7 +90,7 @@ def test_the_runbook_runs_as_a_plain_role_that_owns_honchos_tables(pg_server: Lo
     api.plan(cfg, url)
     assert api.doctor(cfg, url, spaces=[CANDIDATE]).privileges[0].fix == "not needed: the schemas exist"
     backup = api.take_backup(cfg, url, tmp_path / "backup")  # pg_dump of the whole database, as the role
-    assert backup.manifest["database"]["tables"]["public.documents"] == 100
+    assert backup.manifest["database"]["tables"]["public.documents"] == 60
     plant_smoke(url, cfg.space(CANDIDATE))  # the smoke's own run is tested in tests/test_smoke.py
     assert api.backfill(cfg, url, CANDIDATE, progress=False).complete
     api.shadow(cfg, url, baseline=cfg.legacy_space.name, candidates=[CANDIDATE], queries=60)
@@ -118,7 +118,12 @@ def test_the_runbook_runs_as_a_plain_role_that_owns_honchos_tables(pg_server: Lo
     line = _refusal(project, url, "backfill", "--space", CANDIDATE)
     assert f"embed backfill refused, nothing changed: row-level security on public.documents applies to role {role}" \
         in line and "silently missed" in line
-    assert [f.check for f in api.doctor(cfg, url, spaces=[CANDIDATE]).blocking] == ["rls"]
+    with pytest.raises(Blocked, match=r"^in-place staging refused, nothing changed: row-level security"):
+        api.stage(cfg, url, CANDIDATE)
+    diagnosis = api.doctor(cfg, url, spaces=[CANDIDATE])
+    assert [f.check for f in diagnosis.blocking] == ["rls"]
+    assert diagnosis.disk.server_free_bytes is None  # a plain role cannot see the data directory: said so
+    assert any(f.check == "disk" and "not visible" in f.message for f in diagnosis.findings)
     with connect(url) as conn:
         conn.execute("ALTER TABLE documents NO FORCE ROW LEVEL SECURITY")  # the owner reads every row again
         conn.commit()
