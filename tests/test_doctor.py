@@ -161,3 +161,9 @@ def test_inplace_steps_refuse_bound_views_rules_and_partitions(db_url: str, proj
                                 " AND attname LIKE 'embedding\\_\\_%'").fetchone()[0]
         assert cols == 0
         assert [f.check for f in api.doctor(notes, db_url, spaces=[NEW]).blocking] == ["partitioned"]
+
+    raw = copy.deepcopy(cfg.raw)  # a legacy space whose dims do not fit Honcho's column
+    raw["gateways"]["local"]["variables"]["embed_legacy_space"] = "openai_3_small"
+    wrong = api.doctor(Config(cfg.project, cfg.gateway, raw), db_url, spaces=[NEW]).blocking
+    assert any(f.check == "legacy_dims" and "holds 384-d vectors but the legacy space openai_3_small has 1536 dims"
+               in f.message for f in wrong)
