@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from embed import mesh
 from embed.cli import cli
 from embed.config import Config
+from embed.cutover.preview import switch_preview
 from embed.cutover.switch import cutover, rollback
 from embed.db.connection import connect
 from embed.errors import EmbedError
@@ -97,6 +98,13 @@ def test_inplace_cutover_moves_honcho_and_the_views_together_and_rolls_back(db_u
 
     with pytest.raises(EmbedError, match=r"both tables at the same dims\): drop --source"):
         rollback(cfg, db_url, sources=["documents"], writers_policy="writers-stopped")
+    with connect(db_url) as conn:
+        before_preview = schema_snapshot(conn)
+    shown = [s.sql for s in switch_preview(cfg, db_url, "rollback").statements]  # the swap back, changing nothing
+    assert 'LOCK TABLE "public"."documents", "public"."message_embeddings" IN ACCESS EXCLUSIVE MODE' in shown
+    assert f'ALTER TABLE "public"."documents" RENAME COLUMN "{tagged}" TO "embedding"' in shown
+    with connect(db_url) as conn:
+        assert schema_snapshot(conn) == before_preview
     back = rollback(cfg, db_url, writers_policy="writers-stopped")
     assert back.mode == "honcho-inplace" and back.switched["documents"] == (NEW, LEGACY)
     with connect(db_url) as conn:
