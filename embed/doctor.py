@@ -193,9 +193,10 @@ def _source(conn: psycopg.Connection, cfg: Config, src: Source, spaces: list[Spa
         findings.append(Finding("duplicates", INFO, src.name, f"{dup:.1%} of live texts repeat another one: "
                                 "identical content is embedded once", None))
     if vec is not None and no_vec:
+        holds = cfg.label(location.live_fp(conn, cfg, src))
         findings.append(Finding("null_vectors", WARNING, src.name, f"{no_vec} of {texts} live texts have no vector in "
-                                f"{src.table}.{src.vector_column}: the legacy space has no answer for them",
-                                "let Honcho's reconciler embed them, or `embed fill-column --space <legacy>`"))
+                                f"{src.table}.{src.vector_column}: searches in {holds} cannot find them",
+                                f"let Honcho's reconciler embed them, or `embed fill-column --space {holds}`"))
     windows = tuple(_window(conn, t, sp, counters[sp.name]) for sp in spaces)
     for w in windows:
         if w.over:
@@ -300,17 +301,18 @@ def _disk(conn: psycopg.Connection, url: str, spaces: list[Space], cfg: Config,
 
 
 def _disk_findings(d: Disk) -> list[Finding]:
-    mb = 1 << 20
+    from embed.safety.backup import human_bytes as hb
+
     out = []
     if d.server_free_bytes is None:
         out.append(Finding("disk", INFO, None, f"the server's free disk is not visible from here; {d.needs_for} "
-                           f"adds about {d.server_needs_bytes // mb} MB", "check the server's storage"))
+                           f"adds about {hb(d.server_needs_bytes)}", "check the server's storage"))
     elif d.server_free_bytes < 1.2 * d.server_needs_bytes:
-        out.append(Finding("disk", BLOCKING, None, f"the server has {d.server_free_bytes // mb} MB free; {d.needs_for} "
-                           f"adds about {d.server_needs_bytes // mb} MB", "grow the volume first",
+        out.append(Finding("disk", BLOCKING, None, f"the server has {hb(d.server_free_bytes)} free; {d.needs_for} "
+                           f"adds about {hb(d.server_needs_bytes)}", "grow the volume first",
                            ("backfill", *catalog.SWAP_STEPS)))
     if d.local_free_bytes < d.backup_needs_bytes:
-        out.append(Finding("disk", WARNING, None, f"{d.local_free_bytes // mb} MB free here, the database is "
-                           f"{d.backup_needs_bytes // mb} MB: `embed backup` may not fit", "embed backup --out "
+        out.append(Finding("disk", WARNING, None, f"{hb(d.local_free_bytes)} free here, the database is "
+                           f"{hb(d.backup_needs_bytes)}: `embed backup` may not fit", "embed backup --out "
                            "<a larger disk>", ("backup",)))
     return out

@@ -8,8 +8,6 @@ import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
 
-MB = 1 << 20
-
 
 @cli.command()
 @click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
@@ -39,6 +37,7 @@ def doctor(env: Env, sources: tuple[str, ...], spaces: tuple[str, ...], as_json:
       embed --gateway honcho doctor --space bge_m3 --json
     """
     from embed.api import doctor as run
+    from embed.safety.backup import human_bytes
 
     cfg = env.config()
     d = run(cfg, env.url(cfg), sources=list(sources) or None, spaces=list(spaces) or None)
@@ -50,7 +49,7 @@ def doctor(env: Env, sources: tuple[str, ...], spaces: tuple[str, ...], as_json:
                        f"and {s.blank_text} blank texts, {s.duplicate_share:.1%} duplicate content"
                        + (f", {s.without_vector} without a vector" if s.without_vector is not None else ""))
             out += [f"    {w.space}: {w.over} over {w.max_tokens} tokens ({w.method})" for w in s.windows]
-            out += [f"    index {i.relation}: " + (f"{i.name} {'valid' if i.valid else 'INVALID'}, {i.bytes // MB} MB"
+            out += [f"    index {i.relation}: " + (f"{i.name} {'valid' if i.valid else 'INVALID'}, {human_bytes(i.bytes)}"
                                                    if i.name else "no HNSW index") for i in s.indexes]
         out += [f"  {'ok     ' if p.held else 'MISSING'} {p.privilege}" + ("" if p.held else f"  -> {p.fix}")
                 for p in d.privileges]
