@@ -60,7 +60,7 @@ def test_backfill_preview_changes_nothing_and_the_budget_caps_the_spend(pg_serve
     cfg = priced(project, 1000.0)
     assert cfg.space(SPACE).option("price_per_mtok") == 1000.0
     assert cfg.space(SPACE).fingerprint == plain.space(SPACE).fingerprint  # a price is not part of the space
-    url = seeded(make_db(pg_server), cfg, documents=150, messages=1)
+    url = seeded(make_db(pg_server), cfg, documents=80, messages=1)
     keep, empty = expected(url, cfg)
     before = database(url)
 
