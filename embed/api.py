@@ -169,14 +169,14 @@ VERBS = {
     "retire": "embed.safety.retire", "retire_plan": "embed.safety.retire", "pin": "embed.safety.retire",
     "unpin": "embed.safety.retire", "history": "embed.store.events",
     "write_bundle": "embed.safety.evidence",
-    "verify": "embed.verify", "verify_watch": "embed.verify",
+    "verify": "embed.verify", "verify_watch": "embed.verify", "verify_compare": "embed.verify",
 }
 
 __all__ = [  # noqa: RUF022 -- in the order of the procedure
     "doctor", "init_store", "list_spaces", "seed_honcho", "plan", "audit", "smoke", "take_backup", "verify_backup",
     "list_backups", "backfill_preview", "backfill", "sync", "status", "shadow", "gate", "switch_preview", "stage",
     "cutover", "rollback", "fill_column",
-    "verify", "verify_watch",
+    "verify", "verify_watch", "verify_compare",
     "retire_plan", "retire", "pin", "unpin", "history", "write_bundle",
 ]
 
@@ -195,7 +195,7 @@ if TYPE_CHECKING:
     from embed.safety.retire import pin, retire, retire_plan, unpin
     from embed.shadow.run import shadow
     from embed.store.events import history
-    from embed.verify import Adoption, verify, verify_watch
+    from embed.verify import Adoption, verify, verify_compare, verify_watch
 
 
 def __getattr__(name: str) -> Any:

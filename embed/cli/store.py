@@ -32,14 +32,20 @@ def spaces(env: Env, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--verify-legacy", type=click.IntRange(min=0), default=64, show_default=True, metavar="N",
+              help="Check N rows of the legacy column against the declared legacy space first (0: skip).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 @fail_cleanly
-def init(env: Env, as_json: bool) -> None:
+def init(env: Env, verify_legacy: int, as_json: bool) -> None:
     """Create the embed_store schema and one typed table per (source, space); idempotent.
 
     Also brings external_models.yaml (the SQLMesh declaration of those tables) in line with
-    config.yaml.
+    config.yaml. First it adopts the legacy space: N sampled rows of the legacy column must be
+    what the declared legacy space makes of their text (a rollback writes its vectors there);
+    a mismatch is refused with the measured cosine and the likely cause (prefix, normalization,
+    model), and nothing is created. Done once per database; an embedder that cannot run here
+    (a cloud endpoint not allowed) leaves it unchecked, and says so.
 
     \b
     Example:
@@ -48,11 +54,20 @@ def init(env: Env, as_json: bool) -> None:
     """
     from embed.api import init_store
 
-    out = init_store(env.config(), env.url())
-    emit(out, as_json, lambda o: [
-        f"embed_store ready: {len(o.created_tables)} table(s) created, {len(o.declared_spaces)} space(s) newly "
-        "declared" + ("; external_models.yaml updated" if o.external_models_changed else "")
-    ])
+    out = init_store(env.config(), env.url(), verify_legacy=verify_legacy)
+
+    def lines(o) -> list[str]:
+        got = [f"embed_store ready: {len(o.created_tables)} table(s) created, {len(o.declared_spaces)} space(s) newly "
+               "declared" + ("; external_models.yaml updated" if o.external_models_changed else "")]
+        if o.legacy is not None and o.legacy.outcome == "adopted":
+            got.append(f"legacy space {o.legacy.space} adopted: {o.legacy.checked} rows of its column reproduced, "
+                       f"median cosine {o.legacy.median_cosine} (min {o.legacy.min_cosine})")
+        elif o.legacy is not None and o.legacy.outcome.startswith("not checked"):
+            got.append(f"legacy space {o.legacy.space} {o.legacy.outcome}: check it with "
+                       f"`embed verify --space {o.legacy.space} --where live --sample 400` where it can run")
+        return got
+
+    emit(out, as_json, lines)
 
 
 @cli.command()

@@ -62,13 +62,16 @@ def _prometheus(v: Verified, path: Path) -> None:
 @click.option("--watch", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Every SECONDS, check the rows written since the last pass in the column the space lives in.")
 @click.option("--repair", is_flag=True, help="Replace offending vectors with the space's own (short batches).")
+@click.option("--compare", "other", default=None, metavar="OTHER",
+              help="Instead: per-text cosine of SPACE vs the declared space OTHER (sentinels + --sample rows, "
+                   "documents and queries), recorded: what `compatible_with: [OTHER]` on SPACE rests on.")
 @click.option("--prometheus", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Also write a Prometheus textfile (node_exporter) with the offender counts.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one line per pass with --watch).")
 @click.pass_obj
 @fail_cleanly
 def verify(env: Env, space_name: str, source: str | None, where: str | None, sample: int | None,
-           watch: float | None, repair: bool, prometheus: Path | None, as_json: bool) -> None:
+           watch: float | None, repair: bool, other: str | None, prometheus: Path | None, as_json: bool) -> None:
     """Prove that vectors claimed to be SPACE's really are: compare each row's vector with the
     space's own vector for the row's current content (the store's, no model call, where the
     content was stored; else a fresh embedding). Rows below the space's `verify_tolerance`
@@ -81,6 +84,7 @@ def verify(env: Env, space_name: str, source: str | None, where: str | None, sam
       before the swap   embed verify --space S --where endpoint=http://server/v1 --sample 200
       after the swap    embed verify --space S --watch 60 --json   (in a timer, or in `embed sync`)
       after a rollback  embed verify --space LEGACY --sample 400
+      two providers     embed verify --space bge_m3 --compare bge_m3_ollama
     A violation in the live column is recorded as an event, turns `embed status` and
     `embed gate` red, and prints the rollback command; `--repair` replaces the offenders.
     """
@@ -88,6 +92,15 @@ def verify(env: Env, space_name: str, source: str | None, where: str | None, sam
 
     cfg = env.config()
     url = env.url(cfg)
+    if other is not None:
+        cmp = api.verify_compare(cfg, url, space_name, other, sample=sample or 64)
+        emit(cmp, as_json, lambda c: [
+            f"{'OK ' if c.passed else 'BAD'} {c.space} vs {c.other}: {c.checked} text x kind checked, cosine min "
+            f"{c.min_cosine:.4f} / p1 {c.p1_cosine:.4f} / median {c.median_cosine:.4f}; {c.offenders} below "
+            f"{c.tolerance} (event #{c.event})",
+            f"  {c.other} may serve {c.space} (declare compatible_with: [{c.other}] on {c.space})" if c.passed else
+            f"  {c.other} does not reproduce {c.space}: its queries are refused against {c.space}"])
+        sys.exit(0 if cmp.passed else 1)
     if watch is not None:
         from embed.cli.fill import _stop_on_signals
 

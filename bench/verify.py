@@ -1,0 +1,95 @@
+"""`embed verify` against the store: its cost per row next to a plain SELECT of the same rows (not a test).
+
+    .venv/bin/python bench/verify.py [--scale small|honcho] [--repeat 3] [--db ADMIN_URL] [--json]
+
+Honcho-shaped tables at the scale's size (honcho: ~40k rows over both tables) whose live column
+holds synthetic legacy (minilm_l6) vectors, and a complete store of the same space. Then, side by
+side, best of --repeat:
+  verify    embed.verify.verify of the legacy space on the live column: every row against the
+            store's vector for its content (cosine in the database; no model call);
+  select    a plain SELECT of the same rows (id, text, vector), fetched to the client;
+  scan      the same rows with every vector read on the server but only its dims sent (the
+            cheapest SELECT that touches every vector: the stricter baseline).
+Target (DESIGN.md section 10): verify <= 3x the plain SELECT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.backfill import SCALES, database, say  # noqa: E402
+from embed.config import Config  # noqa: E402
+from embed.db.connection import connect  # noqa: E402
+from embed.verify import verify  # noqa: E402
+from tests.support.inplace import LEGACY, fill_store, honcho_db  # noqa: E402
+
+PLAIN = {
+    "documents": "SELECT id, content, embedding FROM documents WHERE deleted_at IS NULL AND embedding IS NOT NULL",
+    "message_embeddings": "SELECT id, content, embedding FROM message_embeddings WHERE embedding IS NOT NULL",
+}
+
+
+def plain_select(url: str, scan: bool = False) -> int:
+    n = 0
+    with connect(url) as conn:
+        for q in PLAIN.values():
+            n += len(conn.execute(q.replace("content, embedding", "vector_dims(embedding)") if scan else q).fetchall())
+    return n
+
+
+def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
+    docs, msgs = SCALES[args.scale]
+    t0 = time.monotonic()
+    honcho_db(url, cfg, documents=docs, messages=msgs)
+    fill_store(url, cfg, LEGACY)
+    say(f"seeded {docs} documents + {msgs} message chunks, legacy store complete, in {time.monotonic() - t0:.1f} s")
+    best_v = best_s = best_c = float("inf")
+    checked = rows = 0
+    for _ in range(args.repeat):
+        t = time.monotonic()
+        res = verify(cfg, url, LEGACY)
+        best_v = min(best_v, time.monotonic() - t)
+        checked = sum(c.checked for c in res.locations)
+        assert res.passed and all(c.from_store == c.checked for c in res.locations), "expected a clean store-only check"
+        t = time.monotonic()
+        rows = plain_select(url)
+        best_s = min(best_s, time.monotonic() - t)
+        t = time.monotonic()
+        assert plain_select(url, scan=True) == rows
+        best_c = min(best_c, time.monotonic() - t)
+    out = {"scale": args.scale, "rows_checked": checked, "rows_selected": rows, "verify_s": round(best_v, 3),
+           "select_s": round(best_s, 3), "verify_us_per_row": round(best_v / checked * 1e6, 1),
+           "select_us_per_row": round(best_s / rows * 1e6, 1), "ratio": round(best_v / best_s, 2),
+           "scan_s": round(best_c, 3), "ratio_to_scan": round(best_v / best_c, 2)}
+    say(f"verify (store, no model): {checked} rows in {out['verify_s']} s ({out['verify_us_per_row']} us/row); "
+        f"plain SELECT of the same rows: {out['select_s']} s ({out['select_us_per_row']} us/row); "
+        f"ratio {out['ratio']}x (target <= 3x); server-side scan of the same vectors: {out['scan_s']} s, "
+        f"ratio {out['ratio_to_scan']}x")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", choices=sorted(SCALES), default="honcho")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each, best kept")
+    ap.add_argument("--db", default=None, help="an admin URL of a server to create a temp database on")
+    ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
+    args = ap.parse_args()
+    url, cleanup = database(args)
+    try:
+        out = run(Config.load(ROOT, "local"), url, args)
+    finally:
+        cleanup()
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
