@@ -5,7 +5,7 @@ pgvector and a login role with CREATE on the `public` schema. That role creates 
 (so it owns them, as Honcho's own database user does) and walks the runbook: doctor, init, plan,
 backup (pg_dump), backfill, shadow, gate, in-place cutover, rollback, retire dry-run. A privilege
 it lacks is refused in one line naming the GRANT (CREATE on the database for `embed init` and
-`embed plan`);
+`embed plan`; before pgvector is installed, the CREATE EXTENSION a superuser runs);
 another role's session, whose details pg_stat_activity hides from a plain role, still stops the
 swap; row-level security that applies to the role refuses the backfill.
 """
@@ -57,12 +57,15 @@ def test_the_runbook_runs_as_a_plain_role_that_owns_honchos_tables(pg_server: Lo
     admin = new_database(pg_server)
     db = admin.rsplit("/", 1)[1]
     role = f"honcho_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as su:
+        su.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'secret\' NOSUPERUSER NOCREATEDB NOCREATEROLE')
+    url = _as(admin, role)
+    assert "a superuser (or the service's console) installs it once: CREATE EXTENSION vector;" in \
+        _refusal(project, url, "init")  # pgvector is not a trusted extension
     with psycopg.connect(admin, autocommit=True) as su:  # what the service console does once
         su.execute("CREATE EXTENSION vector")
-        su.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'secret\' NOSUPERUSER NOCREATEDB NOCREATEROLE')
         su.execute(f'GRANT CREATE ON SCHEMA public TO "{role}"')
         su.execute(f'GRANT CREATE ON DATABASE "{db}" TO "{role}"')  # Honcho's migrations, the seed's eval schema
-    url = _as(admin, role)
     cfg = Config.load(project, "local")
     with get_embedder(cfg.legacy_space) as legacy, connect(url) as conn:  # Honcho's tables, owned by the role
         seed(conn, generate(seed=7, documents=60, messages=20), dims=384,

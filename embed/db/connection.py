@@ -68,7 +68,9 @@ def ensure_pgvector(url: str) -> str:
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext('embed.create_extension'))")
                     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             except psycopg.Error as e:
-                raise EmbedError(f"cannot create the vector extension on {mask(url)}: {first_line(str(e))}") from None
+                hint = ("; a superuser (or the service's console) installs it once: CREATE EXTENSION vector;"
+                        if isinstance(e, psycopg.errors.InsufficientPrivilege) else "")
+                raise EmbedError(f"cannot create the vector extension on {mask(url)}: {first_line(str(e))}{hint}") from None
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
     if tuple(int(x) for x in re.findall(r"\d+", version)[:3]) < MIN_PGVECTOR:
         raise EmbedError(f"pgvector {version} on {mask(url)} is too old: need >= 0.5 (HNSW)")
