@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/control.py [--rounds 2] [--db ADMIN_URL] [--baseline DIR] [--json]
 
-Sets up the tiny demo (`embed demo --scale tiny` on a fresh database: e5_small gated and active in
-view mode), then runs each control step as the operator does, a fresh `embed` process, and prints
-its wall time and where it went:
-  view      rollback to the legacy space, cutover to e5_small (SQLMesh re-points embed.<source>_active);
+Sets up the tiny demo corpus on a fresh database (e5_small smoked, backfilled, shadowed, backed up
+and staged in Honcho's tables: every gate passes, nothing to catch up; production on the legacy
+space), then runs each control step as the operator does, a fresh `embed`
+process, and prints its wall time and where it went:
+  view      cutover to e5_small and rollback (SQLMesh re-points embed.<source>_active);
   inplace   cutover --mode honcho-inplace (the first stages the columns; later ones find them staged)
             and its rollback, both --writers-stopped.
 Phases are timed inside the process by wrapping the functions that do the work: python + embed
@@ -44,9 +45,9 @@ PHASES = (  # (label, module, attribute path): the work a control step does, out
     ("catch-up sync", "embed.fill.sync", "sync_once"),
     ("model load", "embed.embedders", "get_embedder"),
 )
-STEPS = (
-    ("view", "rollback", ["rollback"]),
+STEPS = (  # from the legacy space and back, in each mode
     ("view", "cutover", ["cutover", "--space", "e5_small"]),
+    ("view", "rollback", ["rollback"]),
     ("inplace", "cutover", ["cutover", "--space", "e5_small", "--mode", "honcho-inplace", "--writers-stopped"]),
     ("inplace", "rollback", ["rollback", "--writers-stopped"]),
 )
@@ -107,19 +108,31 @@ def phases_main(out: Path, argv: list[str]) -> None:
 
 # --------------------------------------------------------------------------------- the parent
 def setup(args: argparse.Namespace, home: Path) -> tuple[str, Path, object]:
-    """A fresh database with the tiny demo run on it; (url, demo project, cleanup)."""
+    """A fresh database where e5_small passes every gate and production reads the legacy space
+    (the tiny demo corpus: seed, init, plan, smoke, backfill, shadow, backup); (url, project, cleanup)."""
     sys.path.insert(0, str(ROOT))
     from bench.backfill import database
-    from embed import demo
+    from embed import api
     from embed.config import Config
+    from embed.demo import demo_project
 
     url, cleanup = database(args)
-    cfg = demo.demo_project(Config.load(ROOT, "local"), home)
+    cfg = demo_project(Config.load(ROOT, "local"), home)
     t0 = time.monotonic()
-    lines: list[str] = []
-    st = demo.run(cfg, url, scale="tiny", say=lines.append)
-    say(f"demo --scale tiny set up in {time.monotonic() - t0:.0f} s; production reads e5_small (view mode)")
-    return url, st["cfg"].project, cleanup
+    api.seed_honcho(cfg, url, scale="tiny")
+    api.init_store(cfg, url)
+    api.plan(cfg, url)
+    api.smoke(cfg, "e5_small", url=url)
+    api.backfill(cfg, url, "e5_small", progress=False)
+    api.shadow(cfg, url, baseline=cfg.legacy_space.name, candidates=["e5_small"], queries=50)
+    api.take_backup(cfg, url, home / "backup")
+    api.stage(cfg, url, "e5_small")  # staged ahead of time, as the runbook does: the cutover has nothing to catch up
+    gates = api.gate(cfg, url, "e5_small")
+    if not gates.passed:
+        raise SystemExit(f"setup: {gates.summary()}")
+    say(f"tiny corpus set up in {time.monotonic() - t0:.0f} s: e5_small passes every gate, production reads "
+        f"{cfg.legacy_space.name}")
+    return url, cfg.project, cleanup
 
 
 def one(tree: Path, project: Path, url: str, argv: list[str]) -> tuple[float, dict[str, float], int]:
