@@ -23,6 +23,7 @@ import psycopg
 
 from embed.errors import Blocked
 
+NOT_TABLES = {"v": "view", "m": "materialized view", "f": "foreign table"}
 OWN_SCHEMAS = ("embed", "sqlmesh__embed")  # embed's SQLMesh views (environments: `embed__<env>`)
 
 
@@ -32,6 +33,7 @@ class TableFacts:
 
     table: str  # schema.table
     owner: str
+    kind: str  # relkind: r table, p partitioned table, v view, m materialized view, f foreign table
     partitioned: bool  # declaratively partitioned (relkind 'p')
     partition_of: str | None  # the parent when the table is itself a partition
     inherits: tuple[str, ...]  # inheritance parents and children (partitions included)
@@ -43,6 +45,8 @@ class TableFacts:
         """Why the in-place swap cannot run on this table's layout (None: it can)."""
         if self.partitioned:
             return f"{self.table} is a partitioned table"
+        if self.kind in NOT_TABLES:
+            return f"{self.table} is a {NOT_TABLES[self.kind]}"
         if self.partition_of:
             return f"{self.table} is a partition of {self.partition_of}"
         if self.inherits:
@@ -51,20 +55,21 @@ class TableFacts:
 
 
 def table_facts(conn: psycopg.Connection, schema: str, table: str, column: str | None) -> TableFacts | None:
-    """The facts of schema.table (None when it does not exist or the role cannot see it)."""
+    """The facts of schema.table, a table or anything else a source may be read from (a view, a
+    foreign table); None when it does not exist or the role cannot see it."""
     name = f"{schema}.{table}"
     row = conn.execute(
-        """SELECT c.oid, pg_get_userbyid(c.relowner), c.relkind = 'p', c.relispartition,
+        """SELECT c.oid, pg_get_userbyid(c.relowner), c.relkind::text, c.relkind = 'p', c.relispartition,
                   row_security_active(c.oid)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')""", (schema, table)).fetchone()
+           WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')""", (schema, table)).fetchone()
     if row is None:
         return None
-    oid, owner, partitioned, is_partition, rls = row
+    oid, owner, kind, partitioned, is_partition, rls = row
     related = "SELECT {0} FROM pg_inherits WHERE {1} = %s ORDER BY 1"
     parents = [_name(conn, r[0]) for r in conn.execute(related.format("inhparent", "inhrelid"), (oid,)).fetchall()]
     children = [_name(conn, r[0]) for r in conn.execute(related.format("inhrelid", "inhparent"), (oid,)).fetchall()]
-    return TableFacts(name, owner, bool(partitioned), parents[0] if is_partition and parents else None,
+    return TableFacts(name, owner, kind, bool(partitioned), parents[0] if is_partition and parents else None,
                       tuple(parents + children), bool(rls), bound_to(conn, oid, column) if column else ())
 
 
