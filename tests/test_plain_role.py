@@ -131,3 +131,13 @@ def test_the_runbook_runs_as_a_plain_role_that_owns_honchos_tables(pg_server: Lo
         conn.execute("ALTER TABLE documents NO FORCE ROW LEVEL SECURITY")  # the owner reads every row again
         conn.commit()
     assert api.doctor(cfg, url, spaces=[CANDIDATE]).blocking == ()
+
+    # a role granted nothing: each step that checks says which GRANT; any other denial is one line too
+    stranger = f"stranger_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as su:
+        su.execute(f'CREATE ROLE "{stranger}" LOGIN PASSWORD \'secret\'')
+    line = _refusal(project, _as(admin, stranger), "backfill", "--space", CANDIDATE)
+    assert f"embed backfill needs owner of schema embed_store (role {role}), which role {stranger} lacks" in line
+    assert f'Fix: GRANT "{role}" TO "{stranger}";  -- or run embed as {role}' in line
+    line = _refusal(project, _as(admin, stranger), "status")
+    assert "permission denied" in line and "`embed doctor` lists the privileges each step needs" in line

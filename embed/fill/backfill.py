@@ -674,12 +674,14 @@ def _targets(cfg: Config, space: Space, sources: list[str] | None) -> list[Targe
 
 
 def check_ready(url: str, sources: list[Source] | None = None, step: str = "embed backfill") -> None:
-    """A one-line error unless `embed init` has run on this database, and (for `sources`) unless this
-    role may read every row: SELECT granted, no row-level security hiding rows (they would be missed)."""
+    """A one-line error unless `embed init` has run on this database (and this role may write its
+    store), and (for `sources`) unless this role may read every row: SELECT granted, no row-level
+    security hiding rows (they would be missed)."""
     from embed.db import catalog, privileges
     from embed.db.connection import connect
 
     with connect(url) as conn:
+        privileges.require(privileges.store_owner(conn), step)
         if not store.is_initialized(conn):
             raise NotInitialized()
         user, _, _ = privileges.role(conn)
