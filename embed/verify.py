@@ -158,7 +158,7 @@ def verify(
     loc = where if isinstance(where, Where) or where is None else Where.parse(where)
     if sample is not None and sample < 1:
         raise EmbedError("--sample must be a positive number of rows")
-    if loc is not None and loc.kind in ("store", "endpoint") and (since_last or (repair and loc.kind == "endpoint")):
+    if loc is not None and loc.kind in ("store", "endpoint") and (since_last or repair):
         raise EmbedError(f"--where {loc.kind}: the watch and repair apply to a column of the source table")
     sources = [cfg.source(source)] if source else list(cfg.sources.values())
     with _embedder(space, embedder) as get, connect(url) as conn, ExitStack() as hold:
@@ -181,6 +181,9 @@ def verify(
             kind, col = _resolve(conn, cfg, src, space, loc, since_last)
             if kind is None:
                 continue  # the watch, and the space is in no column of this source
+            if repair and kind in (STORE, "endpoint"):
+                raise EmbedError(f"space {space.name} lives in its store table for {src.name}: --repair applies to a "
+                                 "column of the source table (--where live or column=NAME)")
             if kind == "endpoint":
                 out.append(_check_endpoint(conn, t, str(col), endpoint, tol, sample, sentinels))
             elif kind == STORE:
@@ -525,8 +528,7 @@ def _check_column(conn: psycopg.Connection, t: Target, kind: str, col: str, get:
             fresh = {g[0]: (g[1], v) for g, v in zip(got, ref, strict=True)}
     stats, bad = _stats(ids, np.array(cos), tol)
     xmins = {r[0]: r[4] for r in rows}
-    if since_last:
-        _mark_verified(conn, t, [(i, xmins[i]) for i in ids if i not in set(bad)])
+    _mark_verified(conn, t, [(i, xmins[i]) for i in ids if i not in set(bad)])  # the watch skips these row versions
     repaired = _repair(conn, t, col, bad, fresh) if repair and bad else 0
     where = f"{schema}.{table}.{col}"
     return Checked(t.source.name, where, LIVE if kind == LIVE else "column", len(ids), len(stored),

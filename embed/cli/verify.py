@@ -45,10 +45,10 @@ def _prometheus(v: Verified, path: Path) -> None:
     """A node_exporter textfile: offenders per (space, source, location kind), written atomically."""
     from embed.db.files import write_atomic
 
-    lines = ["# HELP embed_verify_offenders vectors below the space's verify tolerance at the last check",
-             "# TYPE embed_verify_offenders gauge"]
-    lines += [f'embed_verify_offenders{{space="{v.space}",source="{c.source}",kind="{c.kind}"}} {c.offenders}'
-              for c in v.locations]
+    lines = ["# HELP embed_verify_offenders vectors below the space's verify tolerance after the last check "
+             "(and its repair)", "# TYPE embed_verify_offenders gauge"]
+    lines += [f'embed_verify_offenders{{space="{v.space}",source="{c.source}",kind="{c.kind}"}} '
+              f'{max(0, c.offenders - c.repaired)}' for c in v.locations]
     write_atomic(path, "\n".join(lines) + "\n")
 
 
