@@ -331,7 +331,7 @@ def run_source(
             run.cands,
             k,
             queries=attrs,
-            slices=[s for s in ("lang_pair", "tenant") if attrs[s].drop_nulls().n_unique()],
+            slices=[s for s in ("lang_pair", "crossing", "tenant") if attrs[s].drop_nulls().n_unique()],
             qrels=text.qrels if text else None,
             neighbours=pl.concat(f["nb"]) if keys else None,
             ann=pl.concat(f["ann"]),
@@ -443,17 +443,28 @@ def _query_pairs(
 
 
 def _query_attrs(text: L.Labelled | None, t_qids: list[str], row_qids: list[str], tenants: list[tuple]) -> pl.DataFrame:
-    """Slice attributes per qid: lang_pair ('pl->en'; unset for stored rows) and tenant."""
+    """Slice attributes per qid: lang_pair ('pl->en'; unset for stored rows), crossing (whether
+    the relevant rows are in the query's language: same, cross-lingual, or both) and tenant."""
     lp = list(text.lang_pairs) if text else []
     tt = [_tenant_label(t) for t in text.tenants] if text else []
     return pl.DataFrame(
         {
             "qid": t_qids + row_qids,
             "lang_pair": lp + [None] * len(row_qids),
+            "crossing": [_crossing(p) for p in lp] + [None] * len(row_qids),
             "tenant": tt + [_tenant_label(t) for t in tenants],
         },
-        schema={"qid": pl.String, "lang_pair": pl.String, "tenant": pl.String},
+        schema={"qid": pl.String, "lang_pair": pl.String, "crossing": pl.String, "tenant": pl.String},
     )
+
+
+def _crossing(pair: str | None) -> str | None:
+    """'pl->en' -> 'cross-lingual', 'pl->pl' -> 'same language', 'pl->en+pl' -> 'both'."""
+    if not pair or "->" not in pair:
+        return None
+    query, docs = pair.split("->", 1)
+    langs = docs.split("+")
+    return "same language" if langs == [query] else "both" if query in langs else "cross-lingual"
 
 
 def _global_recall(frames: dict[str, list[pl.DataFrame]], k: int, n_boot: int, seed: int) -> list[dict[str, Any]]:
