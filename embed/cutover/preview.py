@@ -49,7 +49,8 @@ def switch_preview(cfg: Config, url: str, kind: str, space_name: str | None = No
                 for s in ([cfg.source(s).name for s in sources] if sources else list(states))}
         to = {s: sp for s, sp in back.items() if sp.fingerprint != states[s].space_fp}
         mode = next((states[s].mode for s in to), None) or switch.VIEW
-    label = ", ".join(sorted({sp.name for sp in to.values()})) or (space_name or "-")
+    label = ", ".join(sorted({sp.name for sp in to.values()})) or space_name or ", ".join(
+        sorted({cfg.label(st.space_fp) for st in states.values()}))  # nothing to do: what production reads
     if not to:
         return Preview(kind, label, {}, (), 0.0, "production reads it already: nothing to do", 0, 0, None, None,
                        None, None)
