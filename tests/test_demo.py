@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from embed.db.localpg import LocalServer
+from embed.db.localredis import LocalRedis
 from tests.conftest import ROOT, free_port, server_home
 
 EMBED = [sys.executable, "-m", "embed"]
@@ -28,6 +29,7 @@ def demo_env():
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_")}
     env.update(EMBED_HOME=str(home), EMBED_PGPORT=str(free_port()))
     yield env
+    LocalRedis(home / "demo" / "redis").down()  # a demo killed by the timeout could not stop its own
     LocalServer(home=home, port=int(env["EMBED_PGPORT"])).destroy()
 
 
