@@ -62,7 +62,7 @@ def page(pg_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Pa
     with connect(url) as conn:
         seed(
             conn,
-            generate(seed=11, documents=90, messages=4, queries=36),
+            generate(seed=11, documents=90, messages=60, queries=36),
             dims=384,
             vectors=lambda texts: hashed_unit_vectors(texts, 384),
         )
@@ -124,4 +124,10 @@ def test_report_renders_in_chromium_with_its_plots(page: Path, tmp_path: Path) -
     assert html.count('<svg class="plot"') == n_svg
     assert len(re.findall(r"<rect ", html)) > 20 and "<polygon" in html  # bars and distance curves
     assert "Shadow validation: minilm_l6 → e5_small" in html
+    # the verdict line comes first, then the per-language-pair table, before any other section
+    top = html.split("<h2>", 1)[0]
+    assert re.search(r'<p class="verdict (good|bad|warn)">(PASS|FAIL|INCONCLUSIVE): e5_small vs minilm_l6', top)
+    assert "provenance labels" in top and re.search(r"needs ~\d+ queries, has \d+|power at this floor: ~\d+", top)
+    assert html.split("<h2>", 2)[1].startswith("nDCG@10 per language pair")
+    assert html.count("<polygon") >= 2 and "dasharray" in html  # both spaces' distances, thresholds marked
     assert not re.search(r"(?i)error|exception|not found", re.sub(r"<[^>]+>", " ", html))

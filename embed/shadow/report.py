@@ -29,6 +29,9 @@ Result shape (schema ``embed.shadow.result/1``; lists of flat rows so each maps 
                    # metric in ndcg@k, recall@k, mrr@k, hit@k — per space incl. the baseline
       "deltas":    [{"candidate", "slice", "slice_value", "metric", "n", "value", "ci_low", "ci_high"}],
                    # candidate − baseline per query (paired), same metrics as quality
+      "confidence": [{"candidate", "metric", "n", "value", "ci_low", "ci_high", "sd", "wilcoxon_p",
+                      "detectable", "margin", "queries_needed", "verdict"}],
+                   # how sure the nDCG delta is at the gate's margin (embed.shadow.power); with `margin`
       "agreement": [{"candidate", "slice", "slice_value", "metric", "n", "value", "ci_low", "ci_high"}],
                    # label-free vs the baseline: overlap@k, jaccard@k, rbo@k, kendall_tau@k
       "overlap_hist": [{"candidate", "k", "counts": [int] * (k + 1)}],   # counts[j]: overlap ≈ j/k
@@ -41,6 +44,10 @@ Result shape (schema ``embed.shadow.result/1``; lists of flat rows so each maps 
       "distance_hist": [{"candidate", "edges": [float], "baseline_counts": [int],
                          "candidate_counts": [int]}],
     }
+
+`embed.shadow.run` adds "ann_recall_global", "labels" (provenance | known-item | seeded | file |
+None), "labelled_queries", "queries_needed" (the most any candidate needs) and "label_details"
+({"source", "excluded": {reason: count}, "query_vectors": {space: how it was formed}}).
 
 Missing inputs leave their list empty (e.g. no qrels → quality/deltas empty, labelled false).
 Floats that are undefined (NaN) are stored as None, so ``json.dumps(result, allow_nan=False)`` works.
@@ -517,7 +524,7 @@ table{border-collapse:collapse;background:#fff;margin:6px 0}td,th{border:1px sol
 td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
 .good{background:#e6f4e6}.bad{background:#fbe3e3}.warn{background:#fff4d6}code{font-size:12px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:#fff;border:1px solid #e3e3e3;border-radius:4px;padding:8px 12px}
-.card b{font-size:18px}
+.card b{font-size:18px}.verdict{font-size:16px;font-weight:600;padding:6px 10px;border-radius:4px;margin:6px 0}
 """
 
 
@@ -562,6 +569,68 @@ def _slice_cells(rows: Sequence[Mapping[str, Any]], slice_name: str, key: str) -
     return {(r["slice_value"], r[key]): r for r in rows if r["slice"] in ("all", slice_name)}
 
 
+VERDICT_CLASS = {P.PASS: "good", P.FAIL: "bad", P.INCONCLUSIVE: "warn"}
+
+
+def verdict_lines(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One line per candidate with the numbers that decided it, and its CSS class."""
+    run = result["run"]
+    labels = result.get("labels")
+    if not result.get("confidence"):
+        why = "no labelled queries" if not labels else "no gate margin"
+        return [(f"NO VERDICT: {why}; label-free agreement only (overlap detects change, not quality)", "warn")]
+    out = []
+    for c in result["confidence"]:
+        v = c.get("verdict") or "NO VERDICT"
+        sample = (
+            f"needs ~{c['queries_needed']} queries, has {c['n']}"
+            if v == P.INCONCLUSIVE
+            else f"{c['n']} queries (80 % power at this floor: ~{c['queries_needed']})"
+        )
+        line = (
+            f"{v}: {c['candidate']} vs {run['baseline']['space']}, Δ {c['metric']} {_f(c['value'])} "
+            f"[{_f(c['ci_low'])}, {_f(c['ci_high'])}], floor −{_f(c['margin'])}; {labels} labels, {sample}; "
+            f"Wilcoxon p {_p(c.get('wilcoxon_p'))}; detects a true Δ of ±{_f(c.get('detectable'))}"
+        )
+        out.append((line, VERDICT_CLASS.get(v, "warn")))
+    return out
+
+
+def _p(x: Any) -> str:
+    return "—" if x is None else f"{float(x):.2g}"
+
+
+def _lang_pair_rows(result: Mapping[str, Any], base: str, cands: Sequence[str], k: int) -> list[tuple[list[str], str]]:
+    """Rows of the per-language-pair table: queries, each space's nDCG, each candidate's Δ."""
+    metric = f"ndcg@{k}"
+    q = {
+        (r["space"], r["slice_value"]): r
+        for r in result.get("quality", [])
+        if r["slice"] == "lang_pair" and r["metric"] == metric
+    }
+    d = {
+        (r["candidate"], r["slice_value"]): r
+        for r in result.get("deltas", [])
+        if r["slice"] == "lang_pair" and r["metric"] == metric
+    }
+    out = []
+    for pair in dict.fromkeys(v for _, v in q):
+        b = q.get((base, pair))
+        if b is None:
+            continue
+        deltas = [d.get((c, pair)) for c in cands]
+        row = [
+            _e(pair),
+            _e(b["n"]),
+            _e(_f(b["value"])),
+            *(_e(_f((q.get((c, pair)) or {}).get("value"))) for c in cands),
+            *(_e(_ci(x)) if x else "—" for x in deltas),
+        ]
+        worst = min((_delta_class(x) for x in deltas if x), default="", key=lambda c: {"bad": 0, "good": 2}.get(c, 1))
+        out.append((row, worst))
+    return out
+
+
 def render_html(result: Mapping[str, Any]) -> str:
     """A self-contained HTML page for an operator: charts first, every number in tables below."""
     if not isinstance(result, Mapping) or "run" not in result:
@@ -578,13 +647,20 @@ def render_html(result: Mapping[str, Any]) -> str:
 
     title = f"Shadow validation: {base} → {', '.join(cand_names)}"
     add(f"<h1>{_e(title)}</h1>")
+    for line, cls in verdict_lines(result):
+        add(f'<p class="verdict {cls}">{_e(line)}</p>')
     meta = [
         ("run", run.get("run_id") or "—"),
         ("source", run.get("source") or "—"),
         ("created", run.get("created_at")),
         ("k", k),
         ("queries", run.get("n_queries")),
-        ("labelled queries", run.get("n_labelled_queries") if run.get("labelled") else "none (label-free only)"),
+        (
+            "labelled queries",
+            f"{run.get('n_labelled_queries')} ({result.get('labels') or 'given'})"
+            if run.get("labelled")
+            else "none (label-free only)",
+        ),
         (
             "bootstrap",
             f"{run.get('n_boot')} resamples, {100 * float(run.get('ci', 0.95)):.0f}% CI, seed {run.get('seed')}",
@@ -599,6 +675,32 @@ def render_html(result: Mapping[str, Any]) -> str:
             + [["candidate", _e(c["space"]), f"<code>{_e(c['fingerprint'])}</code>"] for c in run["candidates"]],
         )
     )
+
+    pairs = _lang_pair_rows(result, base, cand_names, k)
+    if pairs:
+        add(f"<h2>nDCG@{_e(k)} per language pair (query → relevant rows)</h2>")
+        add(
+            _table(
+                [
+                    "language pair",
+                    "queries",
+                    f"{base} nDCG",
+                    *(f"{c} nDCG" for c in cand_names),
+                    *(f"Δ {c} [CI]" for c in cand_names),
+                ],
+                [row for row, _ in pairs],
+                [cls for _, cls in pairs],
+            )
+        )
+
+    details = result.get("label_details") or {}
+    if result.get("labels") or details.get("excluded"):
+        how = "; ".join(f"{sp}: {w}" for sp, w in (details.get("query_vectors") or {}).items())
+        left = ", ".join(f"{why} {n}" for why, n in (details.get("excluded") or {}).items()) or "none"
+        add(
+            f'<p class="muted">labels: <b>{_e(result.get("labels") or "none")}</b> · query vectors: {_e(how or "—")}'
+            f" · left out: {_e(left)}</p>"
+        )
 
     # headline cards: one per candidate
     cards = []
@@ -835,6 +937,7 @@ def render_table(result: Mapping[str, Any]) -> str:
     base = run["baseline"]["space"]
     cands = ", ".join(f"{c['space']} ({c['fingerprint'][:8]})" for c in run["candidates"])
     out = [
+        *(line for line, _ in verdict_lines(result)),
         f"shadow: {base} ({run['baseline']['fingerprint'][:8]}) -> {cands}",
         f"k={run['k']} queries={run['n_queries']} labelled={run.get('n_labelled_queries', 0)} "
         f"bootstrap={run['n_boot']}x {100 * float(run['ci']):.0f}% CI seed={run['seed']}",
