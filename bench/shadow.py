@@ -1,16 +1,20 @@
 """Shadow-run benchmark: seconds per phase of `embed shadow` (not a test).
 
     .venv/bin/python bench/shadow.py [--scale tiny|small|honcho] [--queries 1000] [--k 10]
+                                     [--labels provenance|seeded] [--candidate bge_m3]
                                      [--query-embedder real|synthetic] [--db URL]
 
 Builds a Honcho-shaped corpus (embed.honcho.synthetic.corpus SCALES; honcho = ~26k documents + ~13.5k
 message_embeddings) with two spaces: the legacy minilm_l6 vectors in the source columns and
-e5_small vectors in its store tables, both deterministic synthetic unit vectors (sha256-seeded,
-as tests/conftest.py makes them) loaded with binary COPY, HNSW-indexed as Honcho indexes them
-(m=16, ef_construction=64). Then one shadow run over every source: --queries stored rows per
-source as label-free queries, plus the seeded labelled queries on documents, embedded by the
-real models (--query-embedder real, the default: model load included) or by sha256-seeded
-vectors (synthetic: no model at all). The synthetic vectors carry no meaning, so the metric
+the candidate's (default bge_m3) in its store tables, both deterministic synthetic unit vectors
+(sha256-seeded, as tests/conftest.py makes them) loaded with binary COPY, HNSW-indexed as Honcho
+indexes them (m=16, ef_construction=64). Then one shadow run over every source: --queries stored
+rows per source as label-free queries, plus labelled queries capped by --queries: Honcho's
+provenance (the default: every message with derived documents, every document citing messages;
+both spaces are symmetric, so every query vector is read from the store and the columns and the
+line says how many query-model calls there were: the target is none), or the seeded set on
+documents, embedded by the real models (--query-embedder real: model load included) or by
+sha256-seeded vectors (synthetic: no model at all). The synthetic vectors carry no meaning, so the metric
 values are noise: only the timings count. The database is a private embedded PostgreSQL in a
 temp directory unless --db is given (then a temporary database there, dropped at the end).
 """
@@ -45,8 +49,20 @@ from embed.store.writer import Rows, copy_statement, encode_parts  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 from backfill import database  # noqa: E402  (bench/backfill.py: a fresh database, embedded or on --db)
 
-BASELINE, CANDIDATE = "minilm_l6", "e5_small"
-PHASES = ("embed queries", "check", "sample", "ann", "neighbours", "exact", "probe", "distances", "metrics", "persist")
+BASELINE = "minilm_l6"
+PHASES = (
+    "labels",
+    "query vectors",
+    "check",
+    "sample",
+    "ann",
+    "neighbours",
+    "exact",
+    "probe",
+    "distances",
+    "metrics",
+    "persist",
+)
 
 
 def unit_vectors(texts: list[str], dims: int, salt: str) -> np.ndarray:
@@ -59,23 +75,25 @@ def unit_vectors(texts: list[str], dims: int, salt: str) -> np.ndarray:
 
 
 class SyntheticEmbedder:
-    """Query vectors without a model (for a quick run of everything else)."""
+    """Query vectors without a model (for a quick run of everything else); counts its calls."""
 
     def __init__(self, space: Space) -> None:
         self.space = space
+        self.calls = 0
 
     def embed(self, texts: list[str], kind: str) -> EmbedResult:
+        self.calls += 1
         return EmbedResult(unit_vectors(texts, self.space.dims, self.space.name + kind), np.zeros(len(texts), bool))
 
     def close(self) -> None:
         pass
 
 
-def prepare(cfg: Config, url: str, scale: str) -> dict[str, int]:
+def prepare(cfg: Config, url: str, scale: str, candidate: str) -> dict[str, int]:
     """Seed the corpus with legacy vectors, then fill and index the candidate's store tables."""
     with psycopg.connect(url, autocommit=True) as c:
         c.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    base, cand = cfg.space(BASELINE), cfg.space(CANDIDATE)
+    base, cand = cfg.space(BASELINE), cfg.space(candidate)
     n_docs, n_msgs = SCALES[scale]
     with connect(url) as conn:
         counts = seed(
@@ -97,7 +115,7 @@ def prepare(cfg: Config, url: str, scale: str) -> dict[str, int]:
             batch = Rows(
                 [r[0] for r in rows],
                 [content_hash(x) for x in texts],
-                unit_vectors(texts, cand.dims, CANDIDATE),
+                unit_vectors(texts, cand.dims, candidate),
                 np.zeros(len(rows), bool),
             )
             with conn.cursor() as cur, cur.copy(copy_statement(t.store)) as cp:
@@ -117,6 +135,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--labels", choices=("provenance", "seeded"), default="provenance")
+    ap.add_argument("--candidate", default="bge_m3", help="a space without a query prefix reads its query vectors")
     ap.add_argument("--query-embedder", choices=("real", "synthetic"), default="real")
     ap.add_argument("--db", help="a PostgreSQL URL to create the temporary database on (default: embedded)")
     args = ap.parse_args()
@@ -124,24 +144,25 @@ def main() -> None:
     url, cleanup = database(args)
     try:
         t0 = time.monotonic()
-        counts = prepare(cfg, url, args.scale)
+        counts = prepare(cfg, url, args.scale, args.candidate)
         print(
             f"prepared {args.scale}: {counts.get('documents')} documents, {counts.get('message_embeddings')} "
-            f"message_embeddings, two spaces ({BASELINE} in the source columns, {CANDIDATE} in store tables), "
+            f"message_embeddings, two spaces ({BASELINE} in the source columns, {args.candidate} in store tables), "
             f"{time.monotonic() - t0:.1f}s",
             flush=True,
         )
         embedders = None
-        if args.query_embedder == "synthetic":
-            embedders = {n: SyntheticEmbedder(cfg.space(n)) for n in (BASELINE, CANDIDATE)}
+        if args.query_embedder == "synthetic" or args.labels == "provenance":  # provenance: counted, never needed
+            embedders = {n: SyntheticEmbedder(cfg.space(n)) for n in (BASELINE, args.candidate)}
         phases = Phases(say=lambda line: print("  " + line, file=sys.stderr, flush=True))
         t0 = time.monotonic()
         results = shadow(
             cfg,
             url,
             baseline=BASELINE,
-            candidates=[CANDIDATE],
+            candidates=[args.candidate],
             queries=args.queries,
+            labels=args.labels,
             k=args.k,
             n_boot=args.n_boot,
             embedders=embedders,
@@ -150,9 +171,10 @@ def main() -> None:
         total = time.monotonic() - t0
     finally:
         cleanup()
+    calls = sum(e.calls for e in (embedders or {}).values())
     print(
-        f"\nshadow run: {args.queries} stored-row queries per source + labelled text queries, k={args.k}, "
-        f"2 spaces, query embedder {args.query_embedder}"
+        f"\nshadow run: {args.queries} stored-row queries per source + {args.labels} labelled queries (capped "
+        f"by --queries), k={args.k}, 2 spaces, query-model calls: {calls if embedders else 'real models'}"
     )
     print(f"{'phase':<16}{'seconds':>9}{'share':>8}")
     for name in [*PHASES, *(p for p in phases.seconds if p not in PHASES)]:
@@ -166,9 +188,10 @@ def main() -> None:
         grecall = {x["space"]: round(x["value"], 3) for x in r["ann_recall_global"]}
         lat = {x["space"]: f"{x['p50']:.2f}/{x['p95']:.2f}" for x in r["latency_ms"]}
         print(
-            f"{source}: {run['n_queries']} queries ({run['n_labelled_queries']} labelled); served ANN recall "
-            f"{recall}; unfiltered HNSW recall {grecall}; served latency p50/p95 ms {lat}"
+            f"{source}: {run['n_queries']} queries ({run['n_labelled_queries']} labelled, {r['labels']}); served ANN "
+            f"recall {recall}; unfiltered HNSW recall {grecall}; served latency p50/p95 ms {lat}"
         )
+        print(f"  query vectors: {r['label_details']['query_vectors']}; left out: {r['label_details']['excluded']}")
 
 
 if __name__ == "__main__":

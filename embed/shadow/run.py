@@ -738,15 +738,17 @@ def shadow(
     check_ready(url)
     spaces = [base, *cands]
     texts: dict[str, L.Labelled | None] = {}
+    phases = phases or Phases(say)
     with connect(url) as conn:  # every check before a model loads or anything is written
         for src in srcs:
             for sp in spaces:
                 SpaceReader(conn, cfg, src, sp).check(conn, count=False)
-            text = _labels(conn, cfg, src, labels, user_set, user_qrels, qrels.name if qrels else None, queries, seed)
+            with phases(src.name, "labels", labels):
+                qname = qrels.name if qrels else None
+                text = _labels(conn, cfg, src, labels, user_set, user_qrels, qname, queries, seed)
             if text is None and queries == 0:
                 raise EmbedError(f"nothing to compare for {src.name}: no text queries and --queries 0")
             texts[src.name] = text
-    phases = phases or Phases(say)
     out: dict[str, tuple[dict[str, Any], dict[str, Any], dt.datetime]] = {}
     with ExitStack() as stack:
         loaded: dict[str, Any] = dict(embedders or {})
