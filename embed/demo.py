@@ -1,8 +1,10 @@
 """`embed demo`: the whole migration on the embedded default, one line per step with its key number.
 
 doctor → backup → smoke → backfill → sync under a live writer → shadow (HTML) → gate (blocked, then
-passing) → the cutover's dry run → cutover → the Honcho-style query in the new space → rollback → cutover again →
-retire dry-run → evidence bundle. Legacy vectors come from the English-only MiniLM, the
+passing) → the cutover's dry run → cutover → the Honcho-style query in the new space → rollback → the in-place
+path an unmodified Honcho takes (stage and swap with Honcho stopped, `embed verify` on its live column after its
+restart, a Honcho restarted on the OLD model caught by the next verify pass and repaired, in-place rollback) →
+cutover again → retire dry-run → evidence bundle. Legacy vectors come from the English-only MiniLM, the
 candidate is the multilingual e5-small (both real offline models); BGE-M3 joins as a second
 candidate when its weights are on disk ($EMBED_BGE_M3_PATH).
 
@@ -167,13 +169,15 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
                 f"sync wrote {written} vector(s); lag now {out.rows_pending}")
 
     def shadow() -> str:
-        from embed.shadow.report import render_html
+        from embed.shadow.report import render_html, verdict_lines
 
+        # no labelling work: Honcho's provenance (documents cite their messages) judges both sources
         results = api.shadow(st["cfg"], st["url"], baseline=legacy, candidates=candidates, queries=200)
         html = st["work"] / "shadow-documents.html"
         write_atomic(html, render_html(results["documents"]))
         st["report"] = html
-        return _shadow_line(results["documents"], legacy) + f"; report {html}"
+        verdicts = [f"\n  {src}: {line}" for src, r in results.items() for line, _ in verdict_lines(r)]
+        return _shadow_line(results["documents"], legacy) + f"; report {html}" + "".join(verdicts)
 
     def gate_blocked() -> str:
         st["writer"].burst(3)  # Honcho kept writing after the last sync
@@ -184,7 +188,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         from embed.fill.backfill import Options
         from embed.fill.sync import sync_once
 
-        n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False)).rows_written
+        n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False), embedder=candidate()).rows_written
         r = api.gate(st["cfg"], st["url"], CANDIDATE)
         verdict = "PASS" if r.passed else "BLOCKED"
         return f"after `embed sync` ({n} written): {verdict}, {sum(g.passed for g in r.gates)}/{len(r.gates)} gates"
@@ -210,6 +214,60 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         return (f"{moved} in {out.seconds} s (the legacy column is kept current by Honcho itself); "
                 f"again: {again.outcome}")
 
+    def inplace() -> str:
+        api.rollback(st["cfg"], st["url"])  # back to the legacy space, to walk the in-place path from it
+        out = api.cutover(st["cfg"], st["url"], CANDIDATE, mode="honcho-inplace", writers_policy="writers-stopped")
+        env = {x.name: x.value for x in out.honcho.settings} if out.honcho else {}
+        return (f"Honcho stopped; its columns swapped to {CANDIDATE} (lock {(out.swap or {}).get('lock_ms')} ms); "
+                f"restart it with EMBEDDING_VECTOR_DIMENSIONS={env.get('EMBEDDING_VECTOR_DIMENSIONS')} and the rest "
+                "of the printed settings")
+
+    def candidate() -> Any:
+        """The candidate's embedder, loaded once for the in-place steps (closed at the end)."""
+        if "candidate_embedder" not in st:
+            from embed.embedders import get_embedder
+
+            st["candidate_embedder"] = get_embedder(st["cfg"].space(CANDIDATE))
+        return st["candidate_embedder"]
+
+    def verify_live() -> str:
+        from embed.honcho.synthetic.live import LiveWriter
+
+        emb = candidate()  # Honcho restarted with the printed settings writes the candidate's vectors
+        LiveWriter(st["url"], lambda t: emb.embed(t, "passage").vectors, seed=23).burst(3)
+        v = api.verify(st["cfg"], st["url"], CANDIDATE, source="documents", embedder=emb)
+        c = v.locations[0]
+        return (f"Honcho's live column: {c.checked} rows checked ({c.from_store} against the store, {c.embedded} "
+                f"embedded), min cosine {c.min_cosine}, {c.offenders} offenders, contaminated <= "
+                f"{c.contaminated_upper_95 * 100:.2f} %")
+
+    def old_model() -> str:
+        st["writer"].burst(3)  # Honcho restarted with its OLD settings: the legacy model, the same dims
+        v = api.verify(st["cfg"], st["url"], CANDIDATE, source="documents", since_last=True,  # the next watch pass
+                       embedder=candidate())
+        c = v.locations[0]
+        red = [g.gate for g in api.gate(st["cfg"], st["url"], CANDIDATE).gates if not g.passed]
+        return (f"Honcho on the old model wrote 3 rows: the next watch pass flags {c.offenders} of {c.checked} new "
+                f"rows (ids {', '.join(c.offender_ids)}); gate red on {', '.join(sorted(set(red)))}; "
+                f"or roll back: {v.rollback}")
+
+    def repair() -> str:
+        c = api.verify(st["cfg"], st["url"], CANDIDATE, source="documents", repair=True,
+                       embedder=candidate()).locations[0]
+        after = api.verify(st["cfg"], st["url"], CANDIDATE, source="documents", embedder=candidate()).locations[0]
+        return f"{c.repaired} vector(s) replaced by {CANDIDATE}'s own; now {after.offenders} offenders in {after.checked} rows"
+
+    def inplace_back() -> str:
+        from embed.fill.backfill import Options
+        from embed.fill.sync import sync_once
+
+        out = api.rollback(st["cfg"], st["url"], writers_policy="writers-stopped")
+        c = api.verify(st["cfg"], st["url"], legacy, source="documents", where="live", sample=50).locations[0]
+        n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False)).rows_written
+        return (f"in-place rollback to {legacy} (lock {(out.swap or {}).get('lock_ms')} ms); its live column: "
+                f"{c.checked} sampled rows, min cosine {c.min_cosine}, {c.offenders} offenders; "
+                f"`embed sync` stored {n} row(s) Honcho wrote meanwhile")
+
     def retire() -> str:
         from embed.safety.backup import human_bytes
 
@@ -226,15 +284,17 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         ("db", database), ("project", project), ("redis", redis), ("seed", seed), ("doctor", doctor), ("init", init),
         ("plan", plan), ("reset", reset), ("backup", backup), ("smoke", smoke), ("backfill", backfill),
         ("sync", sync), ("shadow", shadow), ("gate", gate_blocked), ("gate", gate_passing), ("preview", preview),
-        ("cutover", cutover), ("query", query), ("rollback", rollback), ("cutover", cutover), ("query", query),
+        ("cutover", cutover), ("query", query), ("rollback", rollback), ("inplace", inplace), ("verify", verify_live),
+        ("verify", old_model), ("repair", repair), ("rollback", inplace_back), ("cutover", cutover), ("query", query),
         ("retire", retire), ("evidence", evidence),
     ]
     try:
         for name, fn in steps:
             _step(say, name, fn)
     finally:
-        if "legacy_embedder" in st:
-            st["legacy_embedder"].close()
+        for held in ("legacy_embedder", "candidate_embedder"):
+            if held in st:
+                st[held].close()
         if st.get("redis_server") is not None:  # the demo's own cache server: nothing needs it afterwards
             st["redis_server"].down()
     say(f"evidence: {st['work'] / 'evidence'}  report: {st.get('report')}")

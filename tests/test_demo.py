@@ -70,9 +70,16 @@ def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
                      r"EXCLUSIVE.*\), 0 gate\(s\) failing", out)  # the active views' re-pointing, gates passed
     assert "0 blocking (role postgres)" in out and "warning: documents: " in out  # doctor: one line per finding
     assert "BLOCKED: 1 gate(s) failed: documents.coverage" in out  # the live writer's lag, visibly
-    assert "PASS, 18/18 gates" in out  # 7 gates x 2 sources + the dims/single-space audits
+    assert "PASS, 20/20 gates" in out  # 8 gates x 2 sources + the dims/single-space audits
+    # the in-place path: verify on Honcho's live column, the old model's rows caught and repaired
+    assert re.search(r"Honcho's live column: \d+ rows checked .*, 0 offenders", out)
+    assert re.search(r"the next watch pass flags 3 of 3 new rows .*gate red on .*verify; or roll back: embed rollback", out)
+    assert "3 vector(s) replaced by e5_small's own; now 0 offenders" in out
+    assert re.search(r"in-place rollback to minilm_l6 .* 50 sampled rows, min cosine [\d.]+, 0 offenders", out)
     assert out.count("all from e5_small") == 2 and "e5_small PASSED" in out
     assert "ANN recall 1.000" in out and "nDCG@10" in out and "Redis RDB" in out
+    for source in ("documents", "message_embeddings"):  # labels from Honcho's provenance, a verdict each
+        assert re.search(rf"  {source}: PASS: e5_small vs minilm_l6, .*; provenance labels, \d+ queries", out)
     work = Path(demo_env["EMBED_HOME"]) / "demo"
     assert_redis_stopped(first.stdout)
     assert (work / "shadow-documents.html").read_text().count("<svg") >= 3
