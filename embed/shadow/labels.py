@@ -233,6 +233,7 @@ def provenance_documents(conn: psycopg.Connection, source: Source, h: Honcho) ->
         else:
             groups.setdefault((mid, tenant), []).append((doc_id, doc_text))
     chunks = _chunks_of(conn, h, [message[m][0] for m, _ in groups]) if h.message_embeddings else {}
+    tenants_of = Counter(m for m, _ in groups)  # a message cited in two collections: one query in each
     out: list[tuple[str, str, tuple[Any, ...], str | None, list[str], tuple[str, ...]]] = []
     for (mid, tenant), docs in sorted(groups.items(), key=lambda g: (g[0][0], [str(v) for v in g[0][1]])):
         public_id, text = message[mid]
@@ -242,7 +243,7 @@ def provenance_documents(conn: psycopg.Connection, source: Source, h: Honcho) ->
         if len(docs) > MAX_DERIVED:
             why[f"message with over {MAX_DERIVED} derived documents"] += 1
             continue
-        qid = f"msg:{mid}" + ("" if sum(1 for m, _ in groups if m == mid) == 1 else f"@{'/'.join(map(str, tenant))}")
+        qid = f"msg:{mid}" + ("" if tenants_of[mid] == 1 else f"@{'/'.join(map(str, tenant))}")
         pair = lang_pair(guess_lang(text), [guess_lang(d) for _, d in docs])
         out.append((qid, text, tenant, pair, [d for d, _ in docs], tuple(chunks.get(public_id, ()))))
     return _labelled("provenance", out, h.message_embeddings.name if h.message_embeddings else None, why)
