@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
+from embed.errors import Blocked
 
 if TYPE_CHECKING:
     from embed.fill.backfill import PassResult
@@ -187,7 +188,8 @@ def sync(env: Env, space: str, source: str, watch: float | None, workers: int, c
     elif not as_json:
         click.echo(f"sync stopped after {passes} pass(es)")
     if _offenders(out):
-        sys.exit(1)
+        raise Blocked(f"{_offenders(out)} row(s) written since the cutover hold another space's vectors (ids above): "
+                      f"`embed verify --space {space} --repair`, or `embed rollback --writers-stopped`")
 
 
 def _status_lines(out: Status) -> list[str]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from embed.cli import Env, cli, emit, fail_cleanly
+from embed.errors import Blocked
 
 if TYPE_CHECKING:
     from embed.verify import Verified
@@ -100,7 +100,10 @@ def verify(env: Env, space_name: str, source: str | None, where: str | None, sam
             f"{c.tolerance} (event #{c.event})",
             f"  {c.other} may serve {c.space} (declare compatible_with: [{c.other}] on {c.space})" if c.passed else
             f"  {c.other} does not reproduce {c.space}: its queries are refused against {c.space}"])
-        sys.exit(0 if cmp.passed else 1)
+        if not cmp.passed:
+            raise Blocked(f"{cmp.other} does not reproduce {cmp.space}: {cmp.offenders} of {cmp.checked} below "
+                          f"{cmp.tolerance} (min cosine {cmp.min_cosine})")
+        return
     if watch is not None:
         from embed.cli.fill import _stop_on_signals
 
@@ -117,10 +120,18 @@ def verify(env: Env, space_name: str, source: str | None, where: str | None, sam
 
         with _stop_on_signals() as stop:
             last, _ = api.verify_watch(cfg, url, space_name, watch, source=source, stop=stop, on_pass=on_pass)
-        sys.exit(0 if last.passed else 1)
+        _fail(last)
+        return
     res = api.verify(cfg, url, space_name, source=source, where=where, sample=sample, repair=repair)
     emit(res, as_json, _lines)
     if prometheus:
         _prometheus(res, prometheus)
-    if not res.passed and not (repair and all(c.repaired >= c.offenders for c in res.locations)):
-        sys.exit(1)
+    if not (repair and all(c.repaired >= c.offenders for c in res.locations)):
+        _fail(res)
+
+
+def _fail(v: Verified) -> None:
+    """Exit 1 with one `embed: error:` line when any location holds offenders."""
+    if not v.passed:
+        raise Blocked(f"{v.offenders} vector(s) at {len([c for c in v.locations if c.offenders])} location(s) are "
+                      f"not space {v.space}'s (ids above)" + (f"; or go back: {v.rollback}" if v.rollback else ""))
