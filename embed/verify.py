@@ -503,12 +503,15 @@ def _check_column(conn: psycopg.Connection, t: Target, kind: str, col: str, get:
     c = column(col)
     rows = conn.execute(sql.SQL(
         """SELECT r.id::text, CASE WHEN v.source_id IS NOT NULL THEN (1 - (r.vec <=> v.embedding))::float8 END,
-                  r.vec IS NULL, btrim(r.text) = '', r.xmin::text
+                  r.vec IS NULL, btrim(r.text) = '', r.xmin::text,
+                  EXISTS (SELECT 1 FROM {verified} AS k WHERE k.source = {srcname} AND k.space_fp = {fp}
+                          AND k.source_id = r.id::text AND k.row_xmin = r.xmin) AS marked
            FROM (SELECT {id} AS id, {text}::text AS text, {c} AS vec, xmin AS xmin FROM {src} WHERE ({live})) AS r
            LEFT JOIN {store} AS v ON v.source_id = r.id AND v.content_sha256 = {sha}
            WHERE TRUE{since}{sample}""").format(
         id=t.id, text=t.text, c=c, src=t.src, live=t.live, store=t.store, sha=t.sha(sql.SQL("r.text")),
-        since=_not_checked_since(t, fp) if since_last else sql.SQL(""), sample=_sample(sample))).fetchall()
+        since=_not_checked_since(t, fp) if since_last else sql.SQL(""), sample=_sample(sample),
+        verified=VERIFIED, srcname=sql.Literal(t.source.name), fp=fp)).fetchall()
     have = [r for r in rows if not r[2]]
     without = len(rows) - len(have)
     stored = [r for r in have if r[1] is not None]
@@ -527,8 +530,9 @@ def _check_column(conn: psycopg.Connection, t: Target, kind: str, col: str, get:
             ids += [g[0] for g in got]
             fresh = {g[0]: (g[1], v) for g, v in zip(got, ref, strict=True)}
     stats, bad = _stats(ids, np.array(cos), tol)
-    xmins = {r[0]: r[4] for r in rows}
-    _mark_verified(conn, t, [(i, xmins[i]) for i in ids if i not in set(bad)])  # the watch skips these row versions
+    fresh_versions = {r[0]: r[4] for r in rows if not r[5]}  # passing row versions not yet recorded
+    offending = set(bad)
+    _mark_verified(conn, t, [(i, fresh_versions[i]) for i in ids if i in fresh_versions and i not in offending])
     repaired = _repair(conn, t, col, bad, fresh) if repair and bad else 0
     where = f"{schema}.{table}.{col}"
     return Checked(t.source.name, where, LIVE if kind == LIVE else "column", len(ids), len(stored),
@@ -633,7 +637,7 @@ def _mark_verified(conn: psycopg.Connection, t: Target, rows: list[tuple[str, st
     conn.execute(sql.SQL(
         "INSERT INTO {} (source, space_fp, source_id, row_xmin) SELECT %s, %s, u.id, u.x::xid"
         " FROM unnest(%s::text[], %s::text[]) AS u(id, x) ON CONFLICT (source, space_fp, source_id)"
-        " DO UPDATE SET row_xmin = EXCLUDED.row_xmin, at = now()").format(VERIFIED),
+        " DO UPDATE SET row_xmin = EXCLUDED.row_xmin, at = now()").format(VERIFIED),  # a row rewritten since
         (t.source.name, t.space.fingerprint, [i for i, _ in rows], [x for _, x in rows]))
 
 
