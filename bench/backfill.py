@@ -62,6 +62,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -112,6 +113,26 @@ def database(args: argparse.Namespace) -> tuple[str, object]:
     server = LocalServer(home=Path(tempfile.mkdtemp(prefix="embed-bench-")), port=port)
     url = server.up()
     return url, server.destroy
+
+
+def run_bench(run: Callable[[Config, str, argparse.Namespace], dict[str, object]], doc: str | None,
+              default_scale: str, options: Callable[[argparse.ArgumentParser], object] = lambda ap: None) -> None:
+    """The command line the table benchmarks share: --scale, --db, --json plus their own options;
+    `run` on a fresh database (dropped at the end); with --json its result as the last line."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", choices=sorted(SCALES), default=default_scale)
+    ap.add_argument("--db", default=None, help="admin URL of a PostgreSQL with pgvector to create a temporary "
+                    "database on (default: a private embedded server)")
+    ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
+    options(ap)
+    args = ap.parse_args()
+    url, cleanup = database(args)
+    try:
+        out = run(Config.load(ROOT, "local"), url, args)
+    finally:
+        cleanup()
+    if args.json:
+        print(json.dumps(out))
 
 
 def bench_config(space: str, write_dims: int) -> tuple[Config, str]:

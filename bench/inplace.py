@@ -15,7 +15,6 @@ Target (DESIGN.md section 10): the lock is held < 1 s at Honcho scale (40k rows)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.backfill import SCALES, database, say  # noqa: E402
+from bench.backfill import SCALES, run_bench, say  # noqa: E402
 from embed.config import Config  # noqa: E402
 from embed.cutover import inplace  # noqa: E402
 from tests.support.inplace import LEGACY, NEW, Writer, fill_store, honcho_db  # noqa: E402
@@ -66,21 +65,5 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", choices=sorted(SCALES), default="honcho")
-    ap.add_argument("--cycles", type=int, default=3, help="swap / swap_back pairs to time")
-    ap.add_argument("--db", default=None, help="an admin URL of a server to create a temp database on")
-    ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
-    args = ap.parse_args()
-    url, cleanup = database(args)
-    try:
-        out = run(Config.load(ROOT, "local"), url, args)
-    finally:
-        cleanup()
-    if args.json:
-        print(json.dumps(out))
-
-
 if __name__ == "__main__":
-    main()
+    run_bench(run, __doc__, "honcho", lambda ap: ap.add_argument("--cycles", type=int, default=3, help="swap / swap_back pairs to time"))

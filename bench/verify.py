@@ -19,7 +19,6 @@ row version, and the next pass, best of --repeat, is timed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.backfill import SCALES, database, say  # noqa: E402
+from bench.backfill import SCALES, run_bench, say  # noqa: E402
 from embed.config import Config  # noqa: E402
 from embed.cutover.inplace_sql import record_column  # noqa: E402
 from embed.db.connection import connect  # noqa: E402
@@ -92,21 +91,5 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", choices=sorted(SCALES), default="honcho")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each, best kept")
-    ap.add_argument("--db", default=None, help="an admin URL of a server to create a temp database on")
-    ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
-    args = ap.parse_args()
-    url, cleanup = database(args)
-    try:
-        out = run(Config.load(ROOT, "local"), url, args)
-    finally:
-        cleanup()
-    if args.json:
-        print(json.dumps(out))
-
-
 if __name__ == "__main__":
-    main()
+    run_bench(run, __doc__, "honcho", lambda ap: ap.add_argument("--repeat", type=int, default=3, help="runs of each, best kept"))

@@ -16,7 +16,6 @@ the views within 1.2x of the direct query, the index still used where the direct
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.backfill import SCALES, database, say  # noqa: E402
+from bench.backfill import SCALES, run_bench, say  # noqa: E402
 from embed import mesh  # noqa: E402
 from embed.config import Config  # noqa: E402
 from embed.db.connection import connect  # noqa: E402
@@ -87,21 +86,5 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=sorted(SCALES), default="small")
-    ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--db", help="admin URL of a PostgreSQL with pgvector (default: a private embedded server)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    args = ap.parse_args()
-    url, cleanup = database(args)
-    try:
-        out = run(Config.load(ROOT, "local"), url, args)
-    finally:
-        cleanup()
-    if args.json:
-        print(json.dumps(out))
-
-
 if __name__ == "__main__":
-    main()
+    run_bench(run, __doc__, "small", lambda ap: ap.add_argument("--repeat", type=int, default=30, help="queries per case (median kept)"))
