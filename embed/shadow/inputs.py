@@ -184,7 +184,7 @@ class SpaceReader:
         ).fetchone()
         if typ is None:
             raise EmbedError(f"{self.where} does not exist (space {self.space.name})")
-        if typ[0] != f"vector({self.space.dims})":
+        if typ[0] not in (f"vector({self.space.dims})", f"halfvec({self.space.dims})"):  # storage: either holds the space
             raise EmbedError(
                 f"{self.where} is {typ[0]}, but space {self.space.name} is vector({self.space.dims}): "
                 "that column holds another space"
