@@ -38,12 +38,12 @@ HEADER = (
 )
 
 
-def _store_columns(id_type: str, dims: int) -> dict[str, str]:
+def _store_columns(id_type: str, vector_type: str) -> dict[str, str]:
     return {
         "source_id": id_type,
         "content_sha256": "bytea",
         "space_fp": "text",
-        "embedding": f"vector({dims})",
+        "embedding": vector_type,
         "tokens": "int",
         "truncated": "boolean",
         "embedded_at": "timestamptz",
@@ -66,7 +66,7 @@ def external_models(cfg: Config) -> list[dict[str, Any]]:
             # file would make SQLMesh rebuild every view downstream of the source, dropping the
             # active view with CASCADE for as long as that takes.
             for sp in cfg.spaces.values():
-                cols[f"{src.vector_column}__{sp.ident}"] = "vector"
+                cols[f"{src.vector_column}__{sp.ident}"] = sp.storage
         models.append({"name": src.table, "description": f"source {src.name} (read-only)", "columns": cols})
     for src in cfg.sources.values():
         for sp in cfg.spaces.values():
@@ -74,7 +74,7 @@ def external_models(cfg: Config) -> list[dict[str, Any]]:
                 {
                     "name": f"{SCHEMA}.{table_name(src, sp)}",
                     "description": f"store: source {src.name}, space {sp.name}",
-                    "columns": _store_columns(src.id_type, sp.dims),
+                    "columns": _store_columns(src.id_type, sp.column_type),
                     "audits": [{"name": "embed_single_space", "expected_fp": f"'{sp.fingerprint}'"}],
                 }
             )

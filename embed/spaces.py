@@ -26,6 +26,10 @@ SPEC_FIELDS = (
     "max_tokens",
 )
 MAX_DIMS = 16000  # pgvector's `vector` limit
+# How a space's vectors are stored (store table and staged in-place column): an operational
+# option like verify_tolerance, not part of the fingerprint. halfvec keeps 2 bytes a dimension
+# instead of 4; fp16 rounding moves a unit vector by a cosine of ~0.99999, inside verify's tolerance.
+STORAGES = ("vector", "halfvec")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,16 @@ class Space:
     def option(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)
 
+    @property
+    def storage(self) -> str:
+        """The pgvector type its vectors are stored as: `vector` (fp32) or `halfvec` (fp16)."""
+        return str(self.options.get("storage", "vector"))
+
+    @property
+    def column_type(self) -> str:
+        """`vector(D)` or `halfvec(D)`, as Postgres's format_type spells it."""
+        return f"{self.storage}({self.dims})"
+
 
 def parse_space(name: str, raw: Any) -> Space:
     """Build a Space from its config.yaml entry, rejecting anything ambiguous."""
@@ -90,6 +104,8 @@ def parse_space(name: str, raw: Any) -> Space:
     max_tokens = raw.get("max_tokens", 512)
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise EmbedError(f"space {name!r}: max_tokens must be a positive integer")
+    if raw.get("storage", "vector") not in STORAGES:
+        raise EmbedError(f"space {name!r}: storage must be one of {', '.join(STORAGES)}, got {raw['storage']!r}")
     spec_keys = set(SPEC_FIELDS)
     return Space(
         name=name,

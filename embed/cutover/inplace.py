@@ -143,8 +143,8 @@ def _ensure_column(conn: psycopg.Connection, t: Target) -> str:
     rec = recorded(conn).get((t.source.name, col))
     if rec and rec[0] != t.space.fingerprint:
         raise EmbedError(f"{t.source.table}.{col} is recorded for another space ({rec[0][:12]}): rename the space")
-    if col in have and have[col].dims != t.space.dims:
-        raise EmbedError(f"{t.source.table}.{col} exists as vector({have[col].dims}), not vector({t.space.dims})")
+    if col in have and (have[col].dims, have[col].storage) != (t.space.dims, t.space.storage):
+        raise EmbedError(f"{t.source.table}.{col} exists as {have[col].storage}({have[col].dims}), not {t.space.column_type}")
     if col not in have or rec is None:
         stmt, params = inplace_sql.record_column(t.source.name, col, t.space.fingerprint)
 
@@ -269,9 +269,9 @@ def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Pl
         raise EmbedError(f"{src.table}.{live} is NOT NULL: after a swap writers could not insert; nothing changed")
     if staged not in cols:
         raise EmbedError(f"{src.table}.{staged} does not exist: stage space {new.name} first; nothing changed")
-    if cols[staged].dims != new.dims:
-        raise EmbedError(f"{src.table}.{staged} is vector({cols[staged].dims}), space {new.name} has {new.dims} dims;"
-                         " nothing changed")
+    if (cols[staged].dims, cols[staged].storage) != (new.dims, new.storage):
+        raise EmbedError(f"{src.table}.{staged} is {cols[staged].storage}({cols[staged].dims}), space {new.name} is"
+                         f" {new.column_type}; nothing changed")
     if retired in cols:
         raise EmbedError(f"{src.table}.{retired} already exists: the live column cannot take that name;"
                          " nothing changed")

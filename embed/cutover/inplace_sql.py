@@ -30,7 +30,7 @@ from embed.db.idents import PG_MAX_IDENT, column
 from embed.errors import EmbedError
 from embed.spaces import Space
 from embed.store import SCHEMA
-from embed.store.indexes import OPCLASS
+from embed.store.indexes import opclass
 from embed.store.location import COLUMNS, live_column
 from embed.store.target import Target
 from embed.verify import tolerance
@@ -101,7 +101,7 @@ def hnsw_on(idx: dict[str, IndexInfo], col: str, preferred: str) -> IndexInfo | 
 
 
 def expected_opclass(space: Space) -> str:
-    return OPCLASS[space.metric]
+    return opclass(space)
 
 
 def has_columns(conn: psycopg.Connection, source: Source, names: Sequence[str]) -> set[str]:
@@ -372,8 +372,8 @@ def coverage(t: Target, col: str) -> sql.Composed:
 
 def add_column(t: Target, col: str) -> sql.Composed:
     """Nullable, no default: a catalog-only change (no table rewrite)."""
-    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} vector({})").format(
-        t.src, column(col), sql.Literal(t.space.dims)
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}({})").format(
+        t.src, column(col), sql.SQL(t.space.storage), sql.Literal(t.space.dims)
     )
 
 

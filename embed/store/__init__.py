@@ -53,7 +53,7 @@ def create_store_table(conn: psycopg.Connection, source: Source, space: Space) -
                 source_id      {id_type} PRIMARY KEY,
                 content_sha256 bytea NOT NULL CHECK (octet_length(content_sha256) = 32),
                 space_fp       text NOT NULL CONSTRAINT space_tag CHECK (space_fp = {fp}),
-                embedding      vector({dims}) NOT NULL,
+                embedding      {vtype}({dims}) NOT NULL,
                 tokens         integer,
                 truncated      boolean NOT NULL DEFAULT false,
                 embedded_at    timestamptz NOT NULL DEFAULT now(),
@@ -63,6 +63,7 @@ def create_store_table(conn: psycopg.Connection, source: Source, space: Space) -
             tbl=table_ident(source, space),
             id_type=sql.SQL(source.id_type),
             fp=sql.Literal(space.fingerprint),
+            vtype=sql.SQL(space.storage),
             dims=sql.Literal(space.dims),
         )
     )
@@ -72,6 +73,22 @@ def create_store_table(conn: psycopg.Connection, source: Source, space: Space) -
             sql.Literal(f"embed store: source {source.name}, space {space.name} ({space.fingerprint})"),
         )
     )
+
+
+def check_storage(conn: psycopg.Connection, source: Source, space: Space) -> None:
+    """Refuse a store table whose vector type is not the space's `storage`: changing it would
+    need a rewrite of every vector, and a store never holds two storages at once."""
+    have = conn.execute(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding' AND NOT a.attisdropped",
+        (f"{SCHEMA}.{table_name(source, space)}",),
+    ).fetchone()
+    if have and have[0] != space.column_type:
+        raise EmbedError(
+            f"{SCHEMA}.{table_name(source, space)} stores {have[0]} but space {space.name} declares storage "
+            f"{space.storage}: a store's storage cannot change in place; set storage back to "
+            f"{have[0].split('(')[0]}, or drop that table and backfill the space again"
+        )
 
 
 def init(conn: psycopg.Connection, cfg: Config) -> tuple[list[str], list[str]]:
@@ -111,6 +128,8 @@ def init(conn: psycopg.Connection, cfg: Config) -> tuple[list[str], list[str]]:
                 if name not in existing:
                     create_store_table(conn, source, space)
                     created.append(name)
+                else:
+                    check_storage(conn, source, space)
     return created, declared
 
 

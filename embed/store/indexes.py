@@ -13,10 +13,21 @@ import psycopg
 from psycopg import sql
 
 from embed import store
+from embed.spaces import Space
 from embed.store.target import Target
 
 HNSW_MAX_DIMS = 2000  # pgvector cannot build HNSW on a `vector` wider than this
 OPCLASS = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
+HALFVEC_HNSW_MAX_DIMS = 4000  # the same limit on a `halfvec`
+
+
+def opclass(space: Space) -> str:
+    """The HNSW operator class for the space's metric on its storage type (vector_/halfvec_...)."""
+    return OPCLASS[space.metric].replace("vector_", f"{space.storage}_", 1)
+
+
+def hnsw_max_dims(space: Space) -> int:
+    return HALFVEC_HNSW_MAX_DIMS if space.storage == "halfvec" else HNSW_MAX_DIMS
 
 
 
@@ -72,17 +83,18 @@ def ensure_index(
 
 def hnsw_method(target: Target, params: dict[str, int]) -> sql.Composed:
     return sql.SQL("hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {ef})").format(
-        ops=sql.SQL(OPCLASS[target.space.metric]),
+        ops=sql.SQL(opclass(target.space)),
         m=sql.Literal(int(params["m"])),
         ef=sql.Literal(int(params["ef_construction"])),
     )
 
 
 def ensure_hnsw(conn: psycopg.Connection, target: Target, params: dict[str, int], *, concurrently: bool) -> dict[str, Any]:
-    if target.space.dims > HNSW_MAX_DIMS:
-        return {"state": "not built", "reason": f"pgvector builds HNSW on vector columns up to {HNSW_MAX_DIMS} dims"}
+    if target.space.dims > hnsw_max_dims(target.space):
+        return {"state": "not built", "reason": f"pgvector builds HNSW on {target.space.storage} columns up to "
+                f"{hnsw_max_dims(target.space)} dims"}
     out = ensure_index(conn, target, "embedding", "hnsw", hnsw_method(target, params), concurrently=concurrently)
-    out.update(m=params["m"], ef_construction=params["ef_construction"], opclass=OPCLASS[target.space.metric])
+    out.update(m=params["m"], ef_construction=params["ef_construction"], opclass=opclass(target.space))
     return out
 
 

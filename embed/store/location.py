@@ -41,6 +41,7 @@ class ColumnInfo:
     name: str
     dims: int | None  # the vector typmod (None: not a typed vector)
     not_null: bool
+    storage: str | None = None  # vector or halfvec (None: neither)
 
 
 def columns(conn: psycopg.Connection, source: Source) -> dict[str, ColumnInfo]:
@@ -48,12 +49,14 @@ def columns(conn: psycopg.Connection, source: Source) -> dict[str, ColumnInfo]:
     schema, table = source.schema_table
     prefix = f"{live_column(source)}__"
     rows = conn.execute(
-        """SELECT a.attname, format_type(a.atttypid, NULL) = 'vector', a.atttypmod, a.attnotnull
+        """SELECT a.attname, format_type(a.atttypid, NULL), a.atttypmod, a.attnotnull
            FROM pg_attribute a WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
              AND a.attnum > 0 AND NOT a.attisdropped AND (a.attname = %s OR left(a.attname, %s) = %s)""",
         (schema, table, live_column(source), len(prefix), prefix),
     ).fetchall()
-    return {n: ColumnInfo(n, int(mod) if is_vec and mod > 0 else None, bool(nn)) for n, is_vec, mod, nn in rows}
+    vec = ("vector", "halfvec")
+    return {n: ColumnInfo(n, int(mod) if typ in vec and mod > 0 else None, bool(nn), typ if typ in vec else None)
+            for n, typ, mod, nn in rows}
 
 
 @dataclass(frozen=True)

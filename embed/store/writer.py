@@ -74,7 +74,7 @@ class WriteResult:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def _record_dtype(id_kind: str, id_len: int, dims: int, with_tokens: bool) -> np.dtype:
+def _record_dtype(id_kind: str, id_len: int, dims: int, with_tokens: bool, half: bool) -> np.dtype:
     fields: list[tuple] = [("nfields", ">i2"), ("id_len", ">i4")]
     if id_kind == "bigint":
         fields.append(("id", ">i8"))
@@ -83,7 +83,7 @@ def _record_dtype(id_kind: str, id_len: int, dims: int, with_tokens: bool) -> np
     fields += [
         ("sha_len", ">i4"), ("sha", "S32"),
         ("fp_len", ">i4"), ("fp", "S64"),
-        ("vec_len", ">i4"), ("vec_dim", ">i2"), ("vec_unused", ">i2"), ("vec", ">f4", (dims,)),
+        ("vec_len", ">i4"), ("vec_dim", ">i2"), ("vec_unused", ">i2"), ("vec", ">f2" if half else ">f4", (dims,)),
         ("tok_len", ">i4"),
     ]
     if with_tokens:
@@ -92,13 +92,17 @@ def _record_dtype(id_kind: str, id_len: int, dims: int, with_tokens: bool) -> np
     return np.dtype(fields)  # packed: numpy adds no padding unless asked
 
 
-def encode_copy(rows: Rows, id_type: str, space_fp: str, run_id: int) -> bytes:
+def encode_copy(rows: Rows, id_type: str, space_fp: str, run_id: int, *, half: bool = False) -> bytes:
     """The complete binary COPY stream (header, tuples, trailer) for COLUMNS."""
-    return b"".join(encode_parts(rows, id_type, space_fp, run_id))
+    return b"".join(encode_parts(rows, id_type, space_fp, run_id, half=half))
 
 
-def encode_parts(rows: Rows, id_type: str, space_fp: str, run_id: int) -> list[memoryview | bytes]:
+def encode_parts(rows: Rows, id_type: str, space_fp: str, run_id: int, *, half: bool = False) -> list[memoryview | bytes]:
     """The binary COPY stream as consecutive buffers (no copy into one big bytes object).
+
+    `half`: the embedding column is a `halfvec` (storage: halfvec), sent as pgvector's binary
+    halfvec (the same header, then big-endian fp16 values: numpy's round-to-nearest-even, as
+    pgvector rounds a `vector` cast to `halfvec`).
 
     Rows are packed in groups that share a record layout (id byte length, tokens known or
     NULL); COPY does not care about row order.
@@ -121,7 +125,7 @@ def encode_parts(rows: Rows, id_type: str, space_fp: str, run_id: int) -> list[m
             groups[(length, tok >= 0)].append(pos)
         for (length, with_tokens), pos_list in groups.items():
             pos = np.asarray(pos_list, dtype=np.int64)
-            rec = np.empty(len(pos), dtype=_record_dtype(id_type, length, dims, with_tokens))
+            rec = np.empty(len(pos), dtype=_record_dtype(id_type, length, dims, with_tokens, half))
             rec["nfields"] = len(COLUMNS)
             rec["id_len"] = length
             if id_type == "bigint":
@@ -132,7 +136,7 @@ def encode_parts(rows: Rows, id_type: str, space_fp: str, run_id: int) -> list[m
             rec["sha"] = shas[pos]
             rec["fp_len"] = 64
             rec["fp"] = space_fp.encode("ascii")
-            rec["vec_len"] = 4 + 4 * dims
+            rec["vec_len"] = 4 + (2 if half else 4) * dims
             rec["vec_dim"] = dims
             rec["vec_unused"] = 0
             rec["vec"] = vectors[pos]
@@ -162,6 +166,7 @@ class StoreWriter:
         self.t = target
         self.stage = sql.Identifier("embed_stage_" + hashlib.sha256(target.table.encode()).hexdigest()[:16])
         self._stage_ready = False
+        self.half = target.space.storage == "halfvec"
 
     # -- the pieces ------------------------------------------------------------------------
     def _copy(self, table: sql.Composable, parts: list[memoryview | bytes], *, hook: bool) -> None:
@@ -279,13 +284,13 @@ class StoreWriter:
                     sub = rows.take(fresh) if len(stale) else rows
                     try:
                         with self.conn.transaction():  # savepoint: a racing writer turns this into an upsert
-                            self._copy(t.store, encode_parts(sub, t.source.id_type, fp, run_id), hook=True)
+                            self._copy(t.store, encode_parts(sub, t.source.id_type, fp, run_id, half=self.half), hook=True)
                         res.written += len(sub)
                     except psycopg.errors.UniqueViolation:
                         stale = np.arange(len(rows))
                 if len(stale):
                     sub = rows.take(stale)
-                    res.written += self._upsert_staged(encode_parts(sub, t.source.id_type, fp, run_id))
+                    res.written += self._upsert_staged(encode_parts(sub, t.source.id_type, fp, run_id, half=self.half))
                     res.staged += len(sub)
                 if self._has_skips():
                     self.conn.execute(
