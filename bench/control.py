@@ -109,7 +109,8 @@ def phases_main(out: Path, argv: list[str]) -> None:
 # --------------------------------------------------------------------------------- the parent
 def setup(args: argparse.Namespace, home: Path) -> tuple[str, Path, object]:
     """A fresh database where e5_small passes every gate and production reads the legacy space
-    (the tiny demo corpus: seed, init, plan, smoke, backfill, shadow, backup); (url, project, cleanup)."""
+    (the tiny demo corpus: seed, init, plan, smoke, backfill, shadow, backup, endpoint verify); (url, project,
+    cleanup)."""
     sys.path.insert(0, str(ROOT))
     from bench.backfill import database
     from embed import api
@@ -126,6 +127,7 @@ def setup(args: argparse.Namespace, home: Path) -> tuple[str, Path, object]:
     api.backfill(cfg, url, "e5_small", progress=False)
     api.shadow(cfg, url, baseline=cfg.legacy_space.name, candidates=["e5_small"], queries=50)
     api.take_backup(cfg, url, home / "backup")
+    api.verify(cfg, url, "e5_small", where="endpoint", sample=32)  # the verify gate: what consumers will call
     api.stage(cfg, url, "e5_small")  # staged ahead of time, as the runbook does: the cutover has nothing to catch up
     gates = api.gate(cfg, url, "e5_small")
     if not gates.passed:
