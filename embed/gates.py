@@ -145,16 +145,34 @@ _SQL = {
     FROM {anchor} LEFT JOIN {backups} AS b ON b.id = (
       SELECT x.id FROM {backups} AS x WHERE x.verified AND x.at <= a.at
         AND x.at >= a.at - {hours} * INTERVAL '1 hour' ORDER BY x.at DESC, x.id DESC LIMIT 1)""",
-    # `embed verify` (embed.verify): the newest check or repair of the space's vectors for the source
-    # must not have found offenders. Judged now even while the space serves: a Honcho writing
-    # another model's vectors into the live column after the switch turns it red.
-    "verify": """SELECT 'verify' AS gate, coalesce(e.outcome <> 'failed', true) AS passed,
-      CASE WHEN e.id IS NULL THEN 'no offender found (no embed verify run yet)'
+    # `embed verify` (embed.verify), two conditions. (1) The endpoint consumers call after the switch
+    # (`endpoint`: the space's serve_endpoint or its own, or 'in-process') reproduced the space's
+    # vectors: the newest `embed verify --where endpoint` of it for the source, after the space's
+    # last backfill and no later than the anchor, passed. Never run: failed (invariant 3). (2) The
+    # newest check or repair of the source, judged now even while the space serves, found no
+    # offender: a Honcho writing another model's vectors after the switch turns it red.
+    "verify": """SELECT 'verify' AS gate,
+      coalesce(ep.outcome = 'ok', false) AND coalesce(e.outcome <> 'failed', true) AS passed,
+      CASE WHEN ep.outcome <> 'ok' THEN 'verify #' || ep.id || ': endpoint ' || {endpoint} || ' '
+                || coalesce(ep.reason, 'failed') || ': fix the server (or serve_endpoint), then embed verify --space '
+                || {space} || ' --source ' || {source} || ' --where endpoint'
            WHEN e.outcome = 'failed' THEN 'verify #' || e.id || ': ' || coalesce(e.reason, 'failed')
                 || ' at ' || coalesce(e.details ->> 'location', '?') || ': embed verify --repair, or roll back'
-           ELSE 'verify #' || e.id || ' clean (' || coalesce(e.details ->> 'checked', '0') || ' row(s) checked)' END
-        AS measured
-    FROM (SELECT 1) AS one LEFT JOIN {events} AS e ON e.id = (
+           WHEN ep.id IS NULL THEN 'no embed verify of the endpoint ' || {endpoint}
+                || coalesce(' since the last backfill (' || to_char(b.at, 'YYYY-MM-DD HH24:MI:SS') || ')', '')
+                || ': run embed verify --space ' || {space} || ' --source ' || {source} || ' --where endpoint --sample 200'
+           ELSE 'endpoint ' || {endpoint} || ' verified #' || ep.id || ' ('
+                || coalesce(ep.details ->> 'checked', '0') || ' checked, min cosine '
+                || coalesce(ep.details ->> 'min_cosine', '-') || ')'
+                || CASE WHEN e.id > ep.id THEN '; newest check #' || e.id || ' clean' ELSE '' END END AS measured
+    FROM {anchor} LEFT JOIN LATERAL (
+      SELECT max(x.finished_at) AS at FROM {runs_} AS x WHERE x.kind = 'backfill' AND x.status = 'ok'
+        AND x.space_fp = {fp} AND x.source = {source} AND x.finished_at <= a.at) AS b ON true
+    LEFT JOIN {events} AS ep ON ep.id = (
+      SELECT x.id FROM {events} AS x WHERE x.kind = 'verify' AND x.space_fp = {fp} AND x.source = {source}
+        AND x.details ->> 'kind' = 'endpoint' AND x.details ->> 'location' = {endpoint}
+        AND x.at <= a.at AND (b.at IS NULL OR x.at > b.at) ORDER BY x.id DESC LIMIT 1)
+    LEFT JOIN {events} AS e ON e.id = (
       SELECT x.id FROM {events} AS x WHERE x.kind IN ('verify', 'verify_repair') AND x.space_fp = {fp}
         AND x.source = {source} ORDER BY x.id DESC LIMIT 1)""",
 }
@@ -186,7 +204,12 @@ def gate_query(cfg: Config, gate: str, source: str, space: Space, *, anchored: b
         "max_drop": sql.Literal(gc.max_ndcg_drop),
         "min_recall": sql.Literal(gc.min_ann_recall),
         "hours": sql.Literal(gc.max_backup_age_hours),
+        "space": sql.Literal(space.name),
     }
+    if gate == "verify":
+        from embed.verify import endpoint_location
+
+        parts["endpoint"] = sql.Literal(endpoint_location(space))
     if gate == "coverage":
         parts["pending"] = Target(src, space).pending_query(count=True)
     if gate == "no_orphans":
@@ -197,15 +220,17 @@ def gate_query(cfg: Config, gate: str, source: str, space: Space, *, anchored: b
     return sql.SQL(_SQL[gate]).format(**{k: v for k, v in parts.items() if "{" + k + "}" in _SQL[gate]})
 
 
-def guard_query(cfg: Config, rendered: Mapping[str, serving.Rendered], fetch: Fetch) -> sql.Composed | None:
-    """The `before_all` statement: raises, naming what is wrong, when the plan's rendering of
-    `embed_serving` differs from what the database says the views must serve (a plain `sqlmesh
-    plan` can never switch production), or when it switches a source forward to a space whose
-    gates do not all pass. Going back (rollback's target, or the legacy space) is not gated.
-    `fetch` runs plain SQL on the target database."""
+def guard_failure(cfg: Config, rendered: Mapping[str, serving.Rendered], fetch: Fetch) -> str | None:
+    """What the `before_all` guard stops the plan with (None: nothing), judged now: the plan's
+    rendering of `embed_serving` differs from what the database says the views must serve (a
+    plain `sqlmesh plan` can never switch production), or it switches a source forward to a
+    space whose gates do not all pass. Going back (rollback's target, or the legacy space) is
+    not gated. `fetch` runs plain SQL on the target database. The gates run here, as one query,
+    and the guard hands SQLMesh only the one-line failure: a statement of every gate's SQL
+    would cost SQLMesh a parse, a copy and a table walk of the whole union on every cutover."""
     wrong = serving.mismatch(cfg, rendered, fetch)
     if wrong:
-        return sql.SQL("SELECT CAST({} AS integer) AS embed_gate_guard").format(sql.Literal(f"{BLOCKED}{wrong}"))
+        return f"{BLOCKED}{wrong}"
     states = serving.from_rows(cfg, fetch(serving.READ_SQL)) if fetch(serving.EXISTS_SQL)[0][0] else {}
     legacy = cfg.legacy_space.fingerprint
     rows = []
@@ -219,11 +244,10 @@ def guard_query(cfg: Config, rendered: Mapping[str, serving.Rendered], fetch: Fe
                  for gate in GATES]
     if not rows:
         return None
-    # An impossible cast is the portable way to make a plain SELECT fail with a readable message.
-    return sql.SQL(
-        "SELECT CAST({} || string_agg(f.source || '.' || f.gate || ' (' || f.measured || ')',"
-        " '; ') AS integer) AS embed_gate_guard FROM ({}) AS f WHERE NOT f.passed HAVING count(*) > 0"
-    ).format(sql.Literal(BLOCKED), sql.SQL(" UNION ALL ").join(rows))
+    failed = fetch(sql.SQL(
+        "SELECT string_agg(f.source || '.' || f.gate || ' (' || f.measured || ')', '; ') FROM ({}) AS f"
+        " WHERE NOT f.passed HAVING count(*) > 0").format(sql.SQL(" UNION ALL ").join(rows)).as_string(None))
+    return f"{BLOCKED}{failed[0][0]}" if failed else None
 
 
 def evaluate(conn: psycopg.Connection, cfg: Config, space: Space, sources: list[str] | None = None,

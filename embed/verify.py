@@ -40,6 +40,7 @@ from embed import store
 from embed.config import Config, Source
 from embed.db.connection import connect
 from embed.db.idents import column
+from embed.embedders.endpoint import IN_PROCESS
 from embed.errors import EmbedError, NotInitialized
 from embed.result import Result
 from embed.spaces import Space
@@ -168,12 +169,16 @@ def verify(
         if loc is not None and loc.kind == "endpoint":
             from embed.embedders import get_embedder
 
-            loc = Where("endpoint", loc.arg or serve_endpoint(space))
-            served_by = _declared_at(cfg, space, loc.arg or "")
-            if served_by is not None:  # another declared space's server answers for this one
-                compatibility(conn, cfg, space, served_by)
-            endpoint = hold.enter_context(get_embedder(endpoint_space(space, loc.arg or "")))
-            sentinels = _sentinels(get, endpoint)
+            url_ = loc.arg or served_at(space)
+            if url_ is None:  # in-process, no server: consumers embed with this embedder (documents only)
+                loc, endpoint, sentinels = Where("endpoint", IN_PROCESS), None, ([], np.zeros(0))
+            else:
+                loc = Where("endpoint", url_)
+                served_by = _declared_at(cfg, space, url_)
+                if served_by is not None:  # another declared space's server answers for this one
+                    compatibility(conn, cfg, space, served_by)
+                endpoint = hold.enter_context(get_embedder(endpoint_space(space, url_)))
+                sentinels = _sentinels(get, endpoint)
         for src in sources:
             t = Target(src, space)
             if not t.has_store_table(conn):
@@ -185,7 +190,7 @@ def verify(
                 raise EmbedError(f"space {space.name} lives in its store table for {src.name}: --repair applies to a "
                                  "column of the source table (--where live or column=NAME)")
             if kind == "endpoint":
-                out.append(_check_endpoint(conn, t, str(col), endpoint, tol, sample, sentinels))
+                out.append(_check_endpoint(conn, t, str(col), endpoint, get, tol, sample, sentinels))
             elif kind == STORE:
                 out.append(_check_store(conn, t, get, tol, sample))
             else:
@@ -301,20 +306,20 @@ def compatibility(conn: psycopg.Connection, cfg: Config, space: Space, other: Sp
 
     if other.fingerprint == space.fingerprint:
         return
-    if other.name not in (space.option("compatible_with") or ()):
-        raise Blocked(f"space {other.name} is not declared compatible_with {space.name}: its queries are refused "
-                      f"(measure with `embed verify --space {space.name} --compare {other.name}`)")
+    declared = other.name in (space.option("compatible_with") or ())
     row = conn.execute(sql.SQL(
         "SELECT id, outcome, details FROM {}.events WHERE kind = 'compare' AND space_fp = %s"
         " AND details ->> 'other_fp' = %s ORDER BY id DESC LIMIT 1").format(sql.Identifier(SCHEMA)),
-        (space.fingerprint, other.fingerprint)).fetchone()
-    if row is None:
-        raise Blocked(f"{space.name} declares compatible_with {other.name} but no `embed verify --compare` measured it")
-    if row[1] != "ok":
-        d = row[2]
-        raise Blocked(f"{space.name} declares compatible_with {other.name} but compare #{row[0]} measured min cosine "
-                      f"{d.get('min_cosine')} ({d.get('offenders')} of {d.get('checked')} below {d.get('tolerance')}): "
-                      "queries refused")
+        (space.fingerprint, other.fingerprint)).fetchone() if store.is_initialized(conn) else None
+    if declared and row is not None and row[1] == "ok":
+        return
+    d = row[2] if row is not None else {}
+    measured = (f"compare #{row[0]} measured min cosine {d.get('min_cosine')}, median {d.get('median_cosine')} "
+                f"({d.get('offenders')} of {d.get('checked')} below {d.get('tolerance')})" if row is not None
+                else f"none measured (`embed verify --space {space.name} --compare {other.name}`)")
+    why = (f"{space.name} does not declare compatible_with: [{other.name}]" if not declared
+           else f"{space.name} declares compatible_with {other.name}, not verified")
+    raise Blocked(f"queries from space {other.name} against {space.name} refused: {why}; {measured}")
 
 
 # ---------------------------------------------------------------------------------- adoption
@@ -583,24 +588,49 @@ def endpoint_space(space: Space, url: str) -> Space:
                    query_prefix="", passage_prefix="", options={**opts, "endpoint": url})
 
 
-def serve_endpoint(space: Space) -> str:
-    """The endpoint Honcho calls for `space` after a switch: its serve_endpoint, else its own."""
-    from embed.embedders import HTTP_PROVIDERS
+def served_at(space: Space) -> str | None:
+    """The endpoint Honcho and other consumers call for `space` after a switch: its serve_endpoint,
+    else its own; None: an in-process space with no server (consumers embed with embed's embedder)."""
+    url = space.option("serve_endpoint")
+    if not (isinstance(url, str) and url.strip()) and space.provider in ("openai", "ollama"):
+        url = str(space.option("endpoint") or "").rstrip("/")
+        if space.provider == "ollama" and url and not url.endswith("/v1"):
+            url += "/v1"  # Honcho speaks OpenAI: Ollama's /v1
+    return url if isinstance(url, str) and url.strip() else None
 
-    url = space.option("serve_endpoint") or (space.option("endpoint") if space.provider in HTTP_PROVIDERS else None)
-    if not isinstance(url, str) or not url.strip():
-        raise EmbedError(f"space {space.name} runs in-process: set serve_endpoint (the server Honcho will call) "
-                         "or pass --where endpoint=URL")
-    return url
+
+def endpoint_location(space: Space) -> str:
+    """How `verify --where endpoint` records the endpoint consumers call for `space` (what the
+    cutover gate `verify` looks for): the URL without userinfo, or 'in-process'."""
+    from embed.embedders.endpoint import safe_url
+
+    url = served_at(space)
+    return safe_url(url) if url else IN_PROCESS
+
+
+def _base(url: str) -> str:
+    """An endpoint URL compared with another: no trailing slash, no /v1 (Honcho reaches Ollama at /v1)."""
+    norm = url.strip().rstrip("/")
+    return norm[:-3] if norm.endswith("/v1") else norm
 
 
 def _declared_at(cfg: Config, space: Space, url: str) -> Space | None:
     """The other declared space whose own endpoint is `url`, if any."""
     from embed.embedders import HTTP_PROVIDERS
 
-    norm = url.rstrip("/")
+    norm = _base(url)
     return next((sp for sp in cfg.spaces.values() if sp.fingerprint != space.fingerprint
-                 and sp.provider in HTTP_PROVIDERS and str(sp.option("endpoint") or "").rstrip("/") == norm), None)
+                 and sp.provider in HTTP_PROVIDERS and _base(str(sp.option("endpoint") or "")) == norm), None)
+
+
+def check_served_by(conn: psycopg.Connection, cfg: Config, space: Space) -> None:
+    """Refuse (Blocked) a space whose consumers would get query vectors from another declared
+    space's server (its serve_endpoint is that space's endpoint) unless the pairing is a verified,
+    recorded compatible_with relation (`compatibility`)."""
+    url = served_at(space)
+    other = _declared_at(cfg, space, url) if url else None
+    if other is not None:
+        compatibility(conn, cfg, space, other)
 
 
 def _sentinels(get: Callable[[], Any], endpoint: Any) -> tuple[list[str], np.ndarray]:
@@ -615,19 +645,22 @@ def _sentinels(get: Callable[[], Any], endpoint: Any) -> tuple[list[str], np.nda
     return [f"{i}:{kind}" for kind in ("passage", "query") for i in ids], np.concatenate(cos)
 
 
-def _check_endpoint(conn: psycopg.Connection, t: Target, url: str, endpoint: Any, tol: float, sample: int | None,
-                    sentinels: tuple[list[str], np.ndarray]) -> Checked:
+def _check_endpoint(conn: psycopg.Connection, t: Target, url: str, endpoint: Any, get: Callable[[], Any], tol: float,
+                    sample: int | None, sentinels: tuple[list[str], np.ndarray]) -> Checked:
     """What an endpoint makes of the stored rows' raw texts, against the store's vectors, and of
-    the sentinels, against the space's own document and query vectors."""
+    the sentinels, against the space's own document and query vectors. No endpoint (None: an
+    in-process space without a server): what the embedder on this machine makes of the stored
+    rows' texts (its weights, device and dtype here against the backfill's)."""
     from embed.embedders.endpoint import safe_url
 
     rows = _store_rows(conn, t, sample)
     cos = np.zeros(0)
     if rows:
-        got = _fresh(lambda: endpoint, [r[1] for r in rows])
+        got = _fresh((lambda: endpoint) if endpoint is not None else get, [r[1] for r in rows])
         cos = _rowcos(np.vstack([np.asarray(r[2].to_numpy()) for r in rows]), got)
     ids, sent = sentinels
-    return _checked(t, safe_url(url), "endpoint", [r[0] for r in rows] + ids, np.concatenate([cos, sent]), tol,
+    where = safe_url(url) if endpoint is not None else IN_PROCESS
+    return _checked(t, where, "endpoint", [r[0] for r in rows] + ids, np.concatenate([cos, sent]), tol,
                     from_store=len(rows), embedded=len(ids))
 
 
@@ -694,5 +727,7 @@ def _record(conn: psycopg.Connection, space: Space, c: Checked, watch: bool) -> 
                        details=details)
 
 
-__all__ = ["Adoption", "Checked", "Compared", "Verified", "Where", "adoption", "compatibility", "failures", "tolerance", "upper_95", "verify", "verify_compare", "verify_watch"]
+__all__ = ["Adoption", "Checked", "Compared", "Verified", "Where", "adoption", "check_served_by", "compatibility",
+           "endpoint_location", "failures", "served_at", "tolerance", "upper_95", "verify", "verify_compare",
+           "verify_watch"]
 

@@ -32,7 +32,7 @@ from embed.honcho.synthetic.seed import seed
 from embed.store import serving, table_name
 from tests.conftest import PROJECT_FILES, ROOT, new_database
 from tests.support.backfill import insert_doc
-from tests.support.gate import plan_switch, plant_backup, plant_gates, plant_shadow, plant_smoke
+from tests.support.gate import plan_switch, plant_backup, plant_gates, plant_shadow, plant_smoke, plant_verify
 from tests.test_sqlmesh_gates import DIMS, active_space_fps, fill_store, text_vectors
 
 SPACE = "e5_small"
@@ -127,8 +127,9 @@ CASES = {
     "sync lag": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE)), delete_one_vector(url, cfg)), "coverage"),
     "no shadow run": (lambda cfg, url: plant_gates(url, cfg, cfg.space(SPACE), omit=["shadow"]),
                       "shadow_fresh shadow_ndcg shadow_ann_recall"),
-    "stale shadow run": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE)),
-                                           age_backfill(url, cfg, "documents")), "shadow_fresh"),
+    "stale shadow run": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE), omit=["verify"]),
+                                           age_backfill(url, cfg, "documents"), plant_verify_all(cfg, url)),
+                         "shadow_fresh"),
     "nDCG below margin": (lambda cfg, url: documents_shadow(cfg, url, ndcg_ci_low=-0.05), "shadow_ndcg"),
     "unlabelled shadow run": (lambda cfg, url: documents_shadow(cfg, url, labelled=False), "shadow_ndcg"),
     "ANN recall low": (lambda cfg, url: documents_shadow(cfg, url, ann_recall=0.9), "shadow_ann_recall"),
@@ -137,7 +138,22 @@ CASES = {
                                             plant_backup(url, verified=False)), "backup"),
     "backup too old": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE), omit=["backup"]),
                                          plant_backup(url, age_hours=30)), "backup"),
+    "endpoint never verified": (lambda cfg, url: plant_gates(url, cfg, cfg.space(SPACE), omit=["verify"]), "verify"),
+    "endpoint verified before the last backfill": (
+        lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE), omit=["shadow"]), age_backfill(url, cfg, "documents"),
+                          [plant_shadow(url, cfg, s, cfg.space(SPACE)) for s in cfg.sources]), "verify"),
+    "endpoint verify failed": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE)),
+                                                 plant_verify(url, cfg.space(SPACE), "documents", passed=False)),
+                               "verify"),
+    "another endpoint verified": (lambda cfg, url: (plant_gates(url, cfg, cfg.space(SPACE), omit=["verify"]),
+                                                    [plant_verify(url, cfg.space(SPACE), s, location="http://10.0.0.9/v1")
+                                                     for s in cfg.sources]), "verify"),
 }
+
+
+def plant_verify_all(cfg: Config, url: str) -> None:
+    for s in cfg.sources:
+        plant_verify(url, cfg.space(SPACE), s)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -155,6 +171,28 @@ def test_each_failing_gate_blocks_the_cutover_and_changes_nothing(env: tuple[Con
     assert (Path(cfg.project) / "config.yaml").read_text() == config_before
     assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
     assert [e[1] for e in events(url, "cutover")] == ["blocked", "blocked"]
+
+
+def test_an_endpoint_never_verified_fails_the_gate_and_the_in_place_cutover_changes_nothing(
+        env: tuple[Config, str]) -> None:
+    """Invariant 3: no `embed verify --where endpoint` is a failed gate, whose line names the command."""
+    from tests.support.inplace import schema_snapshot
+
+    cfg, url = env
+    plant_gates(url, cfg, cfg.space(SPACE), omit=["verify"])
+    r = CliRunner().invoke(cli, ["--project", str(cfg.project), "--db", url, "gate", "--space", SPACE])
+    assert r.exit_code == 1 and "BLOCKED" in r.output
+    assert (f"no embed verify of the endpoint in-process: run embed verify --space {SPACE} --source documents "
+            "--where endpoint --sample 200") in r.output
+    with connect(url) as conn:
+        before = schema_snapshot(conn)
+    with pytest.raises(EmbedError, match=r"cutover blocked, nothing changed: .*verify"):
+        cutover(cfg, url, SPACE, mode="honcho-inplace", writers_policy="writers-stopped")
+    with connect(url) as conn:
+        assert schema_snapshot(conn) == before
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+    plant_verify_all(cfg, url)
+    assert gate(cfg, url, SPACE).passed
 
 
 @pytest.mark.parametrize(("needed", "verdict"), [(600, "INCONCLUSIVE"), (40, "FAIL")])
@@ -229,7 +267,7 @@ def test_gates_of_the_active_space_are_judged_at_its_cutover(env: tuple[Config, 
     mesh.plan(cfg, url)  # the active space stays valid: it was gated when it became active
     assert active_space_fps(url) == {cfg.space(SPACE).fingerprint}
     # but making it active *now* would not be
-    assert failed(gate(cfg, url, SPACE)) == {"documents.shadow_fresh", "documents.coverage"}
+    assert failed(gate(cfg, url, SPACE)) == {"documents.shadow_fresh", "documents.coverage", "documents.verify"}
 
 
 def test_plain_sqlmesh_plan_cannot_re_promote_a_version_whose_gates_fail(env: tuple[Config, str]) -> None:

@@ -97,6 +97,7 @@ def test_the_runbook_runs_as_a_plain_role_that_owns_honchos_tables(pg_server: Lo
     plant_smoke(url, cfg.space(CANDIDATE))  # the smoke's own run is tested in tests/test_smoke.py
     assert api.backfill(cfg, url, CANDIDATE, progress=False).complete
     api.shadow(cfg, url, baseline=cfg.legacy_space.name, candidates=[CANDIDATE], queries=60)
+    assert api.verify(cfg, url, CANDIDATE, where="endpoint", sample=16).passed  # what consumers will call
     gates = api.gate(cfg, url, CANDIDATE)
     assert gates.passed, gates.summary()
 

@@ -286,10 +286,16 @@ def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, pro
     seeded(db_url, cfg, documents=16, messages=4)
     assert backfill(cfg, db_url, "honcho_e5", progress=False).complete
 
+    code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")  # never checked: red (invariant 3)
+    never = [g for g in json.loads(out)["gates"] if g["gate"] == "verify"]
+    assert code == 1 and [g["passed"] for g in never] == [False, False]
+    assert "run embed verify --space honcho_e5 --source documents --where endpoint" in never[0]["measured"]
     good = verify(cfg, db_url, "honcho_e5", where="endpoint", sample=8)  # the space's own endpoint
     assert good.passed and [c.location for c in good.locations] == [e5_url] * 2
     docs = next(c for c in good.locations if c.source == "documents")
     assert docs.from_store == 8 and docs.embedded == 32 and docs.min_cosine >= 0.999  # 16 sentinels x 2 kinds
+    code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
+    assert [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [True, True]
 
     code, out = run_cli(project, db_url, "verify", "--space", "honcho_e5", "--where", f"endpoint={minilm_url}",
                         "--sample", "8", "--json")
@@ -299,6 +305,9 @@ def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, pro
     assert any(i.startswith("sentinel:") and i.endswith(":query") for i in bad[0]["offender_ids"])
     code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
     assert code == 1 and [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [False, False]
+    assert verify(cfg, db_url, "honcho_e5", where="endpoint", sample=8).passed  # the right server again: green
+    code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
+    assert [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [True, True]
 
 
 E5_HTTP = """    e5_http:
@@ -344,19 +353,29 @@ def test_compare_two_providers_of_one_model_and_two_models(db_url: str, project:
     other = json.loads(out)
     assert code == 1 and not other["passed"] and other["offenders"] == other["checked"] and other["median_cosine"] < 0.5
 
-    with pytest.raises(Blocked, match="not declared compatible_with"):
+    with pytest.raises(Blocked, match=r"refused: e5_small does not declare compatible_with: \[e5_http\]; compare #"):
         verify(cfg, db_url, "e5_small", where=f"endpoint={url}")  # e5_http's server answering for e5_small
     text = (project / "config.yaml").read_text()
+    e5_small = '      passage_prefix: "passage: "\n      max_tokens: 512\n\n'
+    (project / "config.yaml").write_text(text.replace(e5_small, e5_small[:-1] + f"      serve_endpoint: {url}\n\n", 1))
+    from embed.honcho.settings import honcho_settings
+    from embed.verify import compatibility
+
+    with pytest.raises(Blocked, match=r"e5_http against e5_small refused: .* min cosine [01]\.\d+"):
+        served = Config.load(project, "local")
+        honcho_settings(served, db_url, served.space("e5_small"))  # Honcho told to query e5_http's server
     (project / "config.yaml").write_text(text.replace(
-        '      passage_prefix: "passage: "\n      max_tokens: 512\n\n',
-        '      passage_prefix: "passage: "\n      max_tokens: 512\n      compatible_with: [e5_http]\n\n', 1))
+        e5_small, e5_small[:-1] + f"      serve_endpoint: {url}\n      compatible_with: [e5_http, qwen3_emb_06b]\n\n", 1))
     cfg = Config.load(project, "local")
     assert cfg.space("e5_small").fingerprint == same.fingerprint  # a recorded relation, not a new spec
+    env = {s.name: s.value for s in honcho_settings(cfg, db_url, cfg.space("e5_small")).settings}
+    assert env["EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL"] == url  # measured and declared: allowed
     with connect(db_url) as conn:
-        from embed.verify import compatibility
-
         compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("e5_http"))  # measured and declared
-        with pytest.raises(Blocked, match="not declared compatible_with"):
+        with pytest.raises(Blocked, match=r"does not declare compatible_with: \[minilm_http\]; compare #\d+ measured "
+                                          r"min cosine -?0\.\d+, median"):
             compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("minilm_http"))
+        with pytest.raises(Blocked, match="declares compatible_with qwen3_emb_06b, not verified; none measured"):
+            compatibility(conn, cfg, cfg.space("e5_small"), cfg.space("qwen3_emb_06b"))
         details = conn.execute("SELECT details FROM embed_store.events WHERE kind = 'compare' ORDER BY id").fetchall()
     assert [d[0]["other"] for d in details] == ["e5_http", "minilm_http"] and details[0][0]["offenders"] == 0

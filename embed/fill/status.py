@@ -309,7 +309,7 @@ def status(
 GATE_FIX = {
     "smoke": "embed smoke --space {s}", "coverage": "embed sync --space {s}", "no_orphans": "embed sync --space {s}",
     "shadow_fresh": "embed shadow --baseline {legacy} --candidate {s}", "shadow_ndcg": None,
-    "shadow_ann_recall": None, "backup": "embed backup --out DIR", "verify": "embed verify --space {s} --repair",
+    "shadow_ann_recall": None, "backup": "embed backup --out DIR", "verify": "embed verify --space {s} --where endpoint --sample 200",
 }
 
 

@@ -78,8 +78,11 @@ def _num(value: Any) -> str:
 def honcho_settings(cfg: Config, url: str, space: Space) -> HonchoSettings:
     """The Honcho environment for `space`, and the distance thresholds recalibrated by the
     latest shadow run of it (none: no shadow run)."""
+    from embed.verify import check_served_by
+
     settings, notes = _honcho_env(space)
     with connect(url) as conn:
+        check_served_by(conn, cfg, space)  # another declared space's server: only a verified compatible_with
         thresholds = _thresholds(conn, space) if store.is_initialized(conn) else []
     baseline = (cfg.variables.get("embed_gates") or {}).get("thresholds") or {}
     for run in thresholds:
@@ -91,16 +94,13 @@ def honcho_settings(cfg: Config, url: str, space: Space) -> HonchoSettings:
 
 def _honcho_env(space: Space) -> tuple[list[Setting], list[str]]:
     """(the .env lines, notes) from the space spec: only values both the space and Honcho accept."""
+    from embed.embedders import HTTP_PROVIDERS
+    from embed.verify import served_at
+
     notes: list[str] = []
-    endpoint = space.option("endpoint")
     model = str(space.option("served_model") or space.model)
-    if space.provider == "openai":
-        base_url = endpoint
-    elif space.provider == "ollama":
-        base = str(endpoint or "").rstrip("/")
-        base_url = base if base.endswith("/v1") else base + "/v1"  # Honcho speaks OpenAI: Ollama's /v1
-    else:
-        base_url = space.option("serve_endpoint")
+    base_url = served_at(space)  # the one endpoint `embed verify --where endpoint` and the gate check
+    if space.provider not in HTTP_PROVIDERS:
         notes.append(
             f"provider {space.provider} runs in-process here; Honcho needs an OpenAI-compatible /v1/embeddings "
             f"server with the same weights (revision {space.revision})"

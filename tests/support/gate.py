@@ -1,7 +1,7 @@
 """Gate inputs written straight into the store, for tests of the gates themselves.
 
-The gates read smoke runs, shadow runs/metrics and backups from embed_store; the commands that
-produce them (smoke, shadow, backup) have their own end-to-end tests. Here each input is
+The gates read smoke runs, shadow runs/metrics, backups and `embed verify` events from embed_store;
+the commands that produce them (smoke, shadow, backup, verify) have their own end-to-end tests. Here each input is
 planted with exactly the values a test needs, so one gate at a time can be made to fail.
 """
 
@@ -15,7 +15,7 @@ from embed.config import Config
 from embed.db.connection import connect
 from embed.spaces import Space
 
-ALL = ("smoke", "shadow", "backup")
+ALL = ("smoke", "shadow", "backup", "verify")
 
 
 def plant_smoke(url: str, space: Space, *, passed: bool = True, endpoint_class: str = "in-process") -> None:
@@ -62,6 +62,21 @@ def plant_backup(url: str, *, verified: bool = True, age_hours: float = 0.0) -> 
         conn.commit()
 
 
+def plant_verify(url: str, space: Space, source: str, *, passed: bool = True, location: str | None = None) -> None:
+    """An `embed verify --where endpoint` of `space` for `source` (default: at the endpoint the gate
+    expects, embed.verify.endpoint_location), recorded now: after any backfill so far."""
+    from embed import store
+    from embed.verify import endpoint_location
+
+    with connect(url) as conn:
+        store.record_event(conn, "verify", "ok" if passed else "failed", space=space, source=source,
+                           reason=None if passed else "3 of 40 below 0.999",
+                           details={"kind": "endpoint", "location": location or endpoint_location(space),
+                                    "checked": 40, "offenders": 0 if passed else 3, "min_cosine": 1.0 if passed else 0.9,
+                                    "planted": True})
+        conn.commit()
+
+
 def plant_gates(url: str, cfg: Config, space: Space, *, omit: Iterable[str] = (), sources: Iterable[str] | None = None) -> None:
     """Every planted gate input for `space` (all sources) except those named in `omit`."""
     omit = set(omit)
@@ -72,6 +87,9 @@ def plant_gates(url: str, cfg: Config, space: Space, *, omit: Iterable[str] = ()
             plant_shadow(url, cfg, s, space)
     if "backup" not in omit:
         plant_backup(url)
+    if "verify" not in omit:
+        for s in sources or cfg.sources:
+            plant_verify(url, space, s)
 
 
 def plan_switch(url: str, cfg: Config, mapping: dict[str, str]) -> list[str]:
