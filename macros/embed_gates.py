@@ -52,5 +52,8 @@ def embed_gate_guard(evaluator: MacroEvaluator) -> exp.Expression:
         return exp.select("1")
     cfg = _config(evaluator)
     rendered = serving.parse(cfg, evaluator.var("embed_serving"))
-    query = gates.guard_query(cfg, rendered, lambda q: list(evaluator.engine_adapter.fetchall(q)))
-    return _parse(query) if query is not None else exp.select("1")
+    failure = gates.guard_failure(cfg, rendered, lambda q: list(evaluator.engine_adapter.fetchall(q)))
+    if failure is None:
+        return exp.select("1")
+    # An impossible cast is the portable way to make a plain SELECT fail with a readable message.
+    return exp.select(exp.cast(exp.Literal.string(failure), exp.DataType.Type.INT).as_("embed_gate_guard"))
