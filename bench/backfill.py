@@ -82,7 +82,7 @@ from embed.store.target import Target  # noqa: E402
 from embed.store.writer import COLUMNS, Rows, StoreWriter, copy_statement, encode_copy  # noqa: E402
 
 BATCH = 4096
-SCALES = {"small": (2000, 1000), "honcho": (26141, 13558)}
+SCALES = {"small": (2000, 1000), "honcho": (26141, 13558), "honcho_x10": (261410, 135580)}
 
 
 def say(msg: str) -> None:
