@@ -6,10 +6,12 @@
                 since they were embedded are left NULL), build its HNSW index CONCURRENTLY; also
                 copy the live column's vectors into *its* space's store table, so a rollback
                 later only has to embed rows written after the cutover. Resumable: a rerun
-                continues where the last one stopped.
-    swap        one short transaction over every source (Honcho wants both tables at the same
-                dims): lock them, catch up the rows changed since stage, rename the columns and
-                their HNSW indexes (the live column keeps Honcho's index name), record it.
+                continues where the last one stopped. From then on a trigger queues the ids of
+                the rows Honcho writes (embed.cutover.inplace_queue).
+    swap        catch up the queued rows in short batches; then one short transaction over every
+                source (Honcho wants both tables at the same dims): lock them, check the rows
+                queued since (changed, or still without a vector), rename the columns and their
+                HNSW indexes (the live column keeps Honcho's index name), record it.
     swap_back   back to the previous space: rows written since the cutover are embedded with
                 the old space's model *before* the swap back, outside the lock.
     fill_column embed and fill rows whose column for a space is NULL or stale.
@@ -21,16 +23,18 @@ the model it is configured with). Nothing here logs text; results carry ids, cou
 
 Costs: staging writes a new version of every row, which Postgres also inserts into each index
 of the table, Honcho's live HNSW index included (the dominant cost, ~2 ms a row on 2 cores; the
-old versions are dead tuples until vacuum). The swap's lock covers one scan per table plus the
-few rows changed since stage; Honcho's writers should be paused for it (and restarted with
-`honcho_settings`), since any insert waits behind the lock and would embed with the old model.
+old versions are dead tuples until vacuum). The swap's lock covers the rows written since its
+catch-up plus those still without a vector, found through the change queue, never a scan of
+the table; Honcho's writers should be paused for it (and restarted with `honcho_settings`),
+since any insert waits behind the lock and would embed with the old model.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -38,7 +42,7 @@ from psycopg import sql
 
 from embed import store
 from embed.config import Config, Source
-from embed.cutover import inplace_run, inplace_sql
+from embed.cutover import inplace_queue, inplace_run, inplace_sql
 from embed.cutover.inplace_run import BATCH_ROWS, STAGE_ATTEMPTS, STAGE_LOCK_TIMEOUT_S, SYNC_COLUMNS
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
@@ -119,14 +123,17 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
     inplace_run.check_table(conn, src, "in-place staging")
     inplace_run.needs_store(conn, t)
     col = _ensure_column(conn, t)
+    since = _track(conn, cfg, src)
     written, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows,
                                 label=f"stage {src.name}/{space.name}" if wanted(show) != NONE else None,
                                 fmt=wanted(show), pause="inplace_stage_batch")
-    adopted = _adopt(conn, cfg, src, batch_rows=batch_rows)
+    inplace_queue.mark_complete(conn, src, space.fingerprint, since)
+    adopted = _adopt(conn, cfg, src, since, batch_rows=batch_rows)
     pause_point("inplace_before_index")
     index = _ensure_index(conn, t, col, cfg.index_params)
     try:
         conn.execute(sql.SQL("ANALYZE {}").format(t.src))  # statistics follow the column through the swap
+        conn.execute(sql.SQL("ANALYZE {}").format(inplace_sql.STAGED))  # the swap's id lookups plan as lookups
     except inplace_run.BUSY:
         pass  # autovacuum or a maintenance job holds it: autovacuum analyzes it later anyway
     staged, missing, skipped = conn.execute(inplace_sql.coverage(t, col)).fetchone()
@@ -158,9 +165,22 @@ def _ensure_column(conn: psycopg.Connection, t: Target) -> str:
     return col
 
 
-def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, *, batch_rows: int, lock_s: float = STAGE_LOCK_TIMEOUT_S,
-           attempts: int = STAGE_ATTEMPTS, busy: str | None = None) -> int:
-    """Copy the live column's trusted vectors into its own space's store table (see inplace_sql.adopt)."""
+def _track(conn: psycopg.Connection, cfg: Config, src: Source, *, lock_s: float = STAGE_LOCK_TIMEOUT_S,
+           attempts: int = STAGE_ATTEMPTS, busy: str | None = None) -> datetime:
+    """The source's change-queue trigger, installed if missing (embed.cutover.inplace_queue); when it was."""
+    fp = live_fp(conn, cfg, src)
+    inplace_run.attempt(conn, lambda c: inplace_queue.ensure(c, src, fp), lock_s=lock_s, attempts=attempts,
+                        busy=busy or f"{src.table} stays locked by other sessions: cannot install its change trigger; retry")
+    since = inplace_queue.installed_at(conn, src)
+    if since is None:
+        raise EmbedError(f"{src.table}: its change trigger {inplace_queue.TRIGGER} vanished while installed; retry")
+    return since
+
+
+def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, since: datetime, *, batch_rows: int,
+           lock_s: float = STAGE_LOCK_TIMEOUT_S, attempts: int = STAGE_ATTEMPTS, busy: str | None = None) -> int:
+    """Copy the live column's trusted vectors into its own space's store table (see inplace_sql.adopt),
+    a full pass; the live space's change queue counts from it (`since`: the trigger's stamp)."""
     live = live_column(src)
     old = registry.by_fp(conn, cfg, live_fp(conn, cfg, src))
     t = Target(src, old)
@@ -169,8 +189,10 @@ def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, *, batch_rows: in
     if dims != old.dims:
         raise EmbedError(f"{src.table}.{live} is vector({dims}) but should hold space {old.name} ({old.dims} dims)")
     trust = inplace_sql.trusted(live, bool(inplace_sql.has_columns(conn, src, ["sync_state"])))
-    adopted, _ = inplace_run.batched(conn, t, lambda lo, hi: inplace_run.one(inplace_sql.adopt(t, live, trust, lo, hi)), batch_rows=batch_rows,
-                          lock_s=lock_s, attempts=attempts, busy=busy)
+    make = inplace_run.adopter(t, live, trust)
+    adopted, _ = inplace_run.batched(conn, t, lambda lo, hi: make(inplace_sql.bounds(t, lo, hi)), batch_rows=batch_rows,
+                                     lock_s=lock_s, attempts=attempts, busy=busy)
+    inplace_queue.mark_complete(conn, src, old.fingerprint, since)
     return adopted
 
 
@@ -301,10 +323,10 @@ def swap(cfg: Config, url: str, space_name: str, *, lock_timeout_s: float = 2.0,
     """Make `space_name` the live `embedding` of every source in one short transaction.
 
     Before the lock, in short batches: catch the staged columns up and copy the live vectors
-    into their space's store. Then: lock all source tables (waiting at most lock_timeout_s),
-    catch up what changed since, mark live rows with no current vector NULL + 'pending', rename
-    columns and indexes, record the mapping, commit. Returns lock_ms (lock acquired to commit),
-    rows caught up per source. Refuses with one line and changes no schema when not staged,
+    into their space's store, for the rows the change queue names. Then: lock all source tables
+    (waiting at most lock_timeout_s), check the rows queued since, mark live rows with no current
+    vector NULL + 'pending', rename columns and indexes, record the mapping, commit. Returns
+    lock_ms (lock acquired to commit), rows checked and caught up in the lock per source. Refuses with one line and changes no schema when not staged,
     not indexed, already live, or when writers hold a table past the timeout. `record(conn,
     per_source)` runs inside the swap's transaction, so what it writes (embed_store.serving, the
     event) commits with the renames or not at all.
@@ -322,14 +344,7 @@ def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: 
     dims = {p.new.dims for p in plans}
     if len(dims) != 1:
         raise EmbedError(f"the staged columns would leave the tables at different dims {sorted(dims)}; nothing changed")
-    pre: dict[str, dict[str, int]] = {}
-    for p in plans:  # the bulk of the catch-up, outside the lock
-        t = Target(p.source, new)
-        busy = inplace_run.busy_message(p.source.table, lock_timeout_s)
-        caught, _ = inplace_run.batched(conn, t, inplace_run.refresher(t, p.staged), batch_rows=batch_rows, lock_s=lock_timeout_s,
-                              attempts=1, busy=busy)
-        adopted = _adopt(conn, cfg, p.source, batch_rows=batch_rows, lock_s=lock_timeout_s, attempts=1, busy=busy)
-        pre[p.source.name] = {"rows_caught_up": caught, "live_rows_adopted": adopted}
+    pre = {p.source.name: _catch_up(conn, cfg, p, batch_rows=batch_rows, lock_s=lock_timeout_s) for p in plans}
     per: dict[str, dict[str, Any]] = {}
     t_wait = time.monotonic()
     t_locked = t_wait
@@ -343,7 +358,7 @@ def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: 
             if [_plan(conn, cfg, p.source, new) for p in plans] != plans:
                 raise Busy("the tables changed while the swap waited for its lock; nothing changed: retry")
             for p in plans:
-                per[p.source.name] = _swap_locked(conn, p)
+                per[p.source.name] = _swap_locked(conn, p, batch_rows)
             if record is not None:
                 record(conn, per)
             pause_point("inplace_swap_commit")
@@ -360,16 +375,54 @@ def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: 
         "space": new.name, "fingerprint": new.fingerprint, "dims": new.dims,
         "lock_ms": lock_ms, "lock_wait_ms": round((t_locked - t_wait) * 1000, 1),
         "rows_caught_up": sum(s["rows_caught_up_in_lock"] for s in per.values()),
+        "rows_checked_in_lock": sum(s["rows_checked_in_lock"] for s in per.values()),
         "rows_marked_pending": sum(s["rows_marked_pending"] for s in per.values()),
         "rows_without_vector": sum(s["rows_without_vector"] for s in per.values()),
         "sources": per,
     }
 
 
-def _swap_locked(conn: psycopg.Connection, p: _Plan) -> dict[str, Any]:
-    """Inside the lock: the delta, the renames, the bookkeeping of one source."""
+def _catch_up(conn: psycopg.Connection, cfg: Config, p: _Plan, *, batch_rows: int, lock_s: float) -> dict[str, Any]:
+    """Before the lock, in short transactions: the staged column, and the live column's records,
+    made current for every row the change queue names (embed.cutover.inplace_queue); a full pass
+    first for a space whose queue does not count yet (staged before the trigger existed)."""
+    busy = inplace_run.busy_message(p.source.table, lock_s)
+    since = _track(conn, cfg, p.source, lock_s=lock_s, attempts=1, busy=busy)
+    new, old = Target(p.source, p.new), Target(p.source, p.old)
+    caught = adopted = 0
+    full = []
+    if not inplace_queue.complete(conn, p.source, p.new.fingerprint):
+        caught, _ = inplace_run.batched(conn, new, inplace_run.refresher(new, p.staged), batch_rows=batch_rows,
+                                        lock_s=lock_s, attempts=1, busy=busy)
+        inplace_queue.mark_complete(conn, p.source, p.new.fingerprint, since)
+        full.append(p.new.name)
+    if not inplace_queue.complete(conn, p.source, p.old.fingerprint):
+        adopted = _adopt(conn, cfg, p.source, since, batch_rows=batch_rows, lock_s=lock_s, attempts=1, busy=busy)
+        full.append(p.old.name)
+    kw: dict[str, Any] = {"batch_rows": batch_rows, "lock_s": lock_s, "attempts": 1, "busy": busy}
+    staged = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged), **kw)
+    live = inplace_run.drain(conn, old, inplace_run.adopter(old, p.live, inplace_sql.trusted(
+        p.live, "sync_state" in p.sync_cols)), **kw)
+    again = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged), **kw)  # written meanwhile
+    return {"rows_caught_up": caught + staged.a + again.a, "live_rows_adopted": adopted + live.a,
+            "rows_checked_before_lock": staged.rows_checked + again.rows_checked, "full_pass_before_lock": full}
+
+
+def _swap_locked(conn: psycopg.Connection, p: _Plan, batch_rows: int) -> dict[str, Any]:
+    """Inside the lock: the rows the change queue names (changed since the last check, or still
+    without a vector: never a scan of the table), the renames, the bookkeeping of one source."""
     t = Target(p.source, p.new)
-    caught, cleared, marks = inplace_run.refresh(conn, t, p.staged, states="sync_state" in p.sync_cols)
+    marks: list[tuple[str, str]] = []
+
+    def make(where: Sequence[sql.Composable]) -> inplace_run.Work:
+        def work(c: psycopg.Connection) -> tuple[int, int]:
+            filled, cleared, m = inplace_run.check(c, t, p.staged, where, states="sync_state" in p.sync_cols)
+            marks.extend(m)
+            return filled, cleared
+        return work
+
+    checked = inplace_run.drain(conn, t, make, batch_rows=batch_rows, locked=True)
+    caught, cleared = checked.a, checked.b
     pending = failed = 0
     if marks:
         pending, failed = conn.execute(inplace_sql.mark_unembedded(t, p.staged, set(p.sync_cols)),
@@ -384,7 +437,7 @@ def _swap_locked(conn: psycopg.Connection, p: _Plan) -> dict[str, Any]:
     return {
         "table": p.source.table, "from_fp": p.old.fingerprint, "from_space": p.old.name, "to_fp": p.new.fingerprint,
         "old_column": p.retired, "live_index": p.keep_name, "old_index": p.retired_index if p.live_index else None,
-        "rows_caught_up_in_lock": caught, "rows_cleared_in_lock": cleared,
+        "rows_checked_in_lock": checked.rows_checked, "rows_caught_up_in_lock": caught, "rows_cleared_in_lock": cleared,
         "rows_marked_pending": pending, "rows_marked_failed": failed,
     }
 
@@ -480,7 +533,8 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
         if live:
             cols = set(inplace_sql.has_columns(conn, src, SYNC_COLUMNS))
             filled, cleared = inplace_run.batched(
-                conn, t, lambda lo, hi, t=t, col=col, c=cols: inplace_run.one(inplace_sql.fill_live(t, col, c, lo, hi)),
+                conn, t, lambda lo, hi, t=t, col=col, c=cols: inplace_run.one(
+                    inplace_sql.fill_live(t, col, c, inplace_sql.bounds(t, lo, hi))),
                 batch_rows=batch_rows)
         else:
             filled, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows)

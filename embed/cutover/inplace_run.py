@@ -5,8 +5,9 @@ in-place bookkeeping says each space lives."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
@@ -14,7 +15,7 @@ from psycopg import sql
 
 from embed import store
 from embed.config import Config, Source
-from embed.cutover import inplace_sql
+from embed.cutover import inplace_queue, inplace_sql
 from embed.db import catalog, locks, privileges
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
@@ -39,6 +40,7 @@ def session(url: str, *, wait_s: float = 10.0) -> Iterator[psycopg.Connection]:
             raise NotInitialized()
         migrations.migrate(conn)
         conn.execute(set_timeout(STAGE_LOCK_TIMEOUT_S, local=False))  # no statement queues long behind Honcho
+        conn.execute(inplace_queue.SELF)  # its own writes are not changes to queue (embed.cutover.inplace_queue)
         with locks.held(conn, locks.INPLACE, wait_s=wait_s,
                         busy="another embed in-place operation (stage, swap, fill) is running on this database"):
             yield conn
@@ -82,11 +84,11 @@ def one(stmt: sql.Composable) -> Work:
     return work
 
 
-def refresh(conn: psycopg.Connection, t: Target, col: str, lo: str | None = None, hi: str | None = None, *,
+def refresh(conn: psycopg.Connection, t: Target, col: str, where: Sequence[sql.Composable] = (), *,
             states: bool = False) -> tuple[int, int, list[tuple[str, str]]]:
-    """Make the tagged column current for live rows in (lo, hi]: (rows filled, rows cleared,
+    """Make the tagged column current for the live rows of `where`: (rows filled, rows cleared,
     [(id, sync_state it must get)] for rows left NULL whose state is not that yet: with `states`)."""
-    rows = conn.execute(inplace_sql.stale(t, col, lo, hi, states=states)).fetchall()
+    rows = conn.execute(inplace_sql.stale(t, col, where, states=states)).fetchall()
     todo = [(i, bytes(sha)) for i, sha, empty, has, _ in rows if has or not empty]
     changed: dict[str, bool] = {}
     if todo:
@@ -133,17 +135,71 @@ def batched(
             progress.finish()
 
 
+def check(conn: psycopg.Connection, t: Target, col: str, where: Sequence[sql.Composable], *,
+          states: bool = False) -> tuple[int, int, list[tuple[str, str]]]:
+    """`refresh` of the tagged column, also moving unchanged rows' records to their current xmin,
+    clearing stale vectors of rows that are no longer live (inplace_sql.clear_dead) and queueing
+    the live rows still without a vector (inplace_queue.requeue)."""
+    filled, cleared, marks = refresh(conn, t, col, where, states=states)
+    conn.execute(inplace_sql.touch(t, col, where))
+    _, dead = conn.execute(inplace_sql.clear_dead(t, col, where)).fetchone()
+    conn.execute(inplace_queue.requeue(t, where))
+    return filled, cleared + dead, marks
+
+
 def refresher(t: Target, col: str) -> Callable[[str | None, str | None], Work]:
-    """Batches of `refresh`, each also moving unchanged rows' records to their current xmin and
-    clearing stale vectors of rows that are no longer live (inplace_sql.clear_dead)."""
-    def make(lo: str | None, hi: str | None) -> Work:
+    """Batches of `check` over id ranges (a full pass)."""
+    return lambda lo, hi: checker(t, col)(inplace_sql.bounds(t, lo, hi))
+
+
+def checker(t: Target, col: str) -> Callable[[Sequence[sql.Composable]], Work]:
+    """`check` of the rows of a `where`, as a unit of work (the change queue's consumer)."""
+    def make(where: Sequence[sql.Composable]) -> Work:
         def work(conn: psycopg.Connection) -> tuple[int, int]:
-            filled, cleared, _ = refresh(conn, t, col, lo, hi)
-            conn.execute(inplace_sql.touch(t, col, lo, hi))
-            _, dead = conn.execute(inplace_sql.clear_dead(t, col, lo, hi)).fetchone()
-            return filled, cleared + dead
+            filled, cleared, _ = check(conn, t, col, where)
+            return filled, cleared
         return work
     return make
+
+
+def adopter(t: Target, col: str, trusted: sql.Composable) -> Callable[[Sequence[sql.Composable]], Work]:
+    """inplace_sql.adopt of the rows of a `where`, queueing the live rows it could not record."""
+    def make(where: Sequence[sql.Composable]) -> Work:
+        def work(conn: psycopg.Connection) -> tuple[int, int]:
+            a, b = conn.execute(inplace_sql.adopt(t, col, trusted, where)).fetchone()
+            conn.execute(inplace_queue.requeue(t, where))
+            return int(a), int(b)
+        return work
+    return make
+
+
+@dataclass(frozen=True)
+class Drained:
+    rows_checked: int  # queue entries taken (each a row changed since the last check, or still without a vector)
+    a: int  # the work's two counts, summed (check: filled, cleared; adopt: adopted, dropped)
+    b: int
+
+
+def drain(conn: psycopg.Connection, t: Target, make: Callable[[Sequence[sql.Composable]], Work], *,
+          batch_rows: int, locked: bool = False, lock_s: float = STAGE_LOCK_TIMEOUT_S, attempts: int = STAGE_ATTEMPTS,
+          busy: str | None = None) -> Drained:
+    """One pass over the space's change queue in id order, `batch_rows` ids at a time: each batch
+    taken out and checked in one transaction (`locked`: in the caller's, which holds the tables)."""
+    take = inplace_queue.take(t)
+    busy = busy or f"{t.source.table} stays locked by other sessions ({attempts} tries, {lock_s:g}s each); rerun"
+    after: str | None = None
+    n = a = b = 0
+    while True:
+        def work(c: psycopg.Connection, after: str | None = after) -> tuple[int, str | None, int, int]:
+            ids, last = c.execute(take, {"after": after, "n": batch_rows}).fetchone()
+            if not ids:
+                return 0, None, 0, 0
+            x, y = make(inplace_sql.among(t, ids))(c)
+            return len(ids), last, x, y
+        got, after, x, y = work(conn) if locked else attempt(conn, work, lock_s=lock_s, attempts=attempts, busy=busy)
+        n, a, b = n + got, a + x, b + y
+        if got < batch_rows:
+            return Drained(n, a, b)
 
 
 def sources_of(cfg: Config, names: list[str] | None = None) -> list[Source]:

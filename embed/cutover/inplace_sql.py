@@ -134,6 +134,11 @@ def bounds(t: Target, lo: str | None, hi: str | None) -> list[sql.Composable]:
     return out
 
 
+def among(t: Target, ids: Sequence[str]) -> list[sql.Composable]:
+    """Rows whose id is one of `ids` (as text): what the change queue names."""
+    return [sql.SQL("{} = ANY({}::text[]::{}[])").format(t.id, sql.Literal(list(ids)), t.id_type)]
+
+
 def next_bound(t: Target) -> sql.Composed:
     """(the id that ends the next batch after %(lo)s, its row count), over all rows; NULL: none left."""
     return sql.SQL(
@@ -147,8 +152,8 @@ def _keys(t: Target) -> dict[str, sql.Composable]:
             "source": sql.Literal(t.source.name), "fp": sql.Literal(t.space.fingerprint)}
 
 
-def stale(t: Target, col: str, lo: str | None = None, hi: str | None = None, *, states: bool = False) -> sql.Composed:
-    """Live rows in (lo, hi] (all when unbounded) whose tagged column needs writing: not current
+def stale(t: Target, col: str, where: Sequence[sql.Composable] = (), *, states: bool = False) -> sql.Composed:
+    """Live rows of `where` (bounds or among; all when empty) whose tagged column needs writing: not current
     (NULL, or recorded for other content than the row's now) and either a store vector exists
     for the current content (fill) or the column still holds a value (clear). With `states`
     (Honcho's sync_state), also NULL rows whose sync_state is not what it must become.
@@ -181,14 +186,14 @@ def stale(t: Target, col: str, lo: str | None = None, hi: str | None = None, *, 
            SELECT f.id::text, f.sha, f.empty, f.has, f.target FROM f
            WHERE NOT f.empty OR f.has {state_cond}"""
     ).format(
-        rows=rows(t, extra, bounds(t, lo, hi)), sha=sha, target=target,
+        rows=rows(t, extra, where), sha=sha, target=target,
         state=sql.SQL(", r.state") if states else sql.SQL(""),
         state_cond=sql.SQL("OR f.state IS DISTINCT FROM f.target") if states else sql.SQL(""),
         **_keys(t),
     )
 
 
-def touch(t: Target, col: str, lo: str | None = None, hi: str | None = None) -> sql.Composed:
+def touch(t: Target, col: str, where: Sequence[sql.Composable] = ()) -> sql.Composed:
     """Move the records of rows written since (same content, new row version) to the row's
     current xmin, so the in-lock check of a swap need not hash them again. Returns (rows, 0)."""
     return sql.SQL(
@@ -198,13 +203,13 @@ def touch(t: Target, col: str, lo: str | None = None, hi: str | None = None) -> 
                AND k.row_xmin IS DISTINCT FROM r.xmin AND k.content_sha256 = {sha} RETURNING 1)
            SELECT count(*), 0 FROM u"""
     ).format(
-        rows=rows(t, [sql.SQL("{} IS NULL AS empty").format(column(col)), sql.SQL("xmin AS xmin")], bounds(t, lo, hi)),
+        rows=rows(t, [sql.SQL("{} IS NULL AS empty").format(column(col)), sql.SQL("xmin AS xmin")], where),
         sha=t.sha(sql.SQL("r.text")), **_keys(t),
     )
 
 
-def clear_dead(t: Target, col: str, lo: str | None = None, hi: str | None = None) -> sql.Composed:
-    """Rows in (lo, hi] that are not live (soft-deleted, filtered out) whose tagged column holds a
+def clear_dead(t: Target, col: str, where: Sequence[sql.Composable] = ()) -> sql.Composed:
+    """Rows of `where` that are not live (soft-deleted, filtered out) whose tagged column holds a
     vector recorded for other content than theirs now (edited, then deleted): cleared, with their
     record. No reader reads such a row, but the column may become the live one, and a vector in a
     column is always its row's text's. A value with no record is the application's own (a row
@@ -224,7 +229,7 @@ def clear_dead(t: Target, col: str, lo: str | None = None, hi: str | None = None
              DELETE FROM {staged} AS k USING u WHERE k.source = {source} AND k.space_fp = {fp} AND k.source_id = u.id)
            SELECT 0, count(*) FROM u"""
     ).format(text=t.text, live=t.live, c=c, sha=t.sha(sql.SQL("r.text")),
-             bounds=sql.SQL("").join(sql.SQL(" AND ") + b for b in bounds(t, lo, hi)), **_keys(t))
+             bounds=sql.SQL("").join(sql.SQL(" AND ") + b for b in where), **_keys(t))
 
 
 def refresh(t: Target, col: str) -> sql.Composed:
@@ -256,9 +261,9 @@ def refresh(t: Target, col: str) -> sql.Composed:
     ).format(idt=t.id_type, xsha=t.sha(sql.SQL("x.{}::text").format(t.text)), col=c, **_keys(t))
 
 
-def adopt(t: Target, col: str, trusted: sql.Composable, lo: str | None = None, hi: str | None = None) -> sql.Composed:
+def adopt(t: Target, col: str, trusted: sql.Composable, where: Sequence[sql.Composable] = ()) -> sql.Composed:
     """Copy the live column's vectors (space t.space) into that space's store table and record
-    them as current, for rows in (lo, hi] whose record is missing or stale. `trusted` says which
+    them as current, for rows of `where` whose record is missing or stale. `trusted` says which
     rows' vectors are known to match their content (Honcho: sync_state = 'synced'); records of
     the other rows are dropped, so after the swap those rows count as needing a vector.
     Returns (rows adopted, records dropped). A store vector already held for the same content
@@ -297,7 +302,7 @@ def adopt(t: Target, col: str, trusted: sql.Composable, lo: str | None = None, h
            SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM a"""
     ).format(
         rows=rows(t, [sql.SQL("{} AS vec").format(c), sql.SQL("({}) AS ok").format(trusted), sql.SQL("xmin AS xmin")],
-                  bounds(t, lo, hi)),
+                  where),
         sha=t.sha(sql.SQL("r.text")), max_distance=sql.Literal(1.0 - tolerance(t.space)), **_keys(t),
     )
 
@@ -310,7 +315,7 @@ def trusted(col: str, sync_state: bool) -> sql.Composed:
     return sql.SQL("{} IS NOT NULL").format(c)
 
 
-def fill_live(t: Target, col: str, sync_cols: set[str], lo: str | None = None, hi: str | None = None) -> sql.Composed:
+def fill_live(t: Target, col: str, sync_cols: set[str], where: Sequence[sql.Composable] = ()) -> sql.Composed:
     """Give live rows whose live column is NULL the store's vector for their current content
     (and mark them synced, as Honcho's reconciler would). Rows the application embeds meanwhile
     are left alone: the NULL check is repeated on the locked row. Returns the rows filled."""
@@ -331,7 +336,7 @@ def fill_live(t: Target, col: str, sync_cols: set[str], lo: str | None = None, h
              WHERE x.{id} = v.id AND x.{col} IS NULL AND {xsha} = v.sha RETURNING 1)
            SELECT count(*), 0 FROM u"""
     ).format(
-        rows=rows(t, [], [sql.SQL("{} IS NULL").format(c), *bounds(t, lo, hi)]),
+        rows=rows(t, [], [sql.SQL("{} IS NULL").format(c), *where]),
         sha=t.sha(sql.SQL("r.text")), xsha=t.sha(sql.SQL("x.{}::text").format(t.text)),
         sets=sql.SQL(", ").join(sets), col=c, **_keys(t),
     )

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from embed import store
 from embed.config import Config
+from embed.cutover import inplace_queue
 from embed.db import locks
 from embed.db.connection import connect
 from embed.db.idents import qualified
@@ -286,6 +287,7 @@ def retire(cfg: Config, url: str, name: str, *, confirm: Callable[[RetirePlan], 
                         if t.kind == "column":  # the record goes with the column, or it would point at nothing
                             conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND column_name = %s").format(
                                 COLUMNS), (t.source, t.column))
+                            inplace_queue.forget(conn, cfg.source(t.source), space.fingerprint)  # its change queue
                     except psycopg.errors.LockNotAvailable:
                         raise Busy(
                             f"{t.name} is busy (lock not free within {DROP_LOCK_TIMEOUT}); "

@@ -178,6 +178,37 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.verified (
     PRIMARY KEY (source, space_fp, source_id)
 )
 """),
+    # The in-place swap's change queue (embed.cutover.inplace_queue): a trigger on each source
+    # table with a staged or parked column queues the ids Honcho writes, per space with a column
+    # there, so the swap's exclusive lock checks only those rows. SECURITY DEFINER: Honcho's own
+    # role writes the queue through it without any privilege on embed_store.
+    ("007_inplace_changes", """
+CREATE TABLE IF NOT EXISTS {SCHEMA}.inplace_changed (
+    source    text NOT NULL,
+    space_fp  text NOT NULL,
+    source_id text NOT NULL,
+    PRIMARY KEY (source, space_fp, source_id)
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.inplace_triggers (
+    source       text PRIMARY KEY,
+    table_name   text NOT NULL,   -- as config.yaml names it (schema.table)
+    trigger_name text NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    complete_fps text[] NOT NULL DEFAULT '{{}}'  -- spaces a full pass checked since installed_at
+);
+CREATE OR REPLACE FUNCTION {SCHEMA}.inplace_queue() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    sid text;
+BEGIN
+    EXECUTE format('SELECT ($1).%I::text', TG_ARGV[1]) INTO sid USING NEW;
+    INSERT INTO {SCHEMA}.inplace_changed (source, space_fp, source_id)
+    SELECT DISTINCT c.source, c.space_fp, sid FROM {SCHEMA}.inplace_columns AS c WHERE c.source = TG_ARGV[0]
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+"""),
 )
 
 _TABLE = """CREATE SCHEMA IF NOT EXISTS {SCHEMA};

@@ -126,6 +126,7 @@ class Writer(threading.Thread):
         self.msgs: list[int] = []
         self.errors: list[str] = []
         self.max_wait = 0.0
+        self.wrote = threading.Event()  # set once a document and a message are in
 
     def run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -135,6 +136,7 @@ class Writer(threading.Thread):
                 try:
                     self.docs.append(insert_doc(conn, f"writer memory {i}: likes tea number {i}"))
                     self.msgs.append(insert_message(conn, f"writer message {i}", 10_000_000 + i))
+                    self.wrote.set()
                 except psycopg.Error as e:
                     self.errors.append(type(e).__name__)
                 self.max_wait = max(self.max_wait, time.monotonic() - t0)
