@@ -13,6 +13,7 @@ from psycopg import sql
 
 from embed import store
 from embed.config import Config
+from embed.cutover import inplace_queue
 from embed.db.connection import connect, ensure_pgvector
 from embed.errors import EmbedError
 from embed.honcho.synthetic.schema import create_schema
@@ -172,6 +173,7 @@ def test_retire_drops_tables_and_the_old_column(store_db: str, cfg: Config, tmp_
         migrations.migrate(conn)
         conn.execute("INSERT INTO embed_store.inplace_columns (source, column_name, space_fp) VALUES "
                      "('documents', %s, %s)", (old_col, sp.fingerprint))
+        inplace_queue.ensure(conn, cfg.source("documents"), cfg.legacy_space.fingerprint)  # stage's change trigger
     moved_away(store_db, cfg, SPACE, 15)
     take_backup(cfg, store_db, tmp_path / "bk")
 
@@ -201,7 +203,12 @@ def test_retire_drops_tables_and_the_old_column(store_db: str, cfg: Config, tmp_
         events = conn.execute("SELECT outcome, details ->> 'object', source FROM embed_store.events "
                               "WHERE kind = 'retire' ORDER BY id").fetchall()
         assert sorted(e[1] for e in events) == sorted(names) and {e[0] for e in events} == {"ok"}
-        assert conn.execute("SELECT count(*) FROM embed_store.inplace_columns").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM embed_store.inplace_columns WHERE column_name <> 'embedding'"
+                            ).fetchone()[0] == 0
+        # the change trigger went with the last tagged column, and its bookkeeping with it
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = %s", (inplace_queue.TRIGGER,)
+                            ).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM embed_store.inplace_triggers").fetchone()[0] == 0
         assert store.space_states(conn)[sp.fingerprint] == "retired"
         assert len(store_tables(store_db, cfg.space("bge_m3").ident)) == 2  # other spaces untouched
     assert "already retired" in refusal(cfg, store_db)
