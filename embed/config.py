@@ -33,6 +33,10 @@ class Source:
     vector_column: str | None
     live_filter: str
     tenant_columns: tuple[str, ...]
+    # timestamp columns that every write of the vector column sets (Honcho: created_at on insert,
+    # last_sync_at when its reconciler embeds a row): `embed verify --watch` reads only rows where
+    # one of them moved since its last pass, through their indexes; empty: the watch scans the table
+    written_at: tuple[str, ...] = ()
 
     @property
     def schema_table(self) -> tuple[str, str]:
@@ -55,11 +59,14 @@ def parse_source(name: str, raw: Any) -> Source:
             vector_column=raw.get("vector_column"),
             live_filter=str(raw.get("live_filter", "TRUE")),
             tenant_columns=tuple(raw.get("tenant_columns", ())),
+            written_at=tuple(raw.get("written_at", ()) or ()),
         )
     except KeyError as e:
         raise EmbedError(f"source {name!r}: missing {e.args[0]}") from None
     qualified(src.table)
-    for col in (src.id_column, src.text_column, *src.tenant_columns):
+    if not isinstance(raw.get("written_at", []) or [], list):
+        raise EmbedError(f"source {name!r}: written_at must be a list of column names")
+    for col in (src.id_column, src.text_column, *src.tenant_columns, *src.written_at):
         column(col)
     if src.vector_column:
         column(src.vector_column)

@@ -13,7 +13,9 @@ The watch (`since_last=True`: `embed verify --watch`, and every `embed sync` pas
 is live in a source column) checks only rows written since they were last checked: a row version
 (its xmin) recorded by the in-place swap (embed_store.inplace_staged) or by an earlier passing
 check (embed_store.verified) is not read again; offenders are never recorded, so they stay red
-until repaired. A violation is an event ('verify', failed), which `embed status` and `embed gate`
+until repaired. For a source that declares `written_at` columns (Honcho: created_at, last_sync_at)
+and while no offender is outstanding, a pass reads only rows where one of them moved since shortly
+before its mark, through their indexes (`column_query`): a pass with nothing new reads no row. A violation is an event ('verify', failed), which `embed status` and `embed gate`
 read (`failures`).
 
 Repair (`repair=True`) writes the space's own vector (the store's, or a fresh one, which the
@@ -45,7 +47,7 @@ from embed.errors import EmbedError, NotInitialized
 from embed.result import Result
 from embed.spaces import Space
 from embed.store import SCHEMA
-from embed.store.location import LIVE, STORE, columns, live_column, locate, recorded
+from embed.store.location import COLUMNS, LIVE, STORE, columns, live_column, locate, recorded
 from embed.store.target import Target, content_hash
 
 TOLERANCE = 0.999  # same model, same code path: float noise only
@@ -53,6 +55,9 @@ EMBED_BATCH = 256  # texts per fresh-embedding call
 REPAIR_BATCH = 200  # rows per repair transaction (short locks on the source table)
 EVENT_IDS = 100  # offender ids kept in an event's details (the result has them all)
 WHERE_KINDS = ("store", "live", "column", "endpoint")
+# the watch re-reads rows written this long before its mark: longer than any writer's transaction
+# (a row's timestamp is its transaction's start; it may commit after a pass that could not see it)
+WATCH_MARGIN = "15 minutes"
 VERIFIED = sql.Identifier(SCHEMA, "verified")
 STAGED = sql.Identifier(SCHEMA, "inplace_staged")
 
@@ -493,6 +498,37 @@ def _not_checked_since(t: Target, fp: sql.Composable) -> sql.Composed:
     ).format(staged=STAGED, verified=VERIFIED, src=sql.Literal(t.source.name), fp=fp)
 
 
+def column_query(t: Target, col: str, *, since_last: bool = False, written: bool = False,
+                 sample: int | None = None) -> sql.Composed:
+    """The one statement that reads a column's rows for a check: (id, cosine to the store's vector
+    for the same content or NULL, no vector, blank text, xmin, already recorded). `since_last`: only
+    row versions neither staged by a swap nor passed before. `written` (the watch, for a source
+    with written_at columns, while no offender is outstanding): only rows where one of those
+    columns moved since WATCH_MARGIN before the later of the swap and the newest passing check —
+    index reads, so a pass with nothing new reads no row (an offender keeps the full scan, so
+    it stays red until repaired)."""
+    fp = sql.Literal(t.space.fingerprint)
+    mark = sql.SQL(
+        "(SELECT coalesce(greatest((SELECT max(k.at) FROM {verified} AS k WHERE k.source = {src} AND k.space_fp = {fp}),"
+        " (SELECT c.at FROM {columns} AS c WHERE c.source = {src} AND c.column_name = {col})), '-infinity')"
+        " - {margin}::interval)").format(verified=VERIFIED, columns=COLUMNS, src=sql.Literal(t.source.name), fp=fp,
+                                         col=sql.Literal(col), margin=sql.Literal(WATCH_MARGIN))
+    recent = sql.SQL(" AND ({})").format(sql.SQL(" OR ").join(
+        sql.SQL("{} >= {}").format(column(w), mark) for w in t.source.written_at)) if written else sql.SQL("")
+    return sql.SQL(
+        """SELECT r.id::text, CASE WHEN v.source_id IS NOT NULL THEN (1 - (r.vec <=> v.embedding))::float8 END,
+                  r.vec IS NULL, btrim(r.text) = '', r.xmin::text,
+                  EXISTS (SELECT 1 FROM {verified} AS k WHERE k.source = {srcname} AND k.space_fp = {fp}
+                          AND k.source_id = r.id::text AND k.row_xmin = r.xmin) AS marked
+           FROM (SELECT {id} AS id, {text}::text AS text, {c} AS vec, xmin AS xmin FROM {src}
+                 WHERE ({live}){recent}) AS r
+           LEFT JOIN {store} AS v ON v.source_id = r.id AND v.content_sha256 = {sha}
+           WHERE TRUE{since}{sample}""").format(
+        id=t.id, text=t.text, c=column(col), src=t.src, live=t.live, recent=recent, store=t.store,
+        sha=t.sha(sql.SQL("r.text")), since=_not_checked_since(t, fp) if since_last else sql.SQL(""),
+        sample=_sample(sample), verified=VERIFIED, srcname=sql.Literal(t.source.name), fp=fp)
+
+
 def _check_column(conn: psycopg.Connection, t: Target, kind: str, col: str, get: Callable[[], Any], tol: float,
                   sample: int | None, since_last: bool, repair: bool) -> Checked:
     """A column of the source table: store vector for the same content where there is one
@@ -504,19 +540,11 @@ def _check_column(conn: psycopg.Connection, t: Target, kind: str, col: str, get:
     if info is not None and info.dims not in (None, t.space.dims):
         raise EmbedError(f"{schema}.{table}.{col} is vector({info.dims}): it cannot hold space {t.space.name} "
                          f"({t.space.dims} dims)")
-    fp = sql.Literal(t.space.fingerprint)
-    c = column(col)
-    rows = conn.execute(sql.SQL(
-        """SELECT r.id::text, CASE WHEN v.source_id IS NOT NULL THEN (1 - (r.vec <=> v.embedding))::float8 END,
-                  r.vec IS NULL, btrim(r.text) = '', r.xmin::text,
-                  EXISTS (SELECT 1 FROM {verified} AS k WHERE k.source = {srcname} AND k.space_fp = {fp}
-                          AND k.source_id = r.id::text AND k.row_xmin = r.xmin) AS marked
-           FROM (SELECT {id} AS id, {text}::text AS text, {c} AS vec, xmin AS xmin FROM {src} WHERE ({live})) AS r
-           LEFT JOIN {store} AS v ON v.source_id = r.id AND v.content_sha256 = {sha}
-           WHERE TRUE{since}{sample}""").format(
-        id=t.id, text=t.text, c=c, src=t.src, live=t.live, store=t.store, sha=t.sha(sql.SQL("r.text")),
-        since=_not_checked_since(t, fp) if since_last else sql.SQL(""), sample=_sample(sample),
-        verified=VERIFIED, srcname=sql.Literal(t.source.name), fp=fp)).fetchall()
+    written = since_last and bool(t.source.written_at) and not _last_failed(conn, t.space, t.source.name)
+    if written and not set(t.source.written_at) <= _all_columns(conn, t.source):
+        raise EmbedError(f"{schema}.{table} lacks a written_at column of source {t.source.name} "
+                         f"({', '.join(t.source.written_at)})")
+    rows = conn.execute(column_query(t, col, since_last=since_last, written=written, sample=sample)).fetchall()
     have = [r for r in rows if not r[2]]
     without = len(rows) - len(have)
     stored = [r for r in have if r[1] is not None]
@@ -526,7 +554,7 @@ def _check_column(conn: psycopg.Connection, t: Target, kind: str, col: str, get:
     fresh: dict[str, np.ndarray] = {}
     if need:
         got = conn.execute(sql.SQL("SELECT {id}::text, {text}::text, {c} FROM {src} WHERE {id} = ANY(%s::{idt}[])")
-                           .format(id=t.id, text=t.text, c=c, src=t.src, idt=t.id_type), (need,)).fetchall()
+                           .format(id=t.id, text=t.text, c=column(col), src=t.src, idt=t.id_type), (need,)).fetchall()
         got = [g for g in got if g[2] is not None and (g[1] or "").strip()]
         ref = _fresh(get, [g[1] for g in got])
         if got:
@@ -727,7 +755,7 @@ def _record(conn: psycopg.Connection, space: Space, c: Checked, watch: bool) -> 
                        details=details)
 
 
-__all__ = ["Adoption", "Checked", "Compared", "Verified", "Where", "adoption", "check_served_by", "compatibility",
-           "endpoint_location", "failures", "served_at", "tolerance", "upper_95", "verify", "verify_compare",
-           "verify_watch"]
+__all__ = ["Adoption", "Checked", "Compared", "Verified", "Where", "adoption", "check_served_by", "column_query",
+           "compatibility", "endpoint_location", "failures", "served_at", "tolerance", "upper_95", "verify",
+           "verify_compare", "verify_watch"]
 

