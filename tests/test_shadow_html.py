@@ -76,7 +76,7 @@ def page(pg_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Pa
         queries=40,
         n_boot=200,
         embedders={cfg.legacy_space.name: SeededLegacy(cfg.legacy_space)},
-    )["documents"]
+    )["documents"].result
     path = tmp_path_factory.mktemp("report") / "shadow.html"
     path.write_text(render_html(result), encoding="utf-8")
     return path

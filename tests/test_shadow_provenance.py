@@ -18,15 +18,17 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import psycopg
 import pytest
 from ranx import Qrels, Run, evaluate
 
 from embed.api import init_store
-from embed.config import Config
+from embed.config import Config, Source
 from embed.db.connection import connect
 from embed.db.localpg import LocalServer
 from embed.embedders import EmbedResult, get_embedder
-from embed.fill.backfill import backfill
+from embed.errors import EmbedError
+from embed.fill.backfill import Options, run_pass
 from embed.honcho.synthetic.corpus import generate
 from embed.honcho.synthetic.seed import seed
 from embed.shadow import labels as L
@@ -34,6 +36,7 @@ from embed.shadow import power as P
 from embed.shadow import render_html, render_table
 from embed.shadow.inputs import SpaceReader
 from embed.shadow.metrics import bootstrap_mean_ci, relevance_metrics
+from embed.shadow.run import _labels as shadow_labels
 from embed.shadow.run import query_vectors, shadow
 from tests.conftest import PROJECT_FILES, ROOT, hashed_unit_vectors
 from tests.support.backfill import make_db
@@ -91,8 +94,8 @@ def world(pg_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> I
     with connect(url) as conn:
         seed(conn, corpus, dims=384, vectors=lambda texts: models[MINI].inner.embed(texts, "passage").vectors)
     init_store(cfg, url)
-    for space in (TWIN, CUT, E5):
-        assert backfill(cfg, url, space, progress=False).complete
+    for space in (TWIN, CUT, E5):  # with the models loaded above: one load per model in this module
+        assert run_pass(cfg, url, space, opts=Options(progress=False), embedder=models[space].inner).complete
     texts = {r["content"].strip() for r in [*corpus.documents, *corpus.message_embeddings, *corpus.messages]}
     yield {
         "cfg": cfg,
@@ -121,7 +124,7 @@ def ranked(world: dict) -> dict[str, Any]:
         say=lines.append,
     )
     calls = {s: m.calls for s, m in world["models"].items()}
-    return {"results": results, "lines": lines, "calls": calls}
+    return {"results": results.to_json(), "typed": results, "lines": lines, "calls": calls}
 
 
 def row(rows: list[dict], **match: Any) -> dict:
@@ -136,6 +139,15 @@ def test_provenance_is_the_default_for_both_sources(ranked: dict) -> None:
         assert r["labels"] == "provenance" and r["run"]["labelled"], source
         assert r["labelled_queries"] == r["run"]["n_labelled_queries"] >= 40, source
         assert r["queries_needed"] == max(c["queries_needed"] for c in r["confidence"])
+        typed = ranked["typed"][source]
+        assert (typed.labels, typed.labelled_queries, typed.queries_needed) == (
+            r["labels"],
+            r["labelled_queries"],
+            r["queries_needed"],
+        )
+        assert typed.verdicts == {c["candidate"]: c["verdict"] for c in r["confidence"]} and typed.verdicts[TWIN]
+        said = render_table(r).splitlines()[len(r["confidence"])]  # after the verdict lines: what judged, what not
+        assert said.startswith("labels: provenance · query vectors: ") and " · left out: " in said, said
         how = r["label_details"]["query_vectors"]
         assert how[MINI].startswith("read from") and how[TWIN].startswith("read from"), how
         assert how[E5].startswith("embedded"), how  # e5 has a query prefix: a stored passage vector is the wrong kind
@@ -224,7 +236,7 @@ def test_a_cloud_baseline_is_read_not_called(
             vectors=lambda texts: hashed_unit_vectors(texts, 1536),
         )
     init_store(cfg, url)
-    assert backfill(cfg, url, TWIN, progress=False).complete
+    assert run_pass(cfg, url, TWIN, opts=Options(progress=False), embedder=world["models"][TWIN].inner).complete
     opened: list[Any] = []
     real = socket.socket.connect
 
@@ -237,7 +249,7 @@ def test_a_cloud_baseline_is_read_not_called(
     twin.calls = 0
     out = shadow(cfg, url, candidates=[TWIN], queries=30, n_boot=100, embedders={TWIN: twin})
     assert opened == [] and twin.calls == 0
-    for r in out.values():
+    for r in out.to_json().values():
         assert r["labels"] == "provenance" and r["run"]["baseline"]["space"] == LEGACY
         assert r["label_details"]["query_vectors"][LEGACY].startswith("read from public.")
 
@@ -252,7 +264,7 @@ def test_known_item_fallback_is_named_as_such(world: dict) -> None:
         queries=30,
         n_boot=100,
         embedders=world["models"],
-    )["documents"]
+    )["documents"].result
     assert out["labels"] == "known-item" and 20 <= out["labelled_queries"] <= 30
     assert "embedded" in out["label_details"]["query_vectors"][MINI]  # a span is no stored row: embedded
     assert row(out["confidence"], candidate=TWIN)["value"] == 0.0
@@ -298,6 +310,34 @@ def test_guards_exclude_leaks_floods_and_deleted_rows(world: dict) -> None:
     assert ex["deleted document (pairs)"] >= 1
     assert f"msg:{flood}" not in before.qids
     assert not before.qrels.filter(pl.col("doc_id") == "leak" + "x" * 17).height
+
+
+def test_labels_a_source_lacks_are_refused_and_labelled_queries_capped(world: dict) -> None:
+    """An explicit --labels provenance on a source without it is one clear refusal (auto falls
+    back to the seeded set, named as such); every label kind is capped by --queries, the same
+    sample each time."""
+    cfg, src = world["cfg"], world["cfg"].source("documents")
+    with connect(world["url"]) as conn:  # rolled back below: the world stays as it is
+        seeded = labels_of(conn, cfg, src, "seeded", 10)
+        assert seeded.kind == "seeded" and len(seeded) == 10 and seeded.excluded == {"over --queries": 14}
+        assert labels_of(conn, cfg, src, "seeded", 10).qids == seeded.qids
+        assert len(labels_of(conn, cfg, src, "provenance", 7)) == 7
+        conn.execute("UPDATE documents SET internal_metadata = '{}'::jsonb")
+        with pytest.raises(EmbedError, match=r"^--labels provenance: source documents has no usable provenance"):
+            labels_of(conn, cfg, src, "provenance", 10)
+        assert labels_of(conn, cfg, src, "auto", 10).kind == "seeded"
+        conn.execute("ALTER TABLE documents RENAME COLUMN internal_metadata TO metadata")
+        with pytest.raises(EmbedError, match=r"^--labels provenance: source documents is not Honcho-shaped"):
+            labels_of(conn, cfg, src, "provenance", 10)
+        conn.execute("DROP TABLE embed_eval.queries CASCADE")
+        assert labels_of(conn, cfg, src, "auto", 10) is None  # label-free only: the result says labels null
+        with pytest.raises(EmbedError, match=r"^--labels seeded: this database has no seeded query set"):
+            labels_of(conn, cfg, src, "seeded", 10)
+        conn.rollback()
+
+
+def labels_of(conn: psycopg.Connection, cfg: Config, src: Source, kind: str, queries: int) -> L.Labelled | None:
+    return shadow_labels(conn, cfg, src, kind, None, None, None, queries, 0)
 
 
 # ------------------------------------------------------------------------------ how sure

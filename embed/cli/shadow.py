@@ -160,17 +160,16 @@ def shadow(
         allow_cloud=allow_cloud,
         say=lambda line: click.echo(line, err=True),
     )
+    doc = results.to_json()
     if out is not None:
-        write_atomic(out, json.dumps(results, indent=2, allow_nan=False) + "\n")
+        write_atomic(out, json.dumps(doc, indent=2, allow_nan=False) + "\n")
         click.echo(f"shadow: result JSON written to {out}", err=True)
     if html_path is not None:
-        for name, path in _paths(html_path, list(results)).items():
-            write_atomic(path, render_html(results[name]))
+        for name, path in _paths(html_path, list(doc)).items():
+            write_atomic(path, render_html(doc[name]))
             click.echo(f"shadow: HTML report for {name} written to {path}", err=True)
     if as_json:
-        click.echo(json.dumps(results, indent=2, allow_nan=False))
+        click.echo(json.dumps(doc, indent=2, allow_nan=False))
         return
-    for i, (name, result) in enumerate(results.items()):
-        click.echo(
-            ("\n" if i else "") + f"== {name} (run #{result['run']['run_id']})\n" + render_table(result), nl=False
-        )
+    for i, r in enumerate(results.sources.values()):
+        click.echo(("\n" if i else "") + f"== {r.source} (run #{r.run_id})\n" + render_table(r.result), nl=False)

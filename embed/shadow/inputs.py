@@ -10,9 +10,10 @@ ranked id lists.
 Searches, per query and tenant (the source's tenant columns, as the application filters them):
   served  the application's read: `WHERE tenant AND live AND vec IS NOT NULL ORDER BY vec <op> q
           LIMIT k`, the planner's choice of plan (HNSW or not) — what users get;
-  exact   the same rows and filters, ordered by `(vec <op> q) + 0`: an expression no vector
-          index can serve, so it is an exact scan of the tenant's rows (btree indexes on the
-          tenant columns still narrow them, which keeps it fast), ties broken by id;
+  exact   the same rows and filters, scanned exactly with numpy, ties broken by id: the rows with
+          a current vector are settled once per snapshot (`current`: one pass of the content
+          hash check over the table, not one per query), then each tenant's queries are one
+          matrix product against that tenant's vectors;
   probe   unfiltered over the whole table with `enable_seqscan = off`, so the HNSW index
           answers (checked with EXPLAIN); its exact counterpart is a numpy scan of all vectors
           of the same table read in the same snapshot (`exact_global`).
@@ -29,7 +30,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,65 @@ def embed_queries(embedder: Any, space: Space, keys: Sequence[str], texts: Seque
     return QueryVectors(space.fingerprint, tuple(keys), np.asarray(vecs, dtype=np.float32))
 
 
+def distances(q: np.ndarray, mat: np.ndarray, metric: str, sq: np.ndarray | None) -> np.ndarray:
+    """(len(q), len(mat)) distances as pgvector's operator of `metric` defines them; `mat` rows are
+    unit vectors for cosine, `sq` their squared norms for l2."""
+    q = q.astype(np.float32)
+    if metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
+    dots = q @ mat.T
+    if metric == "cosine":
+        return 1.0 - dots
+    if metric == "ip":
+        return -dots
+    assert sq is not None
+    return np.sqrt(np.maximum(np.einsum("ij,ij->i", q, q)[:, None] + sq[None, :] - 2.0 * dots, 0.0))
+
+
+def top_k(dist: np.ndarray, ids: np.ndarray, k: int, within: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the k nearest, ordered by distance then id (as `ORDER BY dist, id`); only
+    positions in `within` are sorted when it holds at least k of them."""
+    cols = within if within is not None and len(within) >= k else None
+    if cols is None:
+        kth = np.partition(dist, k - 1)[k - 1] if len(dist) > k else np.inf
+        cols = np.flatnonzero(dist <= kth)
+    return cols[np.lexsort((ids[cols], dist[cols]))][:k]
+
+
+def _tenant_key(values: Sequence[Any]) -> tuple[str | None, ...]:
+    """A tenant filter's values as compared in SQL (`col = value` on text, `IS NULL` for None)."""
+    return tuple(None if v is None else str(v) for v in values)
+
+
+@dataclass
+class Current:
+    """One space's live rows with a current vector, settled once per snapshot: ids, tenant
+    values, vectors (unit rows for cosine), and row positions per tenant filter (made on use)."""
+
+    ids: np.ndarray  # str
+    tenants: list[tuple[str | None, ...]]
+    mat: np.ndarray  # float32 (n, dims)
+    sq: np.ndarray | None  # squared norms, l2 only
+    groups: dict[int, dict[tuple[str | None, ...], np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, ids: list[str], tenants: list[tuple[Any, ...]], vecs: list[Any], space: Space) -> Current:
+        mat = np.stack([v.to_numpy() for v in vecs]).astype(np.float32) if vecs else np.zeros((0, space.dims))
+        if space.metric == "cosine":
+            mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-30)
+        sq = np.einsum("ij,ij->i", mat, mat) if space.metric == "l2" else None
+        return cls(np.array(ids, dtype=str), [_tenant_key(t) for t in tenants], mat, sq)
+
+    def rows_of(self, key: tuple[str | None, ...]) -> np.ndarray:
+        """Positions of the rows whose leading tenant values equal `key` (all rows for `()`)."""
+        if len(key) not in self.groups:
+            by: dict[tuple[str | None, ...], list[int]] = {}
+            for i, t in enumerate(self.tenants):
+                by.setdefault(t[: len(key)], []).append(i)
+            self.groups[len(key)] = {t: np.array(ix, dtype=np.int64) for t, ix in by.items()}
+        return self.groups[len(key)].get(key, np.zeros(0, dtype=np.int64))
+
+
 def _regclass(conn: psycopg.Connection, name: str) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
 
@@ -100,6 +160,7 @@ class SpaceReader:
         self.table, self.column, self.in_source = loc.relation, loc.column, loc.in_source
         self.op = sql.SQL(OPERATORS[space.metric])
         self.tenants = [column(c) for c in source.tenant_columns]
+        self._current: Current | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -121,8 +182,9 @@ class SpaceReader:
         """Derived table (id, tenant columns..., vec) of the live rows with a current vector.
 
         For a store table this is what the per-space SQLMesh view serves: store rows joined to
-        live source rows whose content hash still matches. A plain join, so the planner can
-        still drive the read from the store table's HNSW index.
+        live source rows whose content hash still matches, the hash check written as the view
+        writes it (inside COALESCE, models/space_vectors.sql): as a second join key the planner
+        would expect one row per query and sort the whole store instead of using its HNSW index.
         """
         t = self.target
         vec = column(self.column)
@@ -139,8 +201,8 @@ class SpaceReader:
             sql.SQL("v.{} AS vec").format(vec),
         ]
         return sql.SQL(
-            "SELECT {cols} FROM {store} AS v JOIN ({live}) AS s ON s.id = v.source_id AND {sha} = v.content_sha256"
-            " WHERE v.space_fp = {fp}"
+            "SELECT {cols} FROM {store} AS v JOIN ({live}) AS s ON s.id = v.source_id"
+            " WHERE v.space_fp = {fp} AND COALESCE({sha} = v.content_sha256, FALSE)"
         ).format(
             cols=sql.SQL(", ").join(cols), store=self.table, live=live, sha=t.sha(), fp=sql.Literal(self.fingerprint)
         )
@@ -159,11 +221,10 @@ class SpaceReader:
                 params.append(v)
         return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")), params
 
-    def _search_sql(self, where: sql.Composable, k: int, exact: bool) -> sql.Composed:
+    def _search_sql(self, where: sql.Composable, k: int) -> sql.Composed:
         dist = sql.SQL("r.vec {} %b::vector").format(self.op)
-        order = sql.SQL("({}) + 0, r.id").format(dist) if exact else dist
-        return sql.SQL("SELECT r.id::text, {dist} FROM ({rows}) AS r WHERE {where} ORDER BY {order} LIMIT {k}").format(
-            dist=dist, rows=self.rows(), where=where, order=order, k=sql.Literal(int(k))
+        return sql.SQL("SELECT r.id::text, {dist} FROM ({rows}) AS r WHERE {where} ORDER BY {dist} LIMIT {k}").format(
+            dist=dist, rows=self.rows(), where=where, k=sql.Literal(int(k))
         )
 
     # ------------------------------------------------------------------ checks
@@ -242,19 +303,59 @@ class SpaceReader:
     def search(
         self, conn: psycopg.Connection, qv: QueryVectors, tenants: Sequence[Sequence[Any]], k: int, *, exact: bool
     ) -> Hits:
-        """Top-k per query under its tenant's filters (served: planner's choice; exact: no index)."""
+        """Top-k per query under its tenant's filters (served: the planner's choice, one statement
+        per query, timed; exact: numpy over the rows `current` settled)."""
         self._own(qv)
         if len(tenants) != len(qv):
             raise EmbedError(f"{len(tenants)} tenant filters for {len(qv)} queries")
+        if exact:
+            return self._exact(conn, qv, tenants, k)
         stmts: dict[tuple[bool, ...], sql.Composed] = {}
         jobs = []
         for vec, tenant in zip(qv.vectors, tenants, strict=True):
             where, values = self._tenant_where(tenant)
             shape = tuple(v is None for v in tenant)  # NULL values need `IS NULL`, fewer values fewer filters
             if shape not in stmts:
-                stmts[shape] = self._search_sql(where, k, exact)
+                stmts[shape] = self._search_sql(where, k)
             jobs.append((stmts[shape], [vec, *values, vec]))
         return self._run(conn, jobs)
+
+    def current(self, conn: psycopg.Connection) -> Current:
+        """The live rows with a current vector in this space (`rows()`), read once per reader:
+        a reader lives inside one snapshot, so the content hash check runs once per run, not
+        once per query and tenant."""
+        if self._current is None:
+            n_t = len(self.tenants)
+            tcols = sql.SQL("").join(sql.SQL(", r.{}").format(c) for c in self.tenants)
+            got = conn.execute(
+                sql.SQL("SELECT r.id::text, r.vec{} FROM ({}) AS r").format(tcols, self.rows()), binary=True
+            ).fetchall()
+            self._current = Current.of(
+                [r[0] for r in got], [tuple(r[2 : 2 + n_t]) for r in got], [r[1] for r in got], self.space
+            )
+        return self._current
+
+    def _exact(self, conn: psycopg.Connection, qv: QueryVectors, tenants: Sequence[Sequence[Any]], k: int) -> Hits:
+        """Exact top-k under each query's tenant filter: one matrix product per tenant's queries."""
+        cur = self.current(conn)
+        if any(len(t) > len(self.tenants) for t in tenants):
+            raise EmbedError(f"more tenant values than the {len(self.tenants)} tenant columns")
+        by_tenant: dict[tuple[str | None, ...], list[int]] = {}
+        for i, t in enumerate(tenants):
+            by_tenant.setdefault(_tenant_key(t), []).append(i)
+        ids: list[list[str]] = [[] for _ in range(len(qv))]
+        dists: list[list[float]] = [[] for _ in range(len(qv))]
+        for key, qs in by_tenant.items():
+            rows = cur.rows_of(key)
+            if not len(rows):
+                continue
+            dist = distances(qv.vectors[qs], cur.mat[rows], self.space.metric, None if cur.sq is None else cur.sq[rows])
+            names = cur.ids[rows]
+            for q, row in zip(qs, dist, strict=True):
+                top = top_k(row, names, k)
+                ids[q] = names[top].tolist()
+                dists[q] = row[top].astype(np.float64).tolist()
+        return Hits(ids, dists, [0.0] * len(qv))
 
     def served_uses_index(
         self, conn: psycopg.Connection, qv: QueryVectors, tenant: Sequence[Any], k: int, index: str | None
@@ -266,7 +367,7 @@ class SpaceReader:
             return False
         where, values = self._tenant_where(tenant)
         plan = conn.execute(
-            sql.SQL("EXPLAIN ") + self._search_sql(where, k, False), [qv.vectors[0], *values, qv.vectors[0]]
+            sql.SQL("EXPLAIN ") + self._search_sql(where, k), [qv.vectors[0], *values, qv.vectors[0]]
         )
         return any(index in r[0] for r in plan.fetchall())
 
@@ -332,31 +433,16 @@ class SpaceReader:
             ),
             binary=True,
         ).fetchall()
-        ids = np.array([r[0] for r in rows], dtype=str)
-        mat = np.stack([r[1].to_numpy() for r in rows]) if rows else np.zeros((0, self.space.dims), np.float32)
+        table = Current.of([r[0] for r in rows], [() for _ in rows], [r[1] for r in rows], self.space)
         del rows
-        if self.space.metric == "cosine":
-            mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-30)
-        sq = np.einsum("ij,ij->i", mat, mat) if self.space.metric == "l2" else None
+        ids = table.ids
         lim = np.array([np.inf if b is None else b + TIE_EPS for b in bound], dtype=np.float64)
         out = Hits([], [], [])
         for lo in range(0, len(qv), 256):
-            block = qv.vectors[lo : lo + 256].astype(np.float32)
-            if self.space.metric == "cosine":
-                block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-30)
-            dots = block @ mat.T
-            if self.space.metric == "cosine":
-                dist = 1.0 - dots
-            elif self.space.metric == "ip":
-                dist = -dots
-            else:
-                dist = np.sqrt(np.maximum(np.einsum("ij,ij->i", block, block)[:, None] + sq[None, :] - 2.0 * dots, 0.0))
-            inside = dist <= lim[lo : lo + len(block), None]
+            dist = distances(qv.vectors[lo : lo + 256], table.mat, self.space.metric, table.sq)
+            inside = dist <= lim[lo : lo + len(dist), None]
             for i, row in enumerate(dist):
-                cols = np.flatnonzero(inside[i])
-                if len(cols) < k:  # no usable bound (the probe found fewer than k): sort everything
-                    cols = np.arange(len(row))
-                order = cols[np.lexsort((ids[cols], row[cols]))][:k]
+                order = top_k(row, ids, k, np.flatnonzero(inside[i]))  # no usable bound: sort everything
                 out.ids.append(ids[order].tolist())
                 out.dists.append(row[order].astype(np.float64).tolist())
                 out.ms.append(0.0)

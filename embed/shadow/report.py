@@ -596,6 +596,17 @@ def verdict_lines(result: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def labels_line(result: Mapping[str, Any]) -> str | None:
+    """What judged quality, how each space's query vectors were formed, and what the guards left
+    out and why (None for a label-free run with nothing left out)."""
+    details = result.get("label_details") or {}
+    if not (result.get("labels") or details.get("excluded")):
+        return None
+    how = "; ".join(f"{sp}: {w}" for sp, w in (details.get("query_vectors") or {}).items())
+    left = ", ".join(f"{why} {n}" for why, n in (details.get("excluded") or {}).items()) or "none"
+    return f"labels: {result.get('labels') or 'none'} · query vectors: {how or '—'} · left out: {left}"
+
+
 def _p(x: Any) -> str:
     return "—" if x is None else f"{float(x):.2g}"
 
@@ -693,14 +704,9 @@ def render_html(result: Mapping[str, Any]) -> str:
             )
         )
 
-    details = result.get("label_details") or {}
-    if result.get("labels") or details.get("excluded"):
-        how = "; ".join(f"{sp}: {w}" for sp, w in (details.get("query_vectors") or {}).items())
-        left = ", ".join(f"{why} {n}" for why, n in (details.get("excluded") or {}).items()) or "none"
-        add(
-            f'<p class="muted">labels: <b>{_e(result.get("labels") or "none")}</b> · query vectors: {_e(how or "—")}'
-            f" · left out: {_e(left)}</p>"
-        )
+    line = labels_line(result)
+    if line:
+        add(f'<p class="muted">{_e(line)}</p>')
 
     # headline cards: one per candidate
     cards = []
@@ -938,6 +944,7 @@ def render_table(result: Mapping[str, Any]) -> str:
     cands = ", ".join(f"{c['space']} ({c['fingerprint'][:8]})" for c in run["candidates"])
     out = [
         *(line for line, _ in verdict_lines(result)),
+        *filter(None, [labels_line(result)]),
         f"shadow: {base} ({run['baseline']['fingerprint'][:8]}) -> {cands}",
         f"k={run['k']} queries={run['n_queries']} labelled={run.get('n_labelled_queries', 0)} "
         f"bootstrap={run['n_boot']}x {100 * float(run['ci']):.0f}% CI seed={run['seed']}",

@@ -42,6 +42,7 @@ from embed.fill.progress import Say
 from embed.shadow import labels as L
 from embed.shadow import metrics as M
 from embed.shadow.inputs import (
+    SEEDED_SOURCE,
     Hits,
     QueryVectors,
     SpaceReader,
@@ -59,6 +60,34 @@ from embed.spaces import Space
 MAX_K = 1000
 QUERY_THRESHOLDS = ("search_max_distance",)  # mapped on query->document pairs; the rest on document pairs
 ROW_QID = "row:"  # stored-row queries in the rankings, kept apart from labelled qids
+
+
+@dataclass(frozen=True)
+class SourceShadow:
+    """One source's shadow run: what its verdict rests on, and the whole result document
+    (embed.shadow.report's schema: what the reports render, --json prints and shadow_runs stores)."""
+
+    source: str
+    run_id: int
+    labels: str | None  # provenance | known-item | seeded | file; None: label-free only
+    labelled_queries: int
+    queries_needed: int | None  # at the gate's margin, the most any candidate needs
+    verdicts: dict[str, str | None]  # candidate -> PASS | FAIL | INCONCLUSIVE (None: no labels or no margin)
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """What `shadow()` returns: one `SourceShadow` per source, in the order they ran."""
+
+    sources: dict[str, SourceShadow]
+
+    def __getitem__(self, source: str) -> SourceShadow:
+        return self.sources[source]
+
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        """{source: result document}, as --json prints it and --out writes it."""
+        return {name: s.result for name, s in self.sources.items()}
 
 
 class Phases:
@@ -622,17 +651,26 @@ def _labels(
         return L.from_text(user_set.with_qrels(user_qrels, qrels_name), "file")
     if user_qrels is not None:
         raise EmbedError(f"hand-written labels need --query-set: source {src.name} has no query texts for them")
-    if labels in ("auto", "provenance"):  # a source without them is compared label-free (labels: null)
+    lab = None
+    if labels in ("auto", "provenance"):
         lab = L.provenance(conn, cfg, src)
-        if lab is not None and len(lab):
-            return L.capped(lab, queries, seed) if queries else lab
-    if labels in ("auto", "seeded"):
+        if labels == "provenance" and not lab:
+            why = "is not Honcho-shaped" if lab is None else f"has no usable provenance ({_excluded(lab)})"
+            raise EmbedError(f"--labels provenance: source {src.name} {why}; use --labels auto, known-item or FILE")
+    if labels in ("auto", "seeded") and not lab:
         tq = seeded_queries(conn, src)
-        if tq is not None:
-            return L.from_text(tq, "seeded")
+        if tq is None and labels == "seeded" and src.name == SEEDED_SOURCE:  # it judges that source alone
+            raise EmbedError("--labels seeded: this database has no seeded query set (`embed honcho seed` writes one)")
+        lab = L.from_text(tq, "seeded") if tq is not None else None
     if labels == "known-item":
-        return L.known_items(conn, src, max(queries, 1), seed)
-    return None
+        lab = L.known_items(conn, src, max(queries, 1), seed)
+    if not lab:  # auto, and nothing labels this source: label-free only, named in the result
+        return None
+    return L.capped(lab, queries, seed) if queries else lab
+
+
+def _excluded(lab: L.Labelled) -> str:
+    return ", ".join(f"{why}: {n}" for why, n in lab.excluded.items()) or "no message cites a live row"
 
 
 def query_vectors(
@@ -706,13 +744,14 @@ def shadow(
     embedders: Mapping[str, Any] | None = None,
     phases: Phases | None = None,
     say: Say | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> ShadowResult:
     """Compare retrieval in `baseline` (default: the legacy space) and each candidate, per source;
-    persist each source's result and return {source: result}. Bad input changes nothing.
+    persist each source's result and return them. Bad input changes nothing.
 
     `labels`: auto (provenance when the source has it, else the seeded set, else label-free
-    only), provenance, known-item, seeded, none, or a qrels file (with `query_set`); `queries`
-    caps the labelled queries as well as the stored rows sampled. `embedders` (space name ->
+    only, named as such in the result), provenance, known-item, seeded (each refused where the
+    source lacks it), none, or a qrels file (with `query_set`); `queries` caps the labelled
+    queries (a seeded sample; a query-set file is used whole) as well as the stored rows sampled. `embedders` (space name ->
     embedder) reuses loaded models; they are not closed here.
     """
     from embed.embedders import get_embedder
@@ -794,12 +833,20 @@ def shadow(
                         query_vectors=how,
                     )
             out[src.name] = (result, params, started)
-    results = {}
+    results: dict[str, SourceShadow] = {}
     for name, (result, params, started) in out.items():
         with phases(name, "persist"), connect(url) as conn:
             params["seconds"] = {p: round(s, 3) for p, s in phases.by_source.get(name, {}).items()}
             run_id = persist(conn, result, params, source=name, started_at=started, base=base, cands=cands)
         if say:
             say(f"shadow {name}: run #{run_id} stored in embed_store.shadow_runs / shadow_metrics")
-        results[name] = result
-    return results
+        results[name] = SourceShadow(
+            source=name,
+            run_id=run_id,
+            labels=result["labels"],
+            labelled_queries=result["labelled_queries"],
+            queries_needed=result["queries_needed"],
+            verdicts={c["candidate"]: c.get("verdict") for c in result["confidence"]},
+            result=result,
+        )
+    return ShadowResult(results)
