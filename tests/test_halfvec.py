@@ -19,6 +19,8 @@ from embed.db.connection import connect
 from embed.embedders import get_embedder
 from embed.errors import EmbedError
 from embed.fill.backfill import Options, run_pass
+from embed.fill.sync import sync_once
+from embed.shadow.run import shadow
 from embed.spaces import parse_space
 from embed.store.target import Target
 from embed.verify import verify
@@ -99,6 +101,19 @@ def test_a_halfvec_space_backfills_serves_verifies_and_cuts_over(db_url: str, ha
     loc = checked.locations[0]
     assert checked.passed and loc.checked == loc.embedded == 20 and loc.offenders == 0
     assert 0.9999 <= loc.min_cosine <= 1.0
+
+    # sync: an edited row's new vector replaces the old one (the writer's staged upsert, fp16 COPY).
+    with connect(url, autocommit=True) as conn:
+        edited = served[0]
+        conn.execute("UPDATE documents SET content = content || ' (edited)' WHERE id = %s", (edited,))
+    synced = sync_once(cfg, url, NEW, opts=Options(progress=False), embedder=model)
+    assert synced.rows_written == 1 and synced.rows_pending == 0
+
+    # shadow: the halfvec store read as a candidate (ANN through its index, exact, neighbours).
+    shadowed = shadow(cfg, url, baseline=LEGACY, candidates=[NEW], sources=["documents"], queries=20,
+                      labels="none", n_boot=50, embedders={NEW: model})
+    recall = {x["space"]: x["value"] for x in shadowed.to_json()["documents"]["ann_recall"]}
+    assert recall[NEW] > 0.9
 
     # In place: the staged column is halfvec with a halfvec HNSW index; Honcho's query after the swap.
     staged = inplace.stage(cfg, url, NEW, batch_rows=100, progress=False)
