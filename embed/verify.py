@@ -25,6 +25,7 @@ event.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import threading
@@ -498,23 +499,29 @@ def _not_checked_since(t: Target, fp: sql.Composable) -> sql.Composed:
     ).format(staged=STAGED, verified=VERIFIED, src=sql.Literal(t.source.name), fp=fp)
 
 
-def column_query(t: Target, col: str, *, since_last: bool = False, written: bool = False,
+def watch_mark(conn: psycopg.Connection, t: Target, col: str) -> dt.datetime | None:
+    """WATCH_MARGIN before the later of the swap that put the space in `col` and its newest passing
+    check of the source (index reads); None: neither exists (the watch then scans)."""
+    return conn.execute(sql.SQL(
+        "SELECT greatest((SELECT max(k.at) FROM {verified} AS k WHERE k.source = %(src)s AND k.space_fp = %(fp)s),"
+        " (SELECT c.at FROM {columns} AS c WHERE c.source = %(src)s AND c.column_name = %(col)s))"
+        " - %(margin)s::interval").format(verified=VERIFIED, columns=COLUMNS),
+        {"src": t.source.name, "fp": t.space.fingerprint, "col": col, "margin": WATCH_MARGIN}).fetchone()[0]
+
+
+def column_query(t: Target, col: str, *, since_last: bool = False, written_since: dt.datetime | None = None,
                  sample: int | None = None) -> sql.Composed:
-    """The one statement that reads a column's rows for a check: (id, cosine to the store's vector
-    for the same content or NULL, no vector, blank text, xmin, already recorded). `since_last`: only
-    row versions neither staged by a swap nor passed before. `written` (the watch, for a source
-    with written_at columns, while no offender is outstanding): only rows where one of those
-    columns moved since WATCH_MARGIN before the later of the swap and the newest passing check —
-    index reads, so a pass with nothing new reads no row (an offender keeps the full scan, so
-    it stays red until repaired)."""
+    """The statement that reads a column's rows for a check: (id, cosine to the store's vector for
+    the same content or NULL, no vector, blank text, xmin, already recorded). `since_last`: only
+    row versions neither staged by a swap nor passed before. `written_since` (the watch, for a
+    source with written_at columns, while no offender is outstanding: `watch_mark`): only rows
+    where one of those columns is at least that, read through their indexes, so a pass with
+    nothing new reads no row (an offender keeps the full scan: it stays red until repaired). A
+    literal, not a subquery: the planner then sees how few rows it selects."""
     fp = sql.Literal(t.space.fingerprint)
-    mark = sql.SQL(
-        "(SELECT coalesce(greatest((SELECT max(k.at) FROM {verified} AS k WHERE k.source = {src} AND k.space_fp = {fp}),"
-        " (SELECT c.at FROM {columns} AS c WHERE c.source = {src} AND c.column_name = {col})), '-infinity')"
-        " - {margin}::interval)").format(verified=VERIFIED, columns=COLUMNS, src=sql.Literal(t.source.name), fp=fp,
-                                         col=sql.Literal(col), margin=sql.Literal(WATCH_MARGIN))
     recent = sql.SQL(" AND ({})").format(sql.SQL(" OR ").join(
-        sql.SQL("{} >= {}").format(column(w), mark) for w in t.source.written_at)) if written else sql.SQL("")
+        sql.SQL("{} >= {}").format(column(w), sql.Literal(written_since)) for w in t.source.written_at)) \
+        if written_since is not None and t.source.written_at else sql.SQL("")
     return sql.SQL(
         """SELECT r.id::text, CASE WHEN v.source_id IS NOT NULL THEN (1 - (r.vec <=> v.embedding))::float8 END,
                   r.vec IS NULL, btrim(r.text) = '', r.xmin::text,
@@ -544,7 +551,8 @@ def _check_column(conn: psycopg.Connection, t: Target, kind: str, col: str, get:
     if written and not set(t.source.written_at) <= _all_columns(conn, t.source):
         raise EmbedError(f"{schema}.{table} lacks a written_at column of source {t.source.name} "
                          f"({', '.join(t.source.written_at)})")
-    rows = conn.execute(column_query(t, col, since_last=since_last, written=written, sample=sample)).fetchall()
+    since = watch_mark(conn, t, col) if written else None
+    rows = conn.execute(column_query(t, col, since_last=since_last, written_since=since, sample=sample)).fetchall()
     have = [r for r in rows if not r[2]]
     without = len(rows) - len(have)
     stored = [r for r in have if r[1] is not None]
@@ -643,10 +651,13 @@ def _base(url: str) -> str:
 
 
 def _declared_at(cfg: Config, space: Space, url: str) -> Space | None:
-    """The other declared space whose own endpoint is `url`, if any."""
+    """The other declared space whose own endpoint is `url`, if any (none when `url` is the space's
+    own endpoint too: one server may serve two spaces, told apart by prefix or input type)."""
     from embed.embedders import HTTP_PROVIDERS
 
     norm = _base(url)
+    if space.provider in HTTP_PROVIDERS and _base(str(space.option("endpoint") or "")) == norm:
+        return None
     return next((sp for sp in cfg.spaces.values() if sp.fingerprint != space.fingerprint
                  and sp.provider in HTTP_PROVIDERS and _base(str(sp.option("endpoint") or "")) == norm), None)
 
@@ -757,5 +768,5 @@ def _record(conn: psycopg.Connection, space: Space, c: Checked, watch: bool) -> 
 
 __all__ = ["Adoption", "Checked", "Compared", "Verified", "Where", "adoption", "check_served_by", "column_query",
            "compatibility", "endpoint_location", "failures", "served_at", "tolerance", "upper_95", "verify",
-           "verify_compare", "verify_watch"]
+           "verify_compare", "verify_watch", "watch_mark"]
 

@@ -235,7 +235,7 @@ def test_a_watch_pass_with_nothing_new_reads_no_row_through_the_indexes(swapped)
     from psycopg import sql
 
     from embed.store.target import Target
-    from embed.verify import column_query
+    from embed.verify import column_query, watch_mark
 
     cfg, url, _ = swapped
     with connect(url) as conn:  # Honcho's history: written a day before the swap
@@ -254,7 +254,9 @@ def test_a_watch_pass_with_nothing_new_reads_no_row_through_the_indexes(swapped)
         return ([n for n in nodes if n.get("Relation Name") == "documents"],
                 " ".join(n.get("Index Cond", "") for n in nodes if n.get("Index Name", "").startswith("ix_documents_")))
 
-    fast, conds = explain(column_query(t, "embedding", since_last=True, written=True))
+    with connect(url) as conn:
+        mark = watch_mark(conn, t, "embedding")
+    fast, conds = explain(column_query(t, "embedding", since_last=True, written_since=mark))
     assert fast and all(n["Node Type"] != "Seq Scan" and n["Actual Rows"] == 0 for n in fast), fast
     assert "created_at >=" in conds and "last_sync_at >=" in conds, conds
     full, _ = explain(column_query(t, "embedding", since_last=True))
