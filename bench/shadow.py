@@ -182,7 +182,7 @@ def main() -> None:
         if s is not None:
             print(f"{name:<16}{s:>9.2f}{100 * s / total:>7.1f}%")
     print(f"{'total':<16}{total:>9.2f}")
-    for source, r in results.to_json().items():
+    for source, r in results.as_dict().items():
         run = r["run"]
         recall = {x["space"]: round(x["value"], 3) for x in r["ann_recall"]}
         grecall = {x["space"]: round(x["value"], 3) for x in r["ann_recall_global"]}

@@ -172,7 +172,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         from embed.shadow.report import render_html, verdict_lines
 
         # no labelling work: Honcho's provenance (documents cite their messages) judges both sources
-        results = api.shadow(st["cfg"], st["url"], baseline=legacy, candidates=candidates, queries=200).to_json()
+        results = api.shadow(st["cfg"], st["url"], baseline=legacy, candidates=candidates, queries=200).as_dict()
         html = st["work"] / "shadow-documents.html"
         write_atomic(html, render_html(results["documents"]))
         st["report"] = html

@@ -112,7 +112,7 @@ def test_a_halfvec_space_backfills_serves_verifies_and_cuts_over(db_url: str, ha
     # shadow: the halfvec store read as a candidate (ANN through its index, exact, neighbours).
     shadowed = shadow(cfg, url, baseline=LEGACY, candidates=[NEW], sources=["documents"], queries=20,
                       labels="none", n_boot=50, embedders={NEW: model})
-    recall = {x["space"]: x["value"] for x in shadowed.to_json()["documents"]["ann_recall"]}
+    recall = {x["space"]: x["value"] for x in shadowed.as_dict()["documents"]["ann_recall"]}
     assert recall[NEW] > 0.9
 
     # In place: the staged column is halfvec with a halfvec HNSW index; Honcho's query after the swap.

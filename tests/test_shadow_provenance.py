@@ -124,7 +124,7 @@ def ranked(world: dict) -> dict[str, Any]:
         say=lines.append,
     )
     calls = {s: m.calls for s, m in world["models"].items()}
-    return {"results": results.to_json(), "typed": results, "lines": lines, "calls": calls}
+    return {"results": results.as_dict(), "typed": results, "lines": lines, "calls": calls}
 
 
 def row(rows: list[dict], **match: Any) -> dict:
@@ -249,7 +249,7 @@ def test_a_cloud_baseline_is_read_not_called(
     twin.calls = 0
     out = shadow(cfg, url, candidates=[TWIN], queries=30, n_boot=100, embedders={TWIN: twin})
     assert opened == [] and twin.calls == 0
-    for r in out.to_json().values():
+    for r in out.as_dict().values():
         assert r["labels"] == "provenance" and r["run"]["baseline"]["space"] == LEGACY
         assert r["label_details"]["query_vectors"][LEGACY].startswith("read from public.")
 

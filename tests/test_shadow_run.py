@@ -87,7 +87,7 @@ def world(pg_server: LocalServer) -> Iterator[dict[str, Any]]:
         n_boot=400,
         embedders={BASE: minilm, CAND: e5},
         say=lines.append,
-    ).to_json()
+    ).as_dict()
     texts = {r["content"].strip() for r in [*corpus.documents, *corpus.message_embeddings]}
     texts |= {q["text"].strip() for q in corpus.queries}
     yield {

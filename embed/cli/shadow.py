@@ -160,7 +160,7 @@ def shadow(
         allow_cloud=allow_cloud,
         say=lambda line: click.echo(line, err=True),
     )
-    doc = results.to_json()
+    doc = results.as_dict()
     if out is not None:
         write_atomic(out, json.dumps(doc, indent=2, allow_nan=False) + "\n")
         click.echo(f"shadow: result JSON written to {out}", err=True)

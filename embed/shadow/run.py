@@ -85,7 +85,7 @@ class ShadowResult:
     def __getitem__(self, source: str) -> SourceShadow:
         return self.sources[source]
 
-    def to_json(self) -> dict[str, dict[str, Any]]:
+    def as_dict(self) -> dict[str, dict[str, Any]]:
         """{source: result document}, as --json prints it and --out writes it."""
         return {name: s.result for name, s in self.sources.items()}
 
