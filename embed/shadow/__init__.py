@@ -23,13 +23,15 @@ from embed.shadow.metrics import (
 )
 from embed.shadow.recalibrate import Recalibration, recalibrate_threshold, recalibrate_thresholds
 from embed.shadow.report import SCHEMA, build_result, render_html, render_table
-from embed.shadow.run import metric_rows, shadow
+from embed.shadow.run import ShadowResult, SourceShadow, metric_rows, shadow
 
 __all__ = [
     "SCHEMA",
     "CrossSpaceError",
     "Recalibration",
     "ShadowInputError",
+    "ShadowResult",
+    "SourceShadow",
     "SpaceReader",
     "aggregate",
     "ann_recall",
