@@ -8,7 +8,8 @@ HNSW indexes in place (--no-honcho-index drops them for staging, ~3x faster, and
 after it: the lock does not depend on them), a complete e5_small store; then, with a writer thread inserting like
 Honcho's API throughout:
   stage       the staged columns filled by batched UPDATEs (each also inserts into Honcho's live
-              HNSW index: the dominant cost), their HNSW indexes built CONCURRENTLY;
+              HNSW index: the dominant cost), their HNSW indexes built CONCURRENTLY; the tables'
+              size before, after, and after a plain VACUUM (the old row versions are dead tuples);
   swap        lock held (lock acquired to commit) and rows checked in it, for --cycles swap /
               swap_back pairs; the lock checks only the rows the change queue names;
   before      in the same run on the same tables, what the lock did before the change queue: the
@@ -55,6 +56,14 @@ def full_scan_lock_ms(cfg: Config, url: str, space: Space) -> float:
         return round((time.monotonic() - t0) * 1000, 1)
 
 
+def sizes_mb(url: str) -> dict[str, float]:
+    """Heap + TOAST and index megabytes of Honcho's two tables together."""
+    with connect(url) as conn:
+        heap, idx = conn.execute("SELECT sum(pg_table_size(c)), sum(pg_indexes_size(c)) FROM unnest("
+                                 "ARRAY['public.documents', 'public.message_embeddings']::regclass[]) AS c").fetchone()
+    return {"table_mb": round(heap / 2**20, 1), "indexes_mb": round(idx / 2**20, 1)}
+
+
 def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {"scale": args.scale, "honcho_index": not args.no_honcho_index}
     t0 = time.monotonic()
@@ -68,6 +77,7 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
             for t in ("documents", "message_embeddings"):
                 conn.execute(f"DROP INDEX {hnsw_index_name(t)}")
     out["seed_s"] = round(time.monotonic() - t0, 1)
+    out["size_before_stage"] = sizes_mb(url)
     say(f"seeded {docs} documents + {msgs} message chunks ({out['rows']} rows) with legacy vectors in {out['seed_s']} s")
     writer = Writer(url)
     writer.start()
@@ -84,6 +94,14 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
         out["rows_staged"] = staged.rows_staged
         say(f"stage: {staged.rows_staged} rows, {out['stage_s']} s per source "
             f"(of which the CONCURRENTLY index build {out['index_s']} s)")
+        out["size_after_stage"] = sizes_mb(url)
+        t1 = time.monotonic()
+        with connect(url, autocommit=True) as conn:  # the staged rows' old versions are dead tuples
+            conn.execute("VACUUM (ANALYZE) public.documents, public.message_embeddings")
+        out["vacuum_s"] = round(time.monotonic() - t1, 1)
+        out["size_after_vacuum"] = sizes_mb(url)
+        say(f"Honcho's tables (heap+TOAST, indexes) before stage {out['size_before_stage']}, after "
+            f"{out['size_after_stage']}, after VACUUM ({out['vacuum_s']} s) {out['size_after_vacuum']}")
         if args.no_honcho_index:  # Honcho's indexes back (the rollback swaps its column back in)
             t1 = time.monotonic()
             with connect(url, autocommit=True) as conn:

@@ -290,8 +290,8 @@ def test_a_row_edited_then_soft_deleted_keeps_no_vector_of_its_old_text(db_url: 
 def test_the_swap_lock_checks_only_the_rows_changed_since_the_last_check(
         db_url: str, cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """The locked part of a swap (and of its rollback) examines exactly the rows written since
-    the catch-up before the lock, plus the live rows its column still has no vector for: what
-    the change queue names, never a scan of the table (the lock's cost is what changed)."""
+    the catch-up before the lock, plus the live rows whose sync_state it must still set: what the
+    change queue names, never a scan of the table (the lock's cost is what changed)."""
     url = honcho_db(db_url, cfg, documents=200, messages=60)
     fill_store(url, cfg)
     inplace.stage(cfg, url, NEW, progress=False)
@@ -306,11 +306,17 @@ def test_the_swap_lock_checks_only_the_rows_changed_since_the_last_check(
                 f'SELECT id FROM documents WHERE ({src.live_filter}) AND "{col_}" IS NOT NULL ORDER BY id LIMIT 5')]
             c.execute("UPDATE documents SET content = content || ' (edited)' WHERE id = ANY(%s)", (edited,))
             put_vectors(c, cfg, "documents", edited[:3], space=p.new.name)
-            without = c.execute(  # live rows whose column has no current record: they still need a vector
+            # Live rows whose column has no current record and that are not just waiting for a
+            # vector (NULL with the sync_state the swap gives them): the lock must still act on them.
+            todo = c.execute(
                 f"SELECT count(*) FROM {src.table} AS x WHERE ({src.live_filter}) AND NOT EXISTS (SELECT 1 FROM"
-                " embed_store.inplace_staged AS k WHERE k.source = %s AND k.space_fp = %s AND k.source_id = x.id::text)"
-                " AND NOT id::text = ANY(%s)", (src.name, p.new.fingerprint, edited)).fetchone()[0]
-        expected[src.name] = without + len(edited)
+                " embed_store.inplace_staged AS k WHERE k.source = %(s)s AND k.space_fp = %(fp)s"
+                f" AND k.source_id = x.id::text) AND NOT (\"{col_}\" IS NULL AND sync_state = CASE WHEN EXISTS ("
+                " SELECT 1 FROM embed_store.skipped AS k WHERE k.source = %(s)s AND k.space_fp = %(fp)s AND"
+                " k.source_id = x.id::text AND k.content_sha256 = sha256(convert_to(x.content, 'UTF8')))"
+                " THEN 'failed' ELSE 'pending' END) AND NOT x.id::text = ANY(%(edited)s)",
+                {"s": src.name, "fp": p.new.fingerprint, "edited": edited}).fetchone()[0]
+        expected[src.name] = todo + len(edited)
         return out
 
     monkeypatch.setattr(inplace, "_catch_up", catch_up_then_write)

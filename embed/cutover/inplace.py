@@ -124,7 +124,8 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
     inplace_run.needs_store(conn, t)
     col = _ensure_column(conn, t)
     since = _track(conn, cfg, src)
-    written, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows,
+    states = bool(inplace_sql.has_columns(conn, src, ["sync_state"]))
+    written, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col, states), batch_rows=batch_rows,
                                 label=f"stage {src.name}/{space.name}" if wanted(show) != NONE else None,
                                 fmt=wanted(show), pause="inplace_stage_batch")
     inplace_queue.mark_complete(conn, src, space.fingerprint, since)
@@ -188,8 +189,8 @@ def _adopt(conn: psycopg.Connection, cfg: Config, src: Source, since: datetime, 
     dims = columns(conn, src)[live].dims
     if dims != old.dims:
         raise EmbedError(f"{src.table}.{live} is vector({dims}) but should hold space {old.name} ({old.dims} dims)")
-    trust = inplace_sql.trusted(live, bool(inplace_sql.has_columns(conn, src, ["sync_state"])))
-    make = inplace_run.adopter(t, live, trust)
+    states = bool(inplace_sql.has_columns(conn, src, ["sync_state"]))
+    make = inplace_run.adopter(t, live, inplace_sql.trusted(live, states), states)
     adopted, _ = inplace_run.batched(conn, t, lambda lo, hi: make(inplace_sql.bounds(t, lo, hi)), batch_rows=batch_rows,
                                      lock_s=lock_s, attempts=attempts, busy=busy)
     inplace_queue.mark_complete(conn, src, old.fingerprint, since)
@@ -389,10 +390,11 @@ def _catch_up(conn: psycopg.Connection, cfg: Config, p: _Plan, *, batch_rows: in
     busy = inplace_run.busy_message(p.source.table, lock_s)
     since = _track(conn, cfg, p.source, lock_s=lock_s, attempts=1, busy=busy)
     new, old = Target(p.source, p.new), Target(p.source, p.old)
+    states = "sync_state" in p.sync_cols
     caught = adopted = 0
     full = []
     if not inplace_queue.complete(conn, p.source, p.new.fingerprint):
-        caught, _ = inplace_run.batched(conn, new, inplace_run.refresher(new, p.staged), batch_rows=batch_rows,
+        caught, _ = inplace_run.batched(conn, new, inplace_run.refresher(new, p.staged, states), batch_rows=batch_rows,
                                         lock_s=lock_s, attempts=1, busy=busy)
         inplace_queue.mark_complete(conn, p.source, p.new.fingerprint, since)
         full.append(p.new.name)
@@ -400,10 +402,9 @@ def _catch_up(conn: psycopg.Connection, cfg: Config, p: _Plan, *, batch_rows: in
         adopted = _adopt(conn, cfg, p.source, since, batch_rows=batch_rows, lock_s=lock_s, attempts=1, busy=busy)
         full.append(p.old.name)
     kw: dict[str, Any] = {"batch_rows": batch_rows, "lock_s": lock_s, "attempts": 1, "busy": busy}
-    staged = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged), **kw)
-    live = inplace_run.drain(conn, old, inplace_run.adopter(old, p.live, inplace_sql.trusted(
-        p.live, "sync_state" in p.sync_cols)), **kw)
-    again = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged), **kw)  # written meanwhile
+    staged = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged, states), **kw)
+    live = inplace_run.drain(conn, old, inplace_run.adopter(old, p.live, inplace_sql.trusted(p.live, states), states), **kw)
+    again = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged, states), **kw)  # written meanwhile
     return {"rows_caught_up": caught + staged.a + again.a, "live_rows_adopted": adopted + live.a,
             "rows_checked_before_lock": staged.rows_checked + again.rows_checked, "full_pass_before_lock": full}
 
@@ -537,7 +538,8 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
                     inplace_sql.fill_live(t, col, c, inplace_sql.bounds(t, lo, hi))),
                 batch_rows=batch_rows)
         else:
-            filled, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col), batch_rows=batch_rows)
+            states = bool(inplace_sql.has_columns(conn, src, ["sync_state"]))
+            filled, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col, states), batch_rows=batch_rows)
         with_vec, without, skipped = conn.execute(inplace_sql.coverage(t, col)).fetchone()
         out[src.name] = FilledSource(col, live, filled, cleared, with_vec, without, skipped,
                                      synced.get(src.name) if synced else None)

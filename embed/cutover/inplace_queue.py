@@ -9,7 +9,9 @@ included: stage records it). Writes of embed's own in-place session are not queu
 `embed.inplace = self`): it writes only what it has just checked. A consumer takes entries out in
 id order, checks those rows with the statements of the full pass bounded to their ids, and puts
 back the live ones still without a current record (NULL: sync lag, blank text), so the queue is
-always "rows changed since the last check, plus rows that still need a vector".
+always "rows changed since the last check, plus rows that still need a vector". The swap's lock
+takes only the first kind and the rows whose sync_state it must still set: a row only waiting
+for a vector (NULL, already 'pending') costs the lock nothing, however many there are.
 
 Taking an entry deletes it in the same transaction that checks the row: a writer that changes
 the row meanwhile waits on the entry's key and queues it again after that commit, so no change
@@ -32,7 +34,7 @@ from psycopg import sql
 
 from embed.config import Source
 from embed.cutover import inplace_sql
-from embed.db.idents import qualified
+from embed.db.idents import column, qualified
 from embed.store import SCHEMA
 from embed.store.location import COLUMNS, live_column
 from embed.store.target import Target
@@ -98,11 +100,13 @@ def mark_complete(conn: psycopg.Connection, src: Source, fp: str, since: datetim
 
 def take(t: Target) -> sql.Composed:
     """Delete and return the next %(n)s queued ids after %(after)s (NULL: from the start), in id
-    order: (ids, the last one). Returns (NULL, NULL) when none is left."""
+    order: (ids, the last one); with %(changed)s only the rows changed since they were checked, not
+    the ones only waiting for a vector. Returns (NULL, NULL) when none is left."""
     return sql.SQL(
         """WITH b AS (
              SELECT source_id FROM {q} WHERE source = {source} AND space_fp = {fp}
-               AND (%(after)s::text IS NULL OR source_id > %(after)s) ORDER BY source_id LIMIT %(n)s),
+               AND (%(after)s::text IS NULL OR source_id > %(after)s) AND NOT (%(changed)s AND waiting)
+             ORDER BY source_id LIMIT %(n)s),
            d AS (
              DELETE FROM {q} AS c USING b WHERE c.source = {source} AND c.space_fp = {fp} AND c.source_id = b.source_id
              RETURNING c.source_id)
@@ -110,16 +114,28 @@ def take(t: Target) -> sql.Composed:
     ).format(**_keys(t))
 
 
-def requeue(t: Target, where: Sequence[sql.Composable]) -> sql.Composed:
-    """Queue again the live rows (of `where`) that hold no current record for the space: they
-    still need a vector, or a sync_state, at the next check."""
+def requeue(t: Target, col: str, where: Sequence[sql.Composable], *, states: bool) -> sql.Composed:
+    """Queue again the live rows (of `where`) that hold no current record for the space in `col`.
+    One that is NULL there and already has the sync_state the swap would give it (`states`:
+    Honcho's; 'failed' for a skipped text, else 'pending') is only *waiting* for a vector: the
+    catch-up before the lock looks at it again, the lock does not (a write makes it changed)."""
+    state = sql.SQL("NULL::text")
+    done = sql.SQL("r.empty")
+    if states:
+        state = sql.SQL("sync_state::text")
+        done = sql.SQL(
+            "r.empty AND r.state IS NOT DISTINCT FROM CASE WHEN EXISTS (SELECT 1 FROM {skipped} AS s"
+            " WHERE s.source = {source} AND s.space_fp = {fp} AND s.source_id = r.id::text"
+            " AND s.content_sha256 = {sha}) THEN 'failed' ELSE 'pending' END"
+        ).format(skipped=t.skipped, sha=t.sha(sql.SQL("r.text")), **_keys(t))
     return sql.SQL(
-        """INSERT INTO {q} (source, space_fp, source_id)
-           SELECT {source}, {fp}, r.id::text FROM ({rows}) AS r
+        """INSERT INTO {q} (source, space_fp, source_id, waiting)
+           SELECT {source}, {fp}, r.id::text, {done} FROM ({rows}) AS r
            WHERE NOT EXISTS (SELECT 1 FROM {staged} AS k WHERE k.source = {source} AND k.space_fp = {fp}
                                AND k.source_id = r.id::text)
            ON CONFLICT DO NOTHING"""
-    ).format(rows=inplace_sql.rows(t, [], where), staged=inplace_sql.STAGED, **_keys(t))
+    ).format(done=done, staged=inplace_sql.STAGED, **_keys(t), rows=inplace_sql.rows(
+        t, [sql.SQL("{} IS NULL AS empty").format(column(col)), sql.SQL("{} AS state").format(state)], where))
 
 
 def queued(conn: psycopg.Connection, t: Target) -> int:

@@ -136,38 +136,39 @@ def batched(
 
 
 def check(conn: psycopg.Connection, t: Target, col: str, where: Sequence[sql.Composable], *,
-          states: bool = False) -> tuple[int, int, list[tuple[str, str]]]:
+          states: bool) -> tuple[int, int, list[tuple[str, str]]]:
     """`refresh` of the tagged column, also moving unchanged rows' records to their current xmin,
     clearing stale vectors of rows that are no longer live (inplace_sql.clear_dead) and queueing
-    the live rows still without a vector (inplace_queue.requeue)."""
+    the live rows still without a vector (inplace_queue.requeue). `states`: the source has
+    Honcho's sync_state."""
     filled, cleared, marks = refresh(conn, t, col, where, states=states)
     conn.execute(inplace_sql.touch(t, col, where))
     _, dead = conn.execute(inplace_sql.clear_dead(t, col, where)).fetchone()
-    conn.execute(inplace_queue.requeue(t, where))
+    conn.execute(inplace_queue.requeue(t, col, where, states=states))
     return filled, cleared + dead, marks
 
 
-def refresher(t: Target, col: str) -> Callable[[str | None, str | None], Work]:
+def refresher(t: Target, col: str, states: bool) -> Callable[[str | None, str | None], Work]:
     """Batches of `check` over id ranges (a full pass)."""
-    return lambda lo, hi: checker(t, col)(inplace_sql.bounds(t, lo, hi))
+    return lambda lo, hi: checker(t, col, states)(inplace_sql.bounds(t, lo, hi))
 
 
-def checker(t: Target, col: str) -> Callable[[Sequence[sql.Composable]], Work]:
+def checker(t: Target, col: str, states: bool) -> Callable[[Sequence[sql.Composable]], Work]:
     """`check` of the rows of a `where`, as a unit of work (the change queue's consumer)."""
     def make(where: Sequence[sql.Composable]) -> Work:
         def work(conn: psycopg.Connection) -> tuple[int, int]:
-            filled, cleared, _ = check(conn, t, col, where)
+            filled, cleared, _ = check(conn, t, col, where, states=states)
             return filled, cleared
         return work
     return make
 
 
-def adopter(t: Target, col: str, trusted: sql.Composable) -> Callable[[Sequence[sql.Composable]], Work]:
+def adopter(t: Target, col: str, trusted: sql.Composable, states: bool) -> Callable[[Sequence[sql.Composable]], Work]:
     """inplace_sql.adopt of the rows of a `where`, queueing the live rows it could not record."""
     def make(where: Sequence[sql.Composable]) -> Work:
         def work(conn: psycopg.Connection) -> tuple[int, int]:
             a, b = conn.execute(inplace_sql.adopt(t, col, trusted, where)).fetchone()
-            conn.execute(inplace_queue.requeue(t, where))
+            conn.execute(inplace_queue.requeue(t, col, where, states=states))
             return int(a), int(b)
         return work
     return make
@@ -184,14 +185,15 @@ def drain(conn: psycopg.Connection, t: Target, make: Callable[[Sequence[sql.Comp
           batch_rows: int, locked: bool = False, lock_s: float = STAGE_LOCK_TIMEOUT_S, attempts: int = STAGE_ATTEMPTS,
           busy: str | None = None) -> Drained:
     """One pass over the space's change queue in id order, `batch_rows` ids at a time: each batch
-    taken out and checked in one transaction (`locked`: in the caller's, which holds the tables)."""
+    taken out and checked in one transaction (`locked`: in the caller's, which holds the tables,
+    and only the rows changed since their last check or whose sync_state is still to set)."""
     take = inplace_queue.take(t)
     busy = busy or f"{t.source.table} stays locked by other sessions ({attempts} tries, {lock_s:g}s each); rerun"
     after: str | None = None
     n = a = b = 0
     while True:
         def work(c: psycopg.Connection, after: str | None = after) -> tuple[int, str | None, int, int]:
-            ids, last = c.execute(take, {"after": after, "n": batch_rows}).fetchone()
+            ids, last = c.execute(take, {"after": after, "n": batch_rows, "changed": locked}).fetchone()
             if not ids:
                 return 0, None, 0, 0
             x, y = make(inplace_sql.among(t, ids))(c)

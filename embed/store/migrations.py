@@ -187,6 +187,7 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.inplace_changed (
     source    text NOT NULL,
     space_fp  text NOT NULL,
     source_id text NOT NULL,
+    waiting   boolean NOT NULL DEFAULT false,  -- unchanged since checked, only waiting for a vector
     PRIMARY KEY (source, space_fp, source_id)
 );
 CREATE TABLE IF NOT EXISTS {SCHEMA}.inplace_triggers (
@@ -204,15 +205,10 @@ BEGIN
     EXECUTE format('SELECT ($1).%I::text', TG_ARGV[1]) INTO sid USING NEW;
     INSERT INTO {SCHEMA}.inplace_changed (source, space_fp, source_id)
     SELECT DISTINCT c.source, c.space_fp, sid FROM {SCHEMA}.inplace_columns AS c WHERE c.source = TG_ARGV[0]
-    ON CONFLICT DO NOTHING;
+    ON CONFLICT (source, space_fp, source_id) DO UPDATE SET waiting = false WHERE {SCHEMA}.inplace_changed.waiting;
     RETURN NULL;
 END
 $$;
-"""),
-    # embed verify's watch: the newest passing check per (source, space) is an index read, so a
-    # pass with nothing new reads only the rows whose written_at columns moved since (embed.verify)
-    ("009_verified_at", """
-CREATE INDEX IF NOT EXISTS verified_at ON {SCHEMA}.verified (source, space_fp, at)
 """),
 )
 
