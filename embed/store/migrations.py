@@ -210,6 +210,11 @@ BEGIN
 END
 $$;
 """),
+    # embed verify's watch: the newest passing check per (source, space) is an index read, so a
+    # pass with nothing new reads only the rows whose written_at columns moved since (embed.verify)
+    ("009_verified_at", """
+CREATE INDEX IF NOT EXISTS verified_at ON {SCHEMA}.verified (source, space_fp, at)
+"""),
 )
 
 _TABLE = """CREATE SCHEMA IF NOT EXISTS {SCHEMA};
