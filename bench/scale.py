@@ -30,7 +30,8 @@ store (same spec, so the same fingerprint), and for both storages: write rate, H
 index size, top-10 latency (median of 200 queries, hnsw.ef_search 40) and recall@10 against the
 exact fp32 neighbours (numpy).
 Each figure is printed per size with its growth per x10 rows (from the smallest to the largest
-size measured: (last / first) ** (1 / log10(last rows / first rows))). Targets (issue 15): the
+size measured: (last / first) ** (1 / log10(last rows / first rows))); Ctrl-C ends the size in
+progress and still prints the table of the sizes that completed. Targets (issue 15): the
 swap and rollback locks do not grow with rows (<= 1.5x per x10), nothing grows faster than linear
 (<= 10x per x10). With --json the last line is one JSON object: per size every figure, and
 `growth` per figure.
@@ -391,8 +392,13 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
         sub, drop = database(argparse.Namespace(db=url))
         try:
             runs.append(one_size(cfg, sub, rows, args))
+        except KeyboardInterrupt:  # out of time: the sizes that completed still make a table
+            say(f"[{rows}] interrupted (its lines above are what it measured)")
+            break
         finally:
             drop()
+    if not runs:
+        return {}
     g = growth(runs)
     names = list(runs[0].figures())
     say("\n" + f"{'figure':34s}" + "".join(f"{r.rows:>14,d}" for r in runs) + f"{'per x10':>10s}")
