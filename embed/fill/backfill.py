@@ -215,6 +215,7 @@ class SourcePass:
         self._error: BaseException | None = None
         self._committed = False
         self._inflight = 0
+        self._written = threading.Event()  # set by the writer after each batch: the reader's wait ends at once
         self.lease_conn: psycopg.Connection | None = None
 
     # -- budget (--limit is shared by all sources of one invocation) ---------------------------
@@ -420,13 +421,16 @@ class SourcePass:
                 if self.budget[0] == 0:
                     self.stats.limited = True
                     break
+                self._written.clear()
                 chunk = leases.claim(taken, self.stats.run_id)
                 if chunk is None:
                     # Nothing free now. While our own batches are still in flight, keep looking:
-                    # a peer that dies frees its chunks, and this process takes them over.
+                    # a peer that dies frees its chunks, and this process takes them over. The
+                    # writer's next batch ends the wait (a pass with little to write would
+                    # otherwise sit out the whole half second, per source).
                     if self._inflight == 0:
                         break
-                    halt.wait(0.5)
+                    self._written.wait(0.5)
                     continue
                 taken.add(chunk.index)
                 self._read_chunk(conn, leases, chunk, q, halt)
@@ -658,6 +662,7 @@ class SourcePass:
                     st.skipped.update(s.reason for s in w.skips)
                     st.chunks_done += int(done is not None)
                     self._inflight -= 1
+                self._written.set()
                 if self.progress:  # what the model stage did not count call by call (reused, skipped rows)
                     self.progress.add(len(w.ids) + len(w.skips) - w.counted)
 
