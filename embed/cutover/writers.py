@@ -8,8 +8,12 @@ sessions show to a plain role with their details hidden, and are counted all the
 source tables: row-level write locks held right now, and the inserts, updates and deletes
 counted since the command started (`pg_stat_user_tables`). Query texts are never read.
 
-The look is a window of WINDOW_S seconds right before the swap (after staging, whose own
-updates would otherwise count): Postgres publishes a session's counts at most once a second.
+The look is a window that opens when the command starts (again after staging, whose own updates
+would otherwise count) and closes right before the swap: Postgres publishes a session's counts at
+most once a second, so a writer needs WINDOW_S to show. The command works meanwhile (SQLMesh
+loads and plans), and what is left of the window is waited out only when another session ran
+anything since it opened (or hides its state from embed's role): a session idle all along wrote
+nothing in it, so with the writers stopped the look costs one catalog read, no wait.
 
 The operator decides, and the command says what it saw:
 - no flag: refuse while any other client session is connected;
@@ -66,7 +70,7 @@ class Writers:
     def describe(self) -> str:
         who = "; ".join(s.describe() for s in self.sessions) or "no other session"
         rows = ", ".join(f"{t}: {n}" for t, n in self.writes.items() if n)
-        return who + (f"; rows written in the last {WINDOW_S:g} s: {rows}" if rows else "")
+        return who + (f"; rows written while embed looked: {rows}" if rows else "")
 
 
 def counters(conn: psycopg.Connection, cfg: Config) -> dict[str, int]:
@@ -80,6 +84,22 @@ def counters(conn: psycopg.Connection, cfg: Config) -> dict[str, int]:
     return out
 
 
+# Other client sessions of this database: embed's own (application_name embed...) left out; another
+# role's sessions show to a plain role with backend_type NULL and are counted all the same.
+_OTHERS = """a.datname = current_database() AND a.pid <> pg_backend_pid()
+             AND (a.backend_type = 'client backend' OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL))
+             AND coalesce(a.application_name, '') NOT LIKE 'embed%%'"""
+
+
+def stirred(conn: psycopg.Connection, since: datetime) -> bool:
+    """Whether another client session ran anything since `since` (the database's clock), is in a
+    statement or a transaction now, or hides its state from this role."""
+    row = conn.execute(f"""SELECT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE {_OTHERS}
+                             AND (a.state IS DISTINCT FROM 'idle' OR a.state_change IS NULL OR a.state_change >= %s))""",
+                       (since,)).fetchone()
+    return bool(row and row[0])
+
+
 def observe(conn: psycopg.Connection, cfg: Config, window_s: float = WINDOW_S,
             since: dict[str, int] | None = None) -> Writers:
     """Other client sessions of this database (embed's own excluded) and what they wrote to the
@@ -90,7 +110,7 @@ def observe(conn: psycopg.Connection, cfg: Config, window_s: float = WINDOW_S,
     now = counters(conn, cfg)
     tables = [src.table for src in cfg.sources.values()]
     rows = conn.execute(
-        """SELECT a.pid, coalesce(a.application_name, ''),
+        f"""SELECT a.pid, coalesce(a.application_name, ''),
                   CASE WHEN a.backend_type IS NULL THEN 'an address hidden from this role (GRANT pg_read_all_stats)'
                        ELSE coalesce(host(a.client_addr), 'local socket') END,
                   coalesce(a.usename::text, ''), coalesce(a.state, ''), a.backend_start,
@@ -98,9 +118,7 @@ def observe(conn: psycopg.Connection, cfg: Config, window_s: float = WINDOW_S,
                           AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock')
                           AND l.relation = ANY (SELECT to_regclass(t) FROM unnest(%s::text[]) AS t))
            FROM pg_stat_activity AS a
-           WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-             AND (a.backend_type = 'client backend' OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL))
-             AND coalesce(a.application_name, '') NOT LIKE 'embed%%'
+           WHERE {_OTHERS}
            ORDER BY a.pid""", (tables,)).fetchall()
     return Writers(tuple(Session(*r) for r in rows),
                    {t: max(0, now.get(t, 0) - since.get(t, 0)) for t in tables})
@@ -108,17 +126,22 @@ def observe(conn: psycopg.Connection, cfg: Config, window_s: float = WINDOW_S,
 
 class Watch:
     """A look at the writers whose window opens now and closes at `look()`: the window runs while
-    the command does its own work (SQLMesh loading and planning), so a look sleeps only what is
-    left of WINDOW_S. Looks again later see everything written since the window opened."""
+    the command does its own work (SQLMesh loading and planning), so a look waits only for what is
+    left of WINDOW_S, and only when another session stirred since the window opened. Looks again
+    later see everything written since the window opened."""
 
     def __init__(self, url: str, cfg: Config) -> None:
         self.cfg = cfg
         self.conn = connect(url, autocommit=True)
+        self.opened: datetime = self.conn.execute("SELECT clock_timestamp()").fetchone()[0]
         self.since = counters(self.conn, cfg)
         self.t0 = time.monotonic()
 
     def look(self) -> Writers:
-        return observe(self.conn, self.cfg, WINDOW_S - (time.monotonic() - self.t0), since=self.since)
+        left = WINDOW_S - (time.monotonic() - self.t0)
+        if left > 0 and not stirred(self.conn, self.opened):
+            left = 0.0
+        return observe(self.conn, self.cfg, left, since=self.since)
 
     def close(self) -> None:
         self.conn.close()
