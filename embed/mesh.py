@@ -28,6 +28,10 @@ from embed.store.location import check_legacy
 # lock held: every later cutover says "another is running" (found by the fault suite, seed 45).
 # embed loads projects in its own process; this must be set before sqlmesh is first imported.
 os.environ["MAX_FORK_WORKERS"] = "1"
+# SQLMesh sends anonymized usage events to its vendor from every process unless told not to
+# (and flushes them at exit): an operator's migration tool phones no one (invariant 6). An
+# explicit setting in the environment wins; config.yaml says the same for a plain `sqlmesh`.
+os.environ.setdefault("SQLMESH__DISABLE_ANONYMIZED_ANALYTICS", "1")
 
 EXTERNAL_FILE = "external_models.yaml"
 # What the before_all gate guard (embed/gates.py) makes Postgres say when it stops a plan.
@@ -163,10 +167,12 @@ class AuditResult:
         return self.status == PASS
 
 
-def audit(cfg: Config, url: str, models: list[str] | None = None, *, ctx: Any = None) -> list[AuditResult]:
+def audit(cfg: Config, url: str, models: list[str] | None = None, *, ctx: Any = None,
+          rendered: str | None = None) -> list[AuditResult]:
     """Run the audits of the given models (all by default, external store tables included)
     right now, whether or not a plan would evaluate them. `ctx`: a loaded SQLMesh context to
-    use (a switch's own: the project is loaded once per command).
+    use (a switch's own: the project is loaded once per command); else one is loaded with
+    `embed_serving` as `rendered` (default: as the database says).
 
     A version no plan has built (or, for external tables, versioned) yet cannot be audited:
     it is reported NOT RUN, which counts as a failure everywhere a result is required.
@@ -175,7 +181,7 @@ def audit(cfg: Config, url: str, models: list[str] | None = None, *, ctx: Any = 
 
     results: list[AuditResult] = []
     with ExitStack() as stack:
-        ctx = ctx or stack.enter_context(context(cfg, url))
+        ctx = ctx or stack.enter_context(context(cfg, url, rendered))
         snapshots = [ctx.get_snapshot(m, raise_if_missing=True) for m in models] if models else ctx.snapshots.values()
         built = ctx.state_reader.get_snapshots([s.snapshot_id for s in snapshots])
         for snap in snapshots:
