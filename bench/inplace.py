@@ -61,7 +61,7 @@ def sizes_mb(url: str) -> dict[str, float]:
     with connect(url) as conn:
         heap, idx = conn.execute("SELECT sum(pg_table_size(c)), sum(pg_indexes_size(c)) FROM unnest("
                                  "ARRAY['public.documents', 'public.message_embeddings']::regclass[]) AS c").fetchone()
-    return {"table_mb": round(heap / 2**20, 1), "indexes_mb": round(idx / 2**20, 1)}
+    return {"table_mb": round(float(heap) / 2**20, 1), "indexes_mb": round(float(idx) / 2**20, 1)}
 
 
 def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
