@@ -13,9 +13,11 @@ always "rows changed since the last check, plus rows that still need a vector". 
 takes only the first kind and the rows whose sync_state it must still set: a row only waiting
 for a vector (NULL, already 'pending') costs the lock nothing, however many there are.
 
-Taking an entry deletes it in the same transaction that checks the row: a writer that changes
-the row meanwhile waits on the entry's key and queues it again after that commit, so no change
-is lost between the check and the delete.
+Taking an entry deletes it in the same transaction that checks the row, before the check: a
+writer that changes the row after the delete waits on the entry's key and queues it again once
+the check commits; one that changed it before holds the entry locked (the trigger's ON CONFLICT
+DO UPDATE locks an existing entry even when it changes nothing), so the delete, and the check
+after it, wait for that writer's commit. No change is lost between the check and the delete.
 
 The queue counts only from a full pass that ran with the trigger in place:
 `embed_store.inplace_triggers` records the trigger of each source (findable after a crash) and
@@ -136,11 +138,6 @@ def requeue(t: Target, col: str, where: Sequence[sql.Composable], *, states: boo
            ON CONFLICT DO NOTHING"""
     ).format(done=done, staged=inplace_sql.STAGED, **_keys(t), rows=inplace_sql.rows(
         t, [sql.SQL("{} IS NULL AS empty").format(column(col)), sql.SQL("{} AS state").format(state)], where))
-
-
-def queued(conn: psycopg.Connection, t: Target) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {q} WHERE source = {source} AND space_fp = {fp}").format(
-        **_keys(t))).fetchone()[0]
 
 
 def forget(conn: psycopg.Connection, src: Source, fp: str) -> bool:
