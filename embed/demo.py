@@ -1,10 +1,10 @@
 """`embed demo`: the whole migration on the embedded default, one line per step with its key number.
 
-doctor → backup → smoke → backfill → sync under a live writer → shadow (HTML) → gate (blocked, then
-passing) → the cutover's dry run → cutover → the Honcho-style query in the new space → rollback → the in-place
-path an unmodified Honcho takes (stage and swap with Honcho stopped, `embed verify` on its live column after its
-restart, a Honcho restarted on the OLD model caught by the next verify pass and repaired, in-place rollback) →
-cutover again → retire dry-run → evidence bundle. Legacy vectors come from the English-only MiniLM, the
+doctor → backup → smoke → backfill → sync under a live writer → shadow (HTML) → `embed verify --where
+endpoint` → gate (blocked, then passing) → the cutover's dry run → cutover → the Honcho-style query in the
+new space → rollback → the in-place path an unmodified Honcho takes (stage and swap with Honcho stopped,
+`embed verify` on its live column after its restart, a Honcho restarted on the OLD model caught by the next
+verify pass and repaired, in-place rollback) → cutover again → retire dry-run → evidence bundle. Legacy vectors come from the English-only MiniLM, the
 candidate is the multilingual e5-small (both real offline models); BGE-M3 joins as a second
 candidate when its weights are on disk ($EMBED_BGE_M3_PATH).
 
@@ -179,6 +179,14 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
         verdicts = [f"\n  {src}: {line}" for src, r in results.items() for line, _ in verdict_lines(r)]
         return _shadow_line(results["documents"], legacy) + f"; report {html}" + "".join(verdicts)
 
+    def verify_endpoint() -> str:
+        """What consumers will call after the switch reproduces the stored vectors (the verify gate);
+        e5_small runs in-process here: this machine's model against the backfill's vectors."""
+        v = api.verify(st["cfg"], st["url"], CANDIDATE, where="endpoint", sample=32, embedder=candidate())
+        low = min((c.min_cosine for c in v.locations if c.min_cosine is not None), default=None)
+        return (f"{CANDIDATE}'s endpoint ({v.locations[0].location}): {sum(c.checked for c in v.locations)} stored "
+                f"rows reproduced, min cosine {low}, {v.offenders} offenders")
+
     def gate_blocked() -> str:
         st["writer"].burst(3)  # Honcho kept writing after the last sync
         r = api.gate(st["cfg"], st["url"], CANDIDATE)
@@ -190,7 +198,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
 
         n = sync_once(st["cfg"], st["url"], CANDIDATE, opts=Options(progress=False), embedder=candidate()).rows_written
         r = api.gate(st["cfg"], st["url"], CANDIDATE)
-        verdict = "PASS" if r.passed else "BLOCKED"
+        verdict = "PASS" if r.passed else "BLOCKED: " + r.summary()
         return f"after `embed sync` ({n} written): {verdict}, {sum(g.passed for g in r.gates)}/{len(r.gates)} gates"
 
     def preview() -> str:
@@ -283,7 +291,7 @@ def run(cfg: Config, db: str | None, *, scale: str, say: Say) -> dict[str, Any]:
     steps: list[tuple[str, Callable[[], str]]] = [
         ("db", database), ("project", project), ("redis", redis), ("seed", seed), ("doctor", doctor), ("init", init),
         ("plan", plan), ("reset", reset), ("backup", backup), ("smoke", smoke), ("backfill", backfill),
-        ("sync", sync), ("shadow", shadow), ("gate", gate_blocked), ("gate", gate_passing), ("preview", preview),
+        ("sync", sync), ("shadow", shadow), ("verify", verify_endpoint), ("gate", gate_blocked), ("gate", gate_passing), ("preview", preview),
         ("cutover", cutover), ("query", query), ("rollback", rollback), ("inplace", inplace), ("verify", verify_live),
         ("verify", old_model), ("repair", repair), ("rollback", inplace_back), ("cutover", cutover), ("query", query),
         ("retire", retire), ("evidence", evidence),

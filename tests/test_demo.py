@@ -69,6 +69,8 @@ def test_demo_runs_end_to_end_and_again(demo_env: dict[str, str]) -> None:
     assert re.search(r"dry run of the cutover, nothing changed: \d+ statement\(s\) in order \(locks: .*ACCESS "
                      r"EXCLUSIVE.*\), 0 gate\(s\) failing", out)  # the active views' re-pointing, gates passed
     assert "0 blocking (role postgres)" in out and "warning: documents: " in out  # doctor: one line per finding
+    # what consumers call after the switch reproduces the stored vectors (the verify gate needs it)
+    assert re.search(r"e5_small's endpoint \(in-process\): \d+ stored rows reproduced, min cosine [\d.]+, 0 offenders", out)
     assert "BLOCKED: 1 gate(s) failed: documents.coverage" in out  # the live writer's lag, visibly
     assert "PASS, 20/20 gates" in out  # 8 gates x 2 sources + the dims/single-space audits
     # the in-place path: verify on Honcho's live column, the old model's rows caught and repaired

@@ -2,7 +2,7 @@
 while a simulated Honcho writes, a reader samples and faults are injected.
 
     backfill fake_http, backfill e5_small -> sync -> backup (first into a broken directory)
-    -> planted smoke + shadow inputs -> [gate] -> cutover (view) -> sync -> rollback -> sync
+    -> planted smoke + shadow inputs -> verify the endpoint -> [gate] -> cutover (view) -> sync -> rollback -> sync
     -> cutover (view) -> [rollback/cutover cycles while time is left]
     -> [in-place: stage -> cutover -> sync -> rollback -> sync -> stage -> cutover]
     -> final sync -> check
@@ -199,6 +199,11 @@ class Run:
         for source in self.cfg.sources:
             plant_shadow(self.url, self.cfg, source, self.cfg.space(HTTP))
 
+    def verify_endpoint(self) -> None:
+        """The endpoint the switch will send Honcho to reproduces the stored vectors (the verify
+        gate needs it after the last backfill): a real `embed verify --where endpoint`."""
+        self.step("verify-endpoint", ["verify", "--space", HTTP, "--where", "endpoint", "--sample", "16"], None)
+
     def switch(self, kind: str, mode: str = "view") -> None:
         """A cutover to the HTTP space or a rollback, as an operator does it under a live Honcho.
 
@@ -312,6 +317,7 @@ class Run:
         self.sync(HTTP)
         self.backup()
         self.plant_inputs()
+        self.verify_endpoint()
         if self.rng.random() < 0.3:  # informational (the cutover runs the gates itself): may block on lag
             self._clear("gate", self.faults.attempt(None, ["gate", "--space", HTTP]))
         self.switch("cutover")
