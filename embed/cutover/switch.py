@@ -109,14 +109,15 @@ class GateResult:
                 "gates": [{**asdict(g), "passed": g.passed} for g in self.gates]}
 
 
-def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str], ctx: Any = None) -> list[GateRow]:
+def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str], ctx: Any = None,
+                rendered: str | None = None) -> list[GateRow]:
     """The dims / single-space audits of the space's per-space views and store tables, run now
-    (in `ctx`, a loaded SQLMesh context, when given)."""
+    (in `ctx`, a loaded SQLMesh context, when given; else in one loaded with `rendered`)."""
     models = [f"embed.{s}__{space.name}" for s in sources]
     if space.fingerprint != cfg.legacy_space.fingerprint:
         models += [f"{store.SCHEMA}.{store.table_name(cfg.source(s), space)}" for s in sources]
     try:
-        results = mesh.audit(cfg, url, models, ctx=ctx)
+        results = mesh.audit(cfg, url, models, ctx=ctx, rendered=rendered)
     except Exception as e:  # a model SQLMesh does not know yet: the views were never planned
         return [GateRow("*", "audits", mesh.NOT_RUN,
                         f"cannot audit the space's views ({first_line(str(e))}): run `embed plan`")]
@@ -133,7 +134,12 @@ def gate(cfg: Config, url: str, space_name: str, sources: list[str] | None = Non
     with connect(url) as conn:
         rows = [GateRow(r["source"], r["gate"], mesh.PASS if r["passed"] else mesh.FAIL, r["measured"])
                 for r in gates.evaluate(conn, cfg, space, names)]
-    result = GateResult(space.name, space.fingerprint, tuple(rows + _audit_rows(cfg, url, space, names, ctx)))
+        ahead = None if ctx is not None else serving.render(_aimed(serving.read(conn, cfg), {s: space for s in names}))
+    # Standalone (`embed gate`), the audits load the project as the view cutover to the space will
+    # (the audited models do not read embed_serving): SQLMesh caches each model by the variables it
+    # was loaded with, so that cutover finds every model in the cache instead of parsing them all.
+    audited = _audit_rows(cfg, url, space, names, ctx, ahead)
+    result = GateResult(space.name, space.fingerprint, tuple(rows + audited))
     with connect(url) as conn, conn.transaction():
         store.record_event(conn, "gate", "ok" if result.passed else "blocked", space=space,
                            reason=None if result.passed else result.summary(),
@@ -206,7 +212,9 @@ def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources
     if stage_only:
         if mode != INPLACE:
             raise EmbedError("--stage-only stages Honcho's columns: it needs --mode honcho-inplace")
-        return inplace.stage(cfg, url, space.name, sources=names, progress=progress)
+        staged = inplace.stage(cfg, url, space.name, sources=names, progress=progress)
+        _load_ahead(cfg, url, space)
+        return staged
     with exclusive(url) as lock:
         states = serving.read(lock, cfg)
         column = {s: live_fp(lock, cfg, cfg.source(s)) for s in names if cfg.source(s).vector_column}
@@ -245,6 +253,20 @@ def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources
             out = _switch_inplace(cfg, url, lock, sw, "cutover", space, states, writers_policy, lock_timeout_s,
                                   watch)
             return replace(out, gates=checked, staged=staged)
+
+
+def _load_ahead(cfg: Config, url: str, space: Space) -> None:
+    """Load the SQLMesh project as the in-place cutover to `space` will, so that it finds every
+    model in SQLMesh's cache (kept per variables a project was loaded with) instead of parsing them
+    all. Changes nothing in the database; a project that does not load now fails that cutover's
+    own plan, with SQLMesh's message, and is no failure of the staging that is done."""
+    with connect(url) as conn:
+        states = serving.read(conn, cfg)
+    try:
+        with mesh.context(cfg, url, serving.render(_swapped(cfg, states, space))):
+            pass
+    except Exception:  # only a cache warm-up
+        pass
 
 
 def _record(url: str, kind: str, outcome: str, space: Space, sources: list[str], **kw: Any) -> None:
