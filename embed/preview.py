@@ -147,7 +147,7 @@ def backfill_preview(cfg: Config, url: str, space_name: str, *, sources: list[st
     records, the HNSW build; time from the smoke's texts/s; storage from the vectors' size."""
     from embed.db.connection import connect
     from embed.fill.backfill import Options, check_ready
-    from embed.store.indexes import HNSW_MAX_DIMS, hnsw_method
+    from embed.store.indexes import hnsw_max_dims, hnsw_method
     from embed.store.target import Target
     from embed.store.writer import copy_statement
 
@@ -168,7 +168,8 @@ def backfill_preview(cfg: Config, url: str, space_name: str, *, sources: list[st
             distinct = {sha: txt or "" for _, txt, sha, _ in pending}
             tokens += int(counter.count(list(distinct.values()), "passage").sum()) if distinct else 0
             has = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.store)).fetchone()[0]
-            added += len(pending) * (4 * sp.dims + VECTOR_ROW_BYTES) * (2 if sp.dims <= HNSW_MAX_DIMS else 1)
+            per_dim = 2 if sp.storage == "halfvec" else 4  # the index holds a copy of each vector
+            added += len(pending) * (per_dim * sp.dims + VECTOR_ROW_BYTES) * (2 if sp.dims <= hnsw_max_dims(sp) else 1)
             batches = max(1, -(-len(pending) // chunk))
             stmts += [
                 Statement(text(conn, copy_statement(t.store)), f"{ROW_EXCLUSIVE} on {t.table}",
