@@ -36,7 +36,7 @@ def _paths(path: Path, names: list[str]) -> dict[str, Path]:
     default=200,
     show_default=True,
     help="Stored rows sampled as label-free queries (each queried with its own vector in each space); "
-    "also the cap on labelled queries (a seeded sample).",
+    "also the cap on labelled queries (a seeded sample; a --query-set file is used whole).",
 )
 @click.option(
     "--labels",
@@ -45,8 +45,9 @@ def _paths(path: Path, names: list[str]) -> dict[str, Path]:
     metavar="auto|provenance|known-item|seeded|none|FILE",
     help="What judges quality. auto: Honcho's provenance (a message as the query, the documents derived "
     "from it as relevant; a document as the query, its messages' chunks as relevant) when the source has "
-    "it, else the seeded set, else label-free only. known-item: a span of a row finds that row (favours "
-    "lexical overlap). FILE: hand-written qrels for --query-set.",
+    "it, else the seeded set, else label-free only (the result says labels: null). provenance or seeded "
+    "named explicitly are refused where the source lacks them. known-item: a span of a row finds that row "
+    "(favours lexical overlap). FILE: hand-written qrels for --query-set.",
 )
 @click.option(
     "--query-set",

@@ -335,13 +335,17 @@ class SpaceReader:
             )
         return self._current
 
+    def release(self) -> None:
+        """Forget the rows `current` settled: their vectors are most of a run's memory."""
+        self._current = None
+
     def _exact(self, conn: psycopg.Connection, qv: QueryVectors, tenants: Sequence[Sequence[Any]], k: int) -> Hits:
         """Exact top-k under each query's tenant filter: one matrix product per tenant's queries."""
         cur = self.current(conn)
-        if any(len(t) > len(self.tenants) for t in tenants):
-            raise EmbedError(f"more tenant values than the {len(self.tenants)} tenant columns")
         by_tenant: dict[tuple[str | None, ...], list[int]] = {}
         for i, t in enumerate(tenants):
+            if len(t) > len(self.tenants):
+                raise EmbedError(f"{len(t)} tenant values for {len(self.tenants)} tenant columns")
             by_tenant.setdefault(_tenant_key(t), []).append(i)
         ids: list[list[str]] = [[] for _ in range(len(qv))]
         dists: list[list[float]] = [[] for _ in range(len(qv))]

@@ -286,6 +286,7 @@ def read_space(
             rows,
             r.search(conn, rq, tenants, k + 1, exact=True),
         )
+        r.release()
     index = info["hnsw"]
     first = (tq, text.tenants[0]) if text and tq else (rq, tenants[0]) if len(rq) else None
     info["served_uses_index"] = bool(first and r.served_uses_index(conn, first[0], first[1], k, index))
