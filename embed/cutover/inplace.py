@@ -317,6 +317,7 @@ def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Pl
 
 
 Record = Callable[[psycopg.Connection, dict[str, dict[str, Any]]], None]
+CATCH_UP_LEFT = 10  # the catch-up before the lock repeats (at most 3 times) while a pass took more rows
 
 
 def swap(cfg: Config, url: str, space_name: str, *, lock_timeout_s: float = 2.0,
@@ -404,9 +405,14 @@ def _catch_up(conn: psycopg.Connection, cfg: Config, p: _Plan, *, batch_rows: in
     kw: dict[str, Any] = {"batch_rows": batch_rows, "lock_s": lock_s, "attempts": 1, "busy": busy}
     staged = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged, states), **kw)
     live = inplace_run.drain(conn, old, inplace_run.adopter(old, p.live, inplace_sql.trusted(p.live, states), states), **kw)
-    again = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged, states), **kw)  # written meanwhile
-    return {"rows_caught_up": caught + staged.a + again.a, "live_rows_adopted": adopted + live.a,
-            "rows_checked_before_lock": staged.rows_checked + again.rows_checked, "full_pass_before_lock": full}
+    checked, filled = staged.rows_checked, staged.a
+    for _ in range(3):  # what was written meanwhile, until little is left for the lock
+        again = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged, states), changed=True, **kw)
+        checked, filled = checked + again.rows_checked, filled + again.a
+        if again.rows_checked <= CATCH_UP_LEFT:
+            break
+    return {"rows_caught_up": caught + filled, "live_rows_adopted": adopted + live.a,
+            "rows_checked_before_lock": checked, "full_pass_before_lock": full}
 
 
 def _swap_locked(conn: psycopg.Connection, p: _Plan, batch_rows: int) -> dict[str, Any]:

@@ -182,18 +182,19 @@ class Drained:
 
 
 def drain(conn: psycopg.Connection, t: Target, make: Callable[[Sequence[sql.Composable]], Work], *,
-          batch_rows: int, locked: bool = False, lock_s: float = STAGE_LOCK_TIMEOUT_S, attempts: int = STAGE_ATTEMPTS,
-          busy: str | None = None) -> Drained:
+          batch_rows: int, locked: bool = False, changed: bool = False, lock_s: float = STAGE_LOCK_TIMEOUT_S,
+          attempts: int = STAGE_ATTEMPTS, busy: str | None = None) -> Drained:
     """One pass over the space's change queue in id order, `batch_rows` ids at a time: each batch
-    taken out and checked in one transaction (`locked`: in the caller's, which holds the tables,
-    and only the rows changed since their last check or whose sync_state is still to set)."""
+    taken out and checked in one transaction (`locked`: in the caller's, which holds the tables).
+    `changed` (always when `locked`): only the rows changed since their last check or whose
+    sync_state is still to set, not those only waiting for a vector."""
     take = inplace_queue.take(t)
     busy = busy or f"{t.source.table} stays locked by other sessions ({attempts} tries, {lock_s:g}s each); rerun"
     after: str | None = None
     n = a = b = 0
     while True:
         def work(c: psycopg.Connection, after: str | None = after) -> tuple[int, str | None, int, int]:
-            ids, last = c.execute(take, {"after": after, "n": batch_rows, "changed": locked}).fetchone()
+            ids, last = c.execute(take, {"after": after, "n": batch_rows, "changed": locked or changed}).fetchone()
             if not ids:
                 return 0, None, 0, 0
             x, y = make(inplace_sql.among(t, ids))(c)
