@@ -297,6 +297,11 @@ def test_the_runbook_end_to_end_with_restarts_and_kills(rehearsal: tuple) -> Non
     searched_before = honcho_search(url, legacy_env, probe, ids_before)
     op.embed("sync", "--space", CANDIDATE)
     op.embed("backup", "--out", str(op.work / "backups" / "at-cutover"))
+    gate = op.embed("gate", "--space", CANDIDATE, ok=False)  # the server Honcho will call is not verified yet
+    assert gate.returncode == 1 and re.search(r"FAIL +documents +verify .*run embed verify --space "
+                                              rf"{CANDIDATE} --source documents --where endpoint", gate.stdout)
+    checked = op.embed("verify", "--space", CANDIDATE, "--where", "endpoint", "--sample", "50").stdout
+    assert checked.count(f"endpoint {candidate_url}") == 2 and "BAD" not in checked, checked
     op.embed("gate", "--space", CANDIDATE)
     out = op.embed("cutover", "--space", CANDIDATE, "--mode", "honcho-inplace", "--writers-stopped",
                    "--settings-out", str(settings)).stdout
@@ -318,6 +323,8 @@ def test_the_runbook_end_to_end_with_restarts_and_kills(rehearsal: tuple) -> Non
     assert np.allclose(got, want, atol=1e-5)
     top = honcho_search(url, settings, probe, ids_before)
     assert first_hits(url, probe, top) == first_hits(url, probe, searched_before)  # each text finds its own document
+    live = op.embed("verify", "--space", CANDIDATE).stdout  # after Honcho's restart: every row of its columns
+    assert live.count("OK ") == 2 and "BAD" not in live, live
     op.embed("sync", "--space", CANDIDATE)
     assert serving_of(op.status()) == (CANDIDATE, CANDIDATE)
 
@@ -326,6 +333,8 @@ def test_the_runbook_end_to_end_with_restarts_and_kills(rehearsal: tuple) -> Non
     assert f"documents: {CANDIDATE} -> {LEGACY}" in rolled
     assert read_env(settings)["EMBEDDING_MODEL_CONFIG__OVERRIDES__BASE_URL"] == legacy_url
     assert_column_is(url, read_env(legacy_env))  # every vector Honcho reads: the legacy space of its text
+    legacy = op.embed("verify", "--space", LEGACY, "--where", "live", "--sample", "100").stdout
+    assert legacy.count("OK ") == 2 and "BAD" not in legacy, legacy
     back = honcho_search(url, settings, probe, ids_before)
     assert first_hits(url, probe, back, distance=True) == first_hits(url, probe, searched_before, distance=True)
     honcho.start(settings)
