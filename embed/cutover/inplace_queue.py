@@ -4,8 +4,8 @@ rows instead of scanning the table.
 
 A trigger (`embed_inplace_changes`, AFTER INSERT OR UPDATE, per row) on each source table that
 has a staged or parked column queues (source, space, id) in `embed_store.inplace_changed` for
-every space recorded in a column of that source (`embed_store.inplace_columns`, the live column
-included: stage records it). Writes of embed's own in-place session are not queued (it sets
+every space recorded in a column of that source (`embed_store.inplace_columns`), and for the
+live column's space, which stage names to it until a swap records that column. Writes of embed's own in-place session are not queued (it sets
 `embed.inplace = self`): it writes only what it has just checked. A consumer takes entries out in
 id order, checks those rows with the statements of the full pass bounded to their ids, and puts
 back the live ones still without a current record (NULL: sync lag, blank text), so the queue is
@@ -63,19 +63,18 @@ def installed_at(conn: psycopg.Connection, src: Source) -> datetime | None:
 
 
 def ensure(conn: psycopg.Connection, src: Source, live_fp: str) -> bool:
-    """Inside the caller's transaction: the trigger on the source table and its record, and the
-    live column recorded with the space it holds (so its writes are queued for that space too).
+    """Inside the caller's transaction: the trigger on the source table and its record. It also
+    queues writes for `live_fp`, the space in the live column, until a swap records that column.
     True when installed now (every space then needs a full pass before the queue counts)."""
-    conn.execute(sql.SQL("INSERT INTO {} (source, column_name, space_fp) VALUES (%s, %s, %s)"
-                         " ON CONFLICT DO NOTHING").format(COLUMNS), (src.name, live_column(src), live_fp))
     if installed_at(conn, src) is not None:
         return False
     conn.execute(sql.SQL(
         "CREATE OR REPLACE TRIGGER {trg} AFTER INSERT OR UPDATE ON {src} FOR EACH ROW"
         " WHEN (current_setting('embed.inplace', true) IS DISTINCT FROM 'self')"
-        " EXECUTE FUNCTION {fn}({source}, {id})"
+        " EXECUTE FUNCTION {fn}({source}, {id}, {fp}, {live})"
     ).format(trg=sql.Identifier(TRIGGER), src=qualified(src.table), fn=sql.Identifier(SCHEMA, "inplace_queue"),
-             source=sql.Literal(src.name), id=sql.Literal(src.id_column)))
+             source=sql.Literal(src.name), id=sql.Literal(src.id_column), fp=sql.Literal(live_fp),
+             live=sql.Literal(live_column(src))))
     conn.execute(sql.SQL(
         "INSERT INTO {} (source, table_name, trigger_name) VALUES (%s, %s, %s) ON CONFLICT (source) DO UPDATE"
         " SET table_name = EXCLUDED.table_name, trigger_name = EXCLUDED.trigger_name,"

@@ -204,7 +204,11 @@ DECLARE
 BEGIN
     EXECUTE format('SELECT ($1).%I::text', TG_ARGV[1]) INTO sid USING NEW;
     INSERT INTO {SCHEMA}.inplace_changed (source, space_fp, source_id)
-    SELECT DISTINCT c.source, c.space_fp, sid FROM {SCHEMA}.inplace_columns AS c WHERE c.source = TG_ARGV[0]
+    SELECT DISTINCT TG_ARGV[0], c.space_fp, sid FROM (
+        SELECT k.space_fp FROM {SCHEMA}.inplace_columns AS k WHERE k.source = TG_ARGV[0]
+        UNION ALL  -- the live column's space until a swap records it (stage's argument)
+        SELECT TG_ARGV[2] WHERE NOT EXISTS (SELECT 1 FROM {SCHEMA}.inplace_columns AS k
+                                            WHERE k.source = TG_ARGV[0] AND k.column_name = TG_ARGV[3])) AS c
     ON CONFLICT (source, space_fp, source_id) DO UPDATE SET waiting = false WHERE {SCHEMA}.inplace_changed.waiting;
     RETURN NULL;
 END
