@@ -129,5 +129,8 @@ def test_report_renders_in_chromium_with_its_plots(page: Path, tmp_path: Path) -
     assert re.search(r'<p class="verdict (good|bad|warn)">(PASS|FAIL|INCONCLUSIVE): e5_small vs minilm_l6', top)
     assert "provenance labels" in top and re.search(r"needs ~\d+ queries, has \d+|power at this floor: ~\d+", top)
     assert html.split("<h2>", 2)[1].startswith("nDCG@10 per language pair")
-    assert html.count("<polygon") >= 2 and "dasharray" in html  # both spaces' distances, thresholds marked
+    # a distance histogram per space, each with the old (dashed) and new (solid) threshold marked
+    for space in ("minilm_l6 distances", "e5_small distances"):
+        panel = html.split(f'class="title">{space}', 1)[1].split("</svg>", 1)[0]
+        assert "<polygon" in panel and 'stroke-dasharray="4,3"' in panel and 'stroke-dasharray=""' in panel
     assert not re.search(r"(?i)error|exception|not found", re.sub(r"<[^>]+>", " ", html))

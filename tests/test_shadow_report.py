@@ -174,7 +174,7 @@ def test_html_is_well_formed_self_contained_and_plots_everything(result: dict) -
     n_dims = 1 + len(result["run"]["slices"])
     n_quality = 4 * n_dims  # one chart per labelled metric per slice dimension
     n_agreement = 2 * (n_dims + 1)  # per candidate: one per dimension + the overlap histogram
-    n_distance = 2
+    n_distance = 2 * 2  # per candidate: a distance histogram per space (baseline, candidate)
     assert p.tags.count("svg") == n_quality + n_agreement + n_distance
     assert page.count("<svg") == p.tags.count("svg")
     # no external resources, no scripts at all

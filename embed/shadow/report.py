@@ -448,14 +448,15 @@ def _overlap_hist(title: str, k: int, counts: Sequence[int], colour: str) -> str
 
 def _distance_chart(
     title: str,
-    hist: Mapping[str, Any],
-    base_name: str,
-    cand_name: str,
-    colours: Mapping[str, str],
+    edges: Sequence[float],
+    counts: Sequence[int],
+    colour: str,
     marks: Sequence[Mapping[str, Any]],
 ) -> str:
-    """Both spaces' distance distributions (share of pairs per bin) with the thresholds marked."""
-    edges = [float(x) for x in hist["edges"]]
+    """One space's distance distribution (share of pairs per bin) with every threshold marked: the
+    baseline's (dashed) and its quantile-mapped candidate equivalent (solid). On the candidate's panel
+    the dashed line shows where reusing the old number unchanged would cut its distribution."""
+    edges = [float(v) for v in edges]
     left, top, width, height = 44.0, 34.0, 560.0, 230.0
     bottom = height - 32
     lo, hi = edges[0], edges[-1]
@@ -463,28 +464,19 @@ def _distance_chart(
     def x(v: float) -> float:
         return left + (v - lo) / (hi - lo) * (width - left - 10)
 
-    series = [(base_name, hist["baseline_counts"]), (cand_name, hist["candidate_counts"])]
-    peak = max((c / max(sum(cs), 1) for _, cs in series for c in cs), default=0.0)
-    ymax = _nice_ceil(max(peak, 0.01))
+    tot = max(sum(counts), 1)
+    ymax = _nice_ceil(max(max((c / tot for c in counts), default=0.0), 0.01))
     body = [f'<text x="8" y="16" class="title">{_e(title)}</text>']
     body += _axis_y(left, width - 6, 0.0, ymax, lambda v: bottom - v / ymax * (bottom - top))
-    lx = left
-    for name, _ in series:
-        body.append(f'<rect x="{lx:.1f}" y="22" width="9" height="9" fill="{_e(colours[name])}"></rect>')
-        body.append(f'<text x="{lx + 12:.1f}" y="30" class="legend">{_e(_short(name, 22))}</text>')
-        lx += 18 + 6.5 * min(len(name), 22)
-    for name, cs in series:
-        tot = max(sum(cs), 1)
-        pts = [f"{x(edges[0]):.1f},{bottom:.1f}"]
-        for i, c in enumerate(cs):
-            yy = bottom - (c / tot) / ymax * (bottom - top)
-            pts += [f"{x(edges[i]):.1f},{yy:.1f}", f"{x(edges[i + 1]):.1f},{yy:.1f}"]
-        pts.append(f"{x(edges[-1]):.1f},{bottom:.1f}")
-        colour = _e(colours[name])
-        body.append(
-            f'<polygon points="{" ".join(pts)}" fill="{colour}" fill-opacity="0.25" stroke="{colour}" '
-            f'stroke-width="1.2"><title>{_e(name)} distances</title></polygon>'
-        )
+    pts = [f"{x(edges[0]):.1f},{bottom:.1f}"]
+    for i, c in enumerate(counts):
+        yy = bottom - (c / tot) / ymax * (bottom - top)
+        pts += [f"{x(edges[i]):.1f},{yy:.1f}", f"{x(edges[i + 1]):.1f},{yy:.1f}"]
+    pts.append(f"{x(edges[-1]):.1f},{bottom:.1f}")
+    body.append(
+        f'<polygon points="{" ".join(pts)}" fill="{_e(colour)}" fill-opacity="0.25" stroke="{_e(colour)}" '
+        f'stroke-width="1.2"><title>{_e(title)}</title></polygon>'
+    )
     for v in _ticks(lo, hi, 6):
         body.append(
             f'<text x="{x(v):.1f}" y="{bottom + 13:.1f}" class="tick" text-anchor="middle">{_tick_label(v)}</text>'
@@ -494,15 +486,15 @@ def _distance_chart(
         "distance (y: share of sampled pairs per bin)</text>"
     )
     for i, m in enumerate(marks):
-        for key, name, dash in (("baseline_threshold", base_name, "4,3"), ("candidate_threshold", cand_name, "")):
+        for key, which, dash in (("baseline_threshold", "old", "4,3"), ("candidate_threshold", "new", "")):
             v = m.get(key)
             if v is None:
                 continue
             xx = x(float(v))
-            tip = f"{m.get('name')}: {name} threshold {_f(v, 4)}"
+            tip = f"{m.get('name')}: {which} threshold {_f(v, 4)}"
             body.append(
-                f'<line x1="{xx:.1f}" y1="{top - 2:.1f}" x2="{xx:.1f}" y2="{bottom:.1f}" stroke="{_e(colours[name])}" '
-                f'stroke-width="2" stroke-dasharray="{dash}"><title>{_e(tip)}</title></line>'
+                f'<line x1="{xx:.1f}" y1="{top - 2:.1f}" x2="{xx:.1f}" y2="{bottom:.1f}" stroke="#333" '
+                f'stroke-width="1.6" stroke-dasharray="{dash}"><title>{_e(tip)}</title></line>'
             )
         xx = x(float(m.get("candidate_threshold") or 0.0))
         body.append(
@@ -808,8 +800,9 @@ def render_html(result: Mapping[str, Any]) -> str:
     if thresholds or hists:
         add("<h2>Distance thresholds, recalibrated by quantile</h2>")
         add(
-            '<p class="muted">Dashed line: the baseline threshold; solid: its candidate-space equivalent '
-            "(same share of sampled pairs). Extrapolated values lie outside the sample: verify them.</p>"
+            '<p class="muted">One histogram per space. Dashed line: the baseline (old) threshold; solid: its '
+            "candidate-space equivalent (new, same share of sampled pairs). Extrapolated values lie outside "
+            "the sample: verify them.</p>"
         )
         if thresholds:
             add(
@@ -848,7 +841,9 @@ def render_html(result: Mapping[str, Any]) -> str:
         for h in hists:
             c = h["candidate"]
             marks = [r for r in thresholds if r["candidate"] == c]
-            plots.append(_distance_chart(f"distances: {base} vs {c}", h, base, c, colours, marks))
+            for space, counts in ((base, h["baseline_counts"]), (c, h["candidate_counts"])):
+                plots.append(_distance_chart(f"{space} distances (vs {c})" if space == base else f"{space} distances",
+                                             h["edges"], counts, colours[space], marks))
         add('<div class="grid-plots">' + "".join(plots) + "</div>")
 
     health = []
