@@ -67,7 +67,7 @@ def fill_store(url: str, cfg: Config, space: str = NEW) -> dict[str, int]:
             data = Rows(ids=[i for i, _ in keep], hashes=[content_hash(x) for _, x in keep],
                         vectors=synthetic(space, [x for _, x in keep]), truncated=np.zeros(len(keep), bool))
             with conn.cursor() as cur, cur.copy(copy_statement(t.store)) as cp:
-                cp.write(encode_copy(data, t.source.id_type, sp.fingerprint, 0))
+                cp.write(encode_copy(data, t.source.id_type, sp.fingerprint, 0, half=sp.storage == "halfvec"))
             blank = [(name, sp.fingerprint, str(i), content_hash(x), "empty") for i, x in rows if not x.strip()]
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO embed_store.skipped (source, space_fp, source_id, content_sha256, reason)"
