@@ -19,6 +19,19 @@ from embed.spaces import Space, parse_space
 
 CONFIG_FILE = "config.yaml"
 ID_TYPES = ("text", "bigint")
+DEFAULT_BUILD_MEMORY = "512MB"  # maintenance_work_mem of embed's HNSW builds unless embed_index says otherwise
+_UNITS_KB = {"kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
+_MAX_KB = 2**31 - 1  # PostgreSQL's ceiling for maintenance_work_mem
+
+
+def memory_kb(value: object) -> int:
+    """A PostgreSQL memory size ('512MB', '2GB', '65536kB') in kB; a bad one is a one-line error."""
+    m = re.fullmatch(r"\s*(\d+)\s*(kB|MB|GB|TB)\s*", str(value))
+    kb = int(m.group(1)) * _UNITS_KB[m.group(2)] if m else 0
+    if not 1024 <= kb <= _MAX_KB:
+        raise EmbedError(f"embed_index.maintenance_work_mem: {str(value)[:40]!r} is not a memory size from 1MB "
+                         "to 2047GB written like 512MB (units kB, MB, GB, TB)")
+    return kb
 
 
 @dataclass(frozen=True)
@@ -191,5 +204,8 @@ class Config:
 
     @property
     def index_params(self) -> dict[str, int]:
+        """HNSW build parameters; `maintenance_work_mem_kb` is operational (the build's memory,
+        not part of any fingerprint: the index it builds is the same)."""
         idx = self.variables.get("embed_index") or {}
-        return {"m": int(idx.get("m", 16)), "ef_construction": int(idx.get("ef_construction", 64))}
+        return {"m": int(idx.get("m", 16)), "ef_construction": int(idx.get("ef_construction", 64)),
+                "maintenance_work_mem_kb": memory_kb(idx.get("maintenance_work_mem", DEFAULT_BUILD_MEMORY))}
