@@ -115,9 +115,11 @@ class SizeRun:
     table_mb_before_stage: float = 0.0
     table_mb_after_stage: float = 0.0
     swap_lock_ms: float = 0.0
+    swap_rows_in_lock: int = 0  # rows the change queue named inside the lock (written since the catch-up)
     verify_s: float = 0.0
     verify_rows: int = 0
     rollback_lock_ms: float = 0.0
+    rollback_rows_in_lock: int = 0
     retire_dry_run_s: float = 0.0
     retire_blockers: int = 0
     writer_inserts: int = 0
@@ -332,17 +334,20 @@ def one_size(cfg: Config, url: str, rows: int, args: argparse.Namespace) -> Size
             run.table_mb_after_stage = round(mb(conn, "public.documents") + mb(conn, "public.message_embeddings"), 1)
         say(f"[{rows}] stage {run.stage_s} s (staged HNSW builds {run.stage_index_s} s); Honcho tables "
             f"{run.table_mb_before_stage} MB -> {run.table_mb_after_stage} MB")
-        run.swap_lock_ms = inplace.swap(cfg, url, NEW)["lock_ms"]
+        swapped = inplace.swap(cfg, url, NEW)
+        run.swap_lock_ms, run.swap_rows_in_lock = swapped["lock_ms"], swapped["rows_checked_in_lock"]
         t0 = time.monotonic()
         checked = verify(cfg, url, NEW)
         run.verify_s, run.verify_rows = round(time.monotonic() - t0, 2), sum(c.checked for c in checked.locations)
-        run.rollback_lock_ms = inplace.swap_back(cfg, url, cfg.space(LEGACY), embed_missing=False)["lock_ms"]
+        back = inplace.swap_back(cfg, url, cfg.space(LEGACY), embed_missing=False)
+        run.rollback_lock_ms, run.rollback_rows_in_lock = back["lock_ms"], back["rows_checked_in_lock"]
     finally:
         writer.stop.set()
         writer.join(30)
     run.writer_inserts, run.writer_errors = len(writer.docs) + len(writer.msgs), len(writer.errors)
     run.writer_longest_insert_ms = round(writer.max_wait * 1000, 1)
-    say(f"[{rows}] swap lock {run.swap_lock_ms} ms, rollback lock {run.rollback_lock_ms} ms (writer: "
+    say(f"[{rows}] swap lock {run.swap_lock_ms} ms ({run.swap_rows_in_lock} rows checked in it), rollback lock "
+        f"{run.rollback_lock_ms} ms ({run.rollback_rows_in_lock} rows) (writer: "
         f"{run.writer_inserts} inserts, {run.writer_errors} errors, longest {run.writer_longest_insert_ms} ms); "
         f"verify after the swap {run.verify_rows} rows in {run.verify_s} s (passed {checked.passed})")
     t0 = time.monotonic()
