@@ -499,3 +499,19 @@ def test_recall_is_tie_aware() -> None:
     assert tie_aware_exact(worse, exact, 3) == [["a", "b", "c"]]
     assert tie_aware_exact(Hits([[]], [[]], [0.0]), exact, 3) == [["a", "b", "c"]]
     assert tie_aware_exact(tied, Hits([[]], [[]], [0.0]), 3) == [[]]
+
+
+def test_a_filtered_recall_sweep_per_space(world: dict) -> None:
+    """Each space's sweep is in the result, typed on the SourceShadow and printed; at this size the
+    planner answers the tenants exactly, so it measures nothing and says why."""
+    from embed.shadow.filtered import SETTINGS, advice, from_dict
+
+    for r in world["results"].values():
+        sweeps = r["filtered_recall"]
+        assert {sw["space"] for sw in sweeps} == {BASE, CAND}
+        for sw in sweeps:
+            assert sw["sampled"] > 0 and sw["tenants"] >= sw["index_tenants"] >= 0
+            assert sw["rows"] == [] or {(x["ef_search"], x["iterative_scan"]) for x in sw["rows"]} >= {
+                (s.ef_search, s.iterative_scan) for s in SETTINGS
+            }
+            assert advice(from_dict(sw))[0] in render_table(r)

@@ -68,6 +68,15 @@ def _paths(path: Path, names: list[str]) -> dict[str, Path]:
     metavar="N",
     help="Sample the label-free queries from N random tenants (first tenant column) only.",
 )
+@click.option(
+    "--sweep-queries",
+    type=int,
+    default=200,
+    show_default=True,
+    metavar="N",
+    help="Stored rows per space read at each pgvector scan setting (ef_search x iterative_scan) on the tenants "
+    "the planner serves through HNSW: the filtered-recall table and the recommended setting (0: no sweep).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and of the bootstrap.")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples per CI.")
 @click.option("--allow-cloud", is_flag=True, help="Allow sending query texts to an endpoint classified as cloud.")
@@ -96,6 +105,7 @@ def shadow(
     qrels: Path | None,
     k: int,
     sample_tenants: int | None,
+    sweep_queries: int,
     seed: int,
     n_boot: int,
     allow_cloud: bool,
@@ -119,6 +129,9 @@ def shadow(
         top-k overlap, Jaccard, RBO, Kendall tau, neighbour retention;
       - index health per space: served query (the planner's plan) vs an exact scan, tie-aware
         ANN recall@k and latency p50/p95, plus an unfiltered probe with the HNSW index forced;
+      - filtered recall as Honcho sees it: on the tenants the planner serves through HNSW,
+        recall@k and latency at each hnsw.ef_search x hnsw.iterative_scan, and the cheapest
+        setting that meets embed_gates.min_ann_recall (the gate reads this session's setting);
       - distance thresholds (embed_gates.thresholds) mapped to each candidate by quantile.
     \b
     What never meets: vectors of two spaces. Each query vector is tagged with its space's
@@ -156,6 +169,7 @@ def shadow(
         qrels=qrels,
         k=k,
         sample_tenants=sample_tenants,
+        sweep_queries=sweep_queries,
         seed=seed,
         n_boot=n_boot,
         allow_cloud=allow_cloud,

@@ -4,7 +4,7 @@ of the latest shadow run, for `embed cutover --mode honcho-inplace` to print."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -13,6 +13,9 @@ from embed import store
 from embed.config import Config
 from embed.db.connection import connect
 from embed.spaces import Space
+
+if TYPE_CHECKING:  # the shadow package loads polars: only a recommendation needs it, read on demand
+    from embed.shadow import filtered as F
 
 # Verified against plastic-labs/honcho v3.0.12: src/config.py (EmbeddingSettings: env_prefix
 # EMBEDDING_, env_nested_delimiter "__", MODEL_CONFIG = ConfiguredEmbeddingModelSettings with
@@ -43,6 +46,34 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class ScanAdvice:
+    """The pgvector scan setting Honcho's role should read this space with, from the newest
+    shadow run per source (embed.shadow.filtered): one setting for every table, the cheapest
+    that meets the recall floor in each; `setting` None when no swept setting does."""
+
+    setting: F.ScanSetting | None
+    statements: tuple[str, ...]  # ALTER ROLE ... SET, for the role of the URL (or a placeholder)
+    evidence: tuple[str, ...]  # per source: the shadow run and the recalls it measured
+
+    def lines(self) -> list[str]:
+        if self.setting is None:
+            return ["# pgvector scan setting: no swept hnsw.ef_search / hnsw.iterative_scan reaches the recall floor "
+                    "on the tenants served through HNSW (embed shadow's filtered-recall table): see the runbook, "
+                    "step 6", *(f"#   {e}" for e in self.evidence)]
+        if self.setting.is_default:
+            return [f"# pgvector scan setting: pgvector's defaults ({self.setting.label}) meet the recall floor on "
+                    "the tenants served through HNSW: nothing to apply", *(f"#   {e}" for e in self.evidence)]
+        return [f"# pgvector scan setting for Honcho's reads: {self.setting.label} (the cheapest that meets the recall "
+                "floor; Honcho sets neither). Not .env: run once in psql as a superuser or the role itself; "
+                "new sessions of the role pick it up, then run embed shadow again (its gate reads the session's):",
+                *(f"#   {e}" for e in self.evidence), *(f"# {st}" for st in self.statements)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"setting": asdict(self.setting) if self.setting else None, "statements": list(self.statements),
+                "evidence": list(self.evidence)}
+
+
+@dataclass(frozen=True)
 class HonchoSettings:
     """What Honcho's API and deriver must be restarted with for their column to hold `space`."""
 
@@ -51,6 +82,7 @@ class HonchoSettings:
     settings: tuple[Setting, ...]
     notes: tuple[str, ...]
     thresholds: tuple[dict[str, Any], ...]  # recalibrated distances per shadow run (ids and numbers)
+    scan: ScanAdvice | None = None  # hnsw.ef_search / hnsw.iterative_scan for Honcho's role (None: no sweep)
 
     def env_block(self) -> str:
         """The settings as Honcho takes them: a .env block, a comment line before each variable."""
@@ -59,6 +91,7 @@ class HonchoSettings:
         for st in self.settings:
             lines += [f"# {st.why}", f"{st.name}={st.value}"]
         lines += [f"# note: {n}" for n in self.notes]
+        lines += self.scan.lines() if self.scan else []
         for run in self.thresholds:
             for name, v in run["values"].items():
                 lines.append(f"# threshold {name}: {v['baseline']} in the old space -> {_num(v['value'])} in this one "
@@ -68,7 +101,8 @@ class HonchoSettings:
     def as_dict(self) -> dict[str, Any]:
         return {"space": self.space, "fingerprint": self.fingerprint, "honcho_version": HONCHO_VERSION,
                 "env": {st.name: st.value for st in self.settings}, "settings": [asdict(st) for st in self.settings],
-                "notes": list(self.notes), "thresholds": list(self.thresholds), "env_block": self.env_block()}
+                "notes": list(self.notes), "thresholds": list(self.thresholds),
+                "scan": self.scan.as_dict() if self.scan else None, "env_block": self.env_block()}
 
 
 def _num(value: Any) -> str:
@@ -76,20 +110,23 @@ def _num(value: Any) -> str:
 
 
 def honcho_settings(cfg: Config, url: str, space: Space) -> HonchoSettings:
-    """The Honcho environment for `space`, and the distance thresholds recalibrated by the
-    latest shadow run of it (none: no shadow run)."""
+    """The Honcho environment for `space`, the distance thresholds recalibrated by the latest
+    shadow run of it (none: no shadow run), and the pgvector scan setting its filtered-recall
+    sweeps recommend for Honcho's role (the role of `url`, or a placeholder)."""
     from embed.verify import check_served_by
 
     settings, notes = _honcho_env(space)
     with connect(url) as conn:
         check_served_by(conn, cfg, space)  # another declared space's server: only a verified compatible_with
-        thresholds = _thresholds(conn, space) if store.is_initialized(conn) else []
+        ready = store.is_initialized(conn)
+        thresholds = _thresholds(conn, space) if ready else []
+        scan = _scan(conn, space, url) if ready else None
     baseline = (cfg.variables.get("embed_gates") or {}).get("thresholds") or {}
     for run in thresholds:
         for name, v in run["values"].items():
             v["baseline"] = baseline.get(name)
             v["where"] = THRESHOLD_WHERE.get(name, "model-specific distance threshold: set wherever it is used")
-    return HonchoSettings(space.name, space.fingerprint, tuple(settings), tuple(notes), tuple(thresholds))
+    return HonchoSettings(space.name, space.fingerprint, tuple(settings), tuple(notes), tuple(thresholds), scan)
 
 
 def _honcho_env(space: Space) -> tuple[list[Setting], list[str]]:
@@ -158,3 +195,34 @@ def _thresholds(conn: psycopg.Connection, space: Space) -> list[dict[str, Any]]:
                                     "values": {}})
         run["values"][metric.split(":", 1)[1]] = {"value": value, "ci_low": lo, "ci_high": hi, "n": n}
     return sorted(runs.values(), key=lambda r: r["at"], reverse=True)
+
+
+def _scan(conn: psycopg.Connection, space: Space, url: str) -> ScanAdvice | None:
+    """The scan setting the newest shadow run per source with a sweep of this space recommends,
+    its statements for the role `url` logs in as."""
+    rows = conn.execute(
+        sql.SQL(
+            """SELECT DISTINCT ON (r.source) r.id, r.source, s.sweep FROM {schema}.shadow_runs AS r
+               CROSS JOIN LATERAL jsonb_array_elements(coalesce(r.result -> 'filtered_recall', '[]')) AS s(sweep)
+               WHERE s.sweep ->> 'space_fp' = %(fp)s ORDER BY r.source, r.at DESC, r.id DESC"""
+        ).format(schema=sql.Identifier(store.SCHEMA)),
+        {"fp": space.fingerprint},
+    ).fetchall()
+    if not rows:
+        return None
+    from embed.shadow import filtered as F
+
+    sweeps = [(rid, source, F.from_dict(d)) for rid, source, d in rows]
+    if not any(sw.rows for _, _, sw in sweeps):
+        return None
+    setting = F.combine([sw for _, _, sw in sweeps])
+    evidence = []
+    for rid, source, sw in sweeps:
+        at, now = (sw.at(setting) if setting else None), sw.at(sw.session)
+        evidence.append(
+            f"{source} (shadow #{rid}, {at.queries if at else 0} queries on HNSW-served tenants): "
+            + (f"recall {F.fmt(at.recall)} at it; " if at else "")
+            + (f"{F.fmt(now.recall)} at the session's {sw.session.label}" if now else "no tenant served through HNSW")
+        )
+    statements = tuple(setting.statements(F.role_of(url))) if setting and not setting.is_default else ()
+    return ScanAdvice(setting, statements, tuple(evidence))

@@ -303,8 +303,9 @@ class SpaceReader:
     def search(
         self, conn: psycopg.Connection, qv: QueryVectors, tenants: Sequence[Sequence[Any]], k: int, *, exact: bool
     ) -> Hits:
-        """Top-k per query under its tenant's filters (served: the planner's choice, one statement
-        per query, timed; exact: numpy over the rows `current` settled)."""
+        """Top-k per query under its tenant's filters (served: the planner's choice, one unprepared
+        statement per query as Honcho sends them, so each tenant gets the custom plan EXPLAIN
+        shows; timed; exact: numpy over the rows `current` settled)."""
         self._own(qv)
         if len(tenants) != len(qv):
             raise EmbedError(f"{len(tenants)} tenant filters for {len(qv)} queries")
@@ -318,7 +319,7 @@ class SpaceReader:
             if shape not in stmts:
                 stmts[shape] = self._search_sql(where, k)
             jobs.append((stmts[shape], [vec, *values, vec]))
-        return self._run(conn, jobs)
+        return self._run(conn, jobs, prepare=False)
 
     def current(self, conn: psycopg.Connection) -> Current:
         """The live rows with a current vector in this space (`rows()`), read once per reader:
@@ -408,15 +409,18 @@ class SpaceReader:
             return self._run(conn, [(stmt, (v, v)) for v in qv.vectors])
 
     @staticmethod
-    def _run(conn: psycopg.Connection, jobs: Sequence[tuple[sql.Composed, Sequence[Any]]]) -> Hits:
+    def _run(
+        conn: psycopg.Connection, jobs: Sequence[tuple[sql.Composed, Sequence[Any]]], *, prepare: bool | None = None
+    ) -> Hits:
         """Execute each (statement, parameters): ids (text), distances and milliseconds per query.
 
-        One cursor, and the same few statements over and over, so psycopg prepares them."""
+        One cursor, and the same few statements over and over, so psycopg prepares them unless
+        `prepare` is False (served reads: Honcho never prepares, so each gets a custom plan)."""
         out = Hits([], [], [])
         with conn.cursor() as cur:
             for stmt, p in jobs:
                 t0 = time.perf_counter()
-                rows = cur.execute(stmt, p).fetchall()
+                rows = cur.execute(stmt, p, prepare=prepare).fetchall()
                 out.ms.append((time.perf_counter() - t0) * 1000.0)
                 out.ids.append([r[0] for r in rows])
                 out.dists.append([float(r[1]) for r in rows])

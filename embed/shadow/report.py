@@ -40,6 +40,8 @@ Result shape (schema ``embed.shadow.result/1``; lists of flat rows so each maps 
       "ann_recall": [{"space", "k", "n", "value", "ci_low", "ci_high"}],   # served (tenant-filtered) reads
       "ann_recall_global": [...],   # same shape; unfiltered probe, HNSW forced (added by embed.shadow.run)
       "latency_ms": [{"space", "n", "p50", "p95", "mean", "max"}],
+      "filtered_recall": [FilteredSweep.as_dict()],   # per space: recall/latency per scan setting
+                                                      # (added by embed.shadow.run; embed.shadow.filtered)
       "thresholds": [{"candidate", "name", **Recalibration.to_dict()}],
       "distance_hist": [{"candidate", "edges": [float], "baseline_counts": [int],
                          "candidate_counts": [int]}],
@@ -64,6 +66,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from embed.shadow import filtered as F
 from embed.shadow import metrics as M
 from embed.shadow import power as P
 from embed.shadow.recalibrate import recalibrate_thresholds
@@ -876,6 +879,16 @@ def render_html(result: Mapping[str, Any]) -> str:
                 )
             )
 
+    if result.get("filtered_recall"):
+        add("<h2>Filtered recall as Honcho sees it</h2>")
+        add("<p>Stored rows on the tenants the planner serves through the HNSW index, read at each pgvector "
+            "scan setting (EXPLAIN per tenant and setting: <em>via HNSW</em>); recall@k against the exact "
+            "per-tenant ranking; <em>short</em>: fewer rows than the tenant holds; <em>unordered</em>: rows out "
+            "of distance order. * this session's setting (what the gate reads), &gt; recommended.</p>")
+        add(_table(list(FILTERED_HEADERS), [[_e(c) for c in row] for row in _filtered_cells(result)]))
+        add("<pre>" + _e("\n".join(line for sw in result["filtered_recall"] for line in F.advice(F.from_dict(sw))))
+            + "</pre>")
+
     worst = result.get("worst_queries", [])
     if worst:
         add(f"<h2>Queries that changed most (lowest RBO, up to {N_WORST} per candidate)</h2>")
@@ -918,6 +931,27 @@ def render_html(result: Mapping[str, Any]) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n"
     )
+
+
+def _filtered_cells(result: Mapping[str, Any]) -> list[list[str]]:
+    """One row per (space, scan setting) of the filtered-recall sweep, marked * (session) / > (recommended)."""
+    out = []
+    for sw in result.get("filtered_recall", []):
+        rec = sw.get("recommended")
+        for r in sw["rows"]:
+            mark = ("*" if r["session"] else "") + (
+                ">" if rec and (rec["ef_search"], rec["iterative_scan"]) == (r["ef_search"], r["iterative_scan"]) else ""
+            )
+            out.append([
+                str(r["space"]), f"{r['ef_search']} {r['iterative_scan']}{' ' + mark if mark else ''}",
+                str(r["queries"]), str(r["index_queries"]), _f(r["recall"]), str(r["short"]), str(r["unordered"]),
+                _f(r["p50_ms"], 2), _f(r["p95_ms"], 2),
+            ])
+    return out
+
+
+FILTERED_HEADERS = ("space", "ef_search iterative_scan", "queries", "via HNSW", "recall", "short", "unordered",
+                    "p50 ms", "p95 ms")
 
 
 # ----------------------------------------------------------------------------- terminal
@@ -990,6 +1024,10 @@ def render_table(result: Mapping[str, Any]) -> str:
                 ],
             ),
         ]
+    if result.get("filtered_recall"):
+        out += ["", "filtered recall on tenants served through HNSW (* this session's setting, the gate's; "
+                "> recommended)", _text_table(FILTERED_HEADERS, _filtered_cells(result))]
+        out += [line for sw in result["filtered_recall"] for line in F.advice(F.from_dict(sw))]
     if result.get("thresholds"):
         out += [
             "",

@@ -39,6 +39,7 @@ from embed.config import Config, Source
 from embed.db.connection import connect
 from embed.errors import EmbedError
 from embed.fill.progress import Say
+from embed.shadow import filtered as F
 from embed.shadow import labels as L
 from embed.shadow import metrics as M
 from embed.shadow.inputs import (
@@ -74,6 +75,7 @@ class SourceShadow:
     queries_needed: int | None  # at the gate's margin, the most any candidate needs
     verdicts: dict[str, str | None]  # candidate -> PASS | FAIL | INCONCLUSIVE (None: no labels or no margin)
     result: dict[str, Any]
+    filtered: tuple[F.FilteredSweep, ...] = ()  # per space: served recall at each scan setting
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,9 @@ def _check_args(
     queries: int,
     sample_tenants: int | None,
     n_boot: int,
+    sweep: int = F.MAX_QUERIES,
 ) -> tuple[Space, list[Space]]:
-    for name, v, lo in (("k", k, 1), ("queries", queries, 0), ("n_boot", n_boot, 1)):
+    for name, v, lo in (("k", k, 1), ("queries", queries, 0), ("n_boot", n_boot, 1), ("sweep_queries", sweep, 0)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise EmbedError(f"--{name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
     if k > MAX_K:
@@ -193,8 +196,21 @@ def _cut(h: Hits, k: int) -> Hits:
 class SourceRun:
     """Everything one source's shadow run reads and computes (the snapshot connection is the caller's)."""
 
-    def __init__(self, cfg: Config, source: Source, base: Space, cands: list[Space], k: int, phases: Phases) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        source: Source,
+        base: Space,
+        cands: list[Space],
+        k: int,
+        phases: Phases,
+        sweep_queries: int = F.MAX_QUERIES,
+    ) -> None:
+        from embed.gates import GateConfig
+
         self.cfg, self.source, self.base, self.cands, self.k, self.phases = cfg, source, base, cands, k, phases
+        self.sweep_queries = sweep_queries
+        self.floor = GateConfig.from_variables(cfg.variables).min_ann_recall
         self.spaces = [base, *cands]
         self.readers: dict[str, SpaceReader] = {}
         self.info: dict[str, dict[str, Any]] = {}
@@ -258,6 +274,7 @@ class SpaceReads:
     rows_exact: Hits
     probe: Hits | None = None  # unfiltered, HNSW forced, top k
     probe_exact: Hits | None = None
+    sweep: F.FilteredSweep | None = None  # stored rows on HNSW-served tenants, per scan setting
 
 
 NO_HITS = Hits([], [], [])
@@ -287,6 +304,11 @@ def read_space(
             r.search(conn, rq, tenants, k + 1, exact=True),
         )
         r.release()
+    if run.sweep_queries:
+        with run.phase("sweep", f"{sp.name}: scan settings on HNSW-served tenants"):
+            out.sweep = F.sweep(
+                conn, r, rq, tenants, out.rows_exact, k, floor=run.floor, limit=run.sweep_queries, fetch=k + 1
+            )
     index = info["hnsw"]
     first = (tq, text.tenants[0]) if text and tq else (rq, tenants[0]) if len(rq) else None
     info["served_uses_index"] = bool(first and r.served_uses_index(conn, first[0], first[1], k, index))
@@ -375,6 +397,7 @@ def run_source(
             source=run.source.name,
         )
         result["ann_recall_global"] = _global_recall(f, k, n_boot, seed)
+        result["filtered_recall"] = [rd.sweep.as_dict() for rd in reads.values() if rd.sweep is not None]
         result["labels"] = text.kind if labelled and text else None
         result["labelled_queries"] = result["run"]["n_labelled_queries"]
         result["queries_needed"] = max((c["queries_needed"] for c in result["confidence"]), default=None)
@@ -523,6 +546,8 @@ def metric_rows(result: Mapping[str, Any], fps: Mapping[str, str]) -> list[tuple
     deltas -> the candidate's fp, 'delta_' + metric; agreement -> candidate, as given;
     neighbour_retention -> candidate, 'neighbour_retention@k'; ann_recall -> the space,
     'ann_recall@k' (served, tenant-filtered) and 'ann_recall_global@k' (unfiltered probe);
+    filtered recall sweep -> the space, slice 'scan' = 'ef_search=N iterative_scan=M',
+    'filtered_recall@k', 'filtered_latency_p50_ms'/'filtered_latency_p95_ms' (embed.shadow.filtered);
     latency -> the space, 'latency_p50_ms'/'latency_p95_ms'; how sure the nDCG delta is ->
     candidate, 'queries_needed_ndcg@k' (n = labelled queries used), 'wilcoxon_p_ndcg@k',
     'detectable_ndcg@k'; thresholds -> candidate,
@@ -556,6 +581,13 @@ def metric_rows(result: Mapping[str, Any], fps: Mapping[str, str]) -> list[tuple
     for key, name in (("ann_recall", "ann_recall"), ("ann_recall_global", "ann_recall_global")):
         for r in result.get(key, []):
             add(fps[r["space"]], f"{name}@{r['k']}", r)
+    for sw in result.get("filtered_recall", []):
+        for r in sw["rows"]:
+            at = {"slice": "scan", "slice_value": F.ScanSetting(r["ef_search"], r["iterative_scan"]).label}
+            add(sw["space_fp"], f"filtered_recall@{r['k']}", at, value=r["recall"], n=r["queries"], ci=False)
+            for p in ("p50", "p95"):
+                if r.get(f"{p}_ms") is not None:
+                    add(sw["space_fp"], f"filtered_latency_{p}_ms", at, value=r[f"{p}_ms"], n=r["queries"], ci=False)
     for r in result.get("latency_ms", []):
         for p in ("p50", "p95"):
             if r.get(p) is not None:
@@ -745,6 +777,7 @@ def shadow(
     embedders: Mapping[str, Any] | None = None,
     phases: Phases | None = None,
     say: Say | None = None,
+    sweep_queries: int = F.MAX_QUERIES,
 ) -> ShadowResult:
     """Compare retrieval in `baseline` (default: the legacy space) and each candidate, per source;
     persist each source's result and return them. Bad input changes nothing.
@@ -759,7 +792,7 @@ def shadow(
     from embed.fill.backfill import check_ready
     from embed.gates import GateConfig
 
-    base, cands = _check_args(cfg, baseline, candidates, k, queries, sample_tenants, n_boot)
+    base, cands = _check_args(cfg, baseline, candidates, k, queries, sample_tenants, n_boot, sweep_queries)
     srcs = _sources(cfg, sources)
     thresholds = _thresholds(cfg)
     margin = GateConfig.from_variables(cfg.variables).max_ndcg_drop or None
@@ -802,7 +835,7 @@ def shadow(
             text = texts[src.name]
             vecs: dict[str, QueryVectors] = {}
             how: dict[str, str] = {}
-            run = SourceRun(cfg, src, base, cands, k, phases)
+            run = SourceRun(cfg, src, base, cands, k, phases, sweep_queries)
             with connect(url) as conn:
                 # the database's clock, as the backfill runs the freshness gate compares with
                 started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
@@ -849,5 +882,6 @@ def shadow(
             queries_needed=result["queries_needed"],
             verdicts={c["candidate"]: c.get("verdict") for c in result["confidence"]},
             result=result,
+            filtered=tuple(F.from_dict(d) for d in result.get("filtered_recall", [])),
         )
     return ShadowResult(results)
