@@ -139,3 +139,22 @@ def test_the_recommendation_lands_in_honchos_settings(world: dict) -> None:
             conn.execute(f"DROP OWNED BY {ROLE}")
             conn.execute(f"DROP ROLE {ROLE}")
     assert np.isfinite([v for _, v in names if v is not None]).all()
+
+
+def test_the_sweep_is_printed_and_in_the_html_report(world: dict) -> None:
+    import polars as pl
+
+    from embed.shadow import build_result, render_html, render_table
+
+    sw = run_sweep(world, SELECTIVE, per=10, floor=0.5)
+    schema = {"qid": pl.String, "space": pl.String, "rank": pl.Int64, "doc_id": pl.String}
+    ranks = pl.DataFrame([(f"q{i}", s, r, f"d{i}.{r}") for i in range(4) for s in ("base", "cand") for r in range(1, 11)],
+                         schema=schema, orient="row")
+    result = build_result(ranks, ("base", "f" * 64), [("cand", "a" * 64)], K, n_boot=20)
+    result["filtered_recall"] = [sw.as_dict()]
+    text = render_table(result)
+    assert "40 off *" in text and "40 strict_order >" in text and "100 relaxed_order" in text
+    assert "  ALTER ROLE <honcho role> SET hnsw.iterative_scan = 'strict_order';" in text
+    page = render_html(result)
+    assert "<h2>Filtered recall as Honcho sees it</h2>" in page and "&lt;honcho role&gt;" in page
+    assert page.count("<tr") - render_html({**result, "filtered_recall": []}).count("<tr") == len(sw.rows) + 1
