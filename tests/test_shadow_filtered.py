@@ -158,3 +158,29 @@ def test_the_sweep_is_printed_and_in_the_html_report(world: dict) -> None:
     page = render_html(result)
     assert "<h2>Filtered recall as Honcho sees it</h2>" in page and "&lt;honcho role&gt;" in page
     assert page.count("<tr") - render_html({**result, "filtered_recall": []}).count("<tr") == len(sw.rows) + 1
+
+
+def test_status_says_to_apply_the_setting_when_the_ann_recall_gate_fails(db_url: str, cfg: Config) -> None:
+    from embed.fill.status import status
+    from embed.store.target import Target
+    from embed.store.writer import Rows, Skip, StoreWriter
+    from tests.support.backfill import expected, seeded
+    from tests.support.gate import plant_backup, plant_gates, plant_shadow
+    from tests.test_status import fill
+
+    space = cfg.space("e5_small")
+    seeded(db_url, cfg, documents=20, messages=2)
+    keep, empty = expected(db_url, cfg)
+    fill(db_url, cfg, sorted(keep), keep)
+    with connect(db_url) as conn:
+        StoreWriter(conn, Target(cfg.source("documents"), space)).write(
+            Rows([], [], np.zeros((0, space.dims), np.float32), np.zeros(0, bool)), np.zeros(0, bool),
+            [Skip(i, h, "empty") for i, h in empty.items()], run_id=0)
+        conn.commit()
+    plant_gates(db_url, cfg, space, omit=["shadow"])
+    plant_backup(db_url)
+    plant_shadow(db_url, cfg, "documents", space, ann_recall=0.62)
+    (step,) = status(cfg, db_url, spaces=[space.name], sources=["documents"]).next["documents"]
+    assert step.command == f"embed shadow --baseline {cfg.legacy_space.name} --candidate {space.name}"
+    assert step.why.startswith("gate shadow_ann_recall fails (ANN recall 0.620")
+    assert "first apply the scan setting the shadow's filtered-recall table recommends" in step.why

@@ -305,11 +305,11 @@ def status(
 
 
 # the command that makes a failing gate pass ({s}: the space, {legacy}: the legacy space); None: no
-# command does (the candidate retrieves worse, or its index recall is low: a judgement, not a step)
+# command does (the candidate retrieves worse: a judgement, not a step)
 GATE_FIX = {
     "smoke": "embed smoke --space {s}", "coverage": "embed sync --space {s}", "no_orphans": "embed sync --space {s}",
     "shadow_fresh": "embed shadow --baseline {legacy} --candidate {s}", "shadow_ndcg": None,
-    "shadow_ann_recall": None, "backup": "embed backup --out DIR", "verify": "embed verify --space {s} --where endpoint --sample 200",
+    "shadow_ann_recall": "embed shadow --baseline {legacy} --candidate {s}", "backup": "embed backup --out DIR", "verify": "embed verify --space {s} --where endpoint --sample 200",
 }
 
 
@@ -348,8 +348,11 @@ def next_step(conn: psycopg.Connection, cfg: Config, reads: serving.Serving, p: 
                     f"--space {p.space}`", ready=True)
     g = failed[0]
     fix = GATE_FIX.get(g["gate"])
-    return here(fix.format(s=p.space, legacy=cfg.legacy_space.name) if fix else None,
-                f"gate {g['gate']} fails ({g['measured']})")
+    why = f"gate {g['gate']} fails ({g['measured']})"
+    if g["gate"] == "shadow_ann_recall":  # measured at the session's scan setting: a better one must be applied first
+        why += ("; first apply the scan setting the shadow's filtered-recall table recommends (its ALTER ROLE ... SET"
+                " hnsw.ef_search / hnsw.iterative_scan statements), then run the shadow again")
+    return here(fix.format(s=p.space, legacy=cfg.legacy_space.name) if fix else None, why)
 
 
 def _verify_failed(conn: psycopg.Connection, cfg: Config, st: serving.Serving) -> str | None:
