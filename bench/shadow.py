@@ -15,7 +15,10 @@ both spaces are symmetric, so every query vector is read from the store and the 
 line says how many query-model calls there were: the target is none), or the seeded set on
 documents, embedded by the real models (--query-embedder real: model load included) or by
 sha256-seeded vectors (synthetic: no model at all). The synthetic vectors carry no meaning, so the metric
-values are noise: only the timings count. The database is a private embedded PostgreSQL in a
+values are noise: only the timings count. The run includes the filtered-recall sweep (phase
+`sweep`: embed.shadow.filtered, each space's stored rows on HNSW-served tenants at every scan
+setting); its advice per space is printed under each source (bench/filtered.py measures it on
+a 100k-row tenant). The database is a private embedded PostgreSQL in a
 temp directory unless --db is given (then a temporary database there, dropped at the end).
 """
 
@@ -40,6 +43,7 @@ from embed.db.connection import connect  # noqa: E402
 from embed.embedders import EmbedResult  # noqa: E402
 from embed.honcho.synthetic.corpus import SCALES, generate  # noqa: E402
 from embed.honcho.synthetic.seed import seed  # noqa: E402
+from embed.shadow.filtered import advice  # noqa: E402
 from embed.shadow.run import Phases, shadow  # noqa: E402
 from embed.spaces import Space  # noqa: E402
 from embed.store.indexes import ensure_hnsw  # noqa: E402
@@ -58,6 +62,7 @@ PHASES = (
     "ann",
     "neighbours",
     "exact",
+    "sweep",
     "probe",
     "distances",
     "metrics",
@@ -192,6 +197,8 @@ def main() -> None:
             f"recall {recall}; unfiltered HNSW recall {grecall}; served latency p50/p95 ms {lat}"
         )
         print(f"  query vectors: {r['label_details']['query_vectors']}; left out: {r['label_details']['excluded']}")
+        for sw in results[source].filtered:
+            print("  filtered recall: " + "\n  ".join(advice(sw)))
 
 
 if __name__ == "__main__":

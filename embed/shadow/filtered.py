@@ -281,7 +281,9 @@ def advice(sw: FilteredSweep, role: str | None = None) -> list[str]:
     head = f"{sw.space}: cheapest setting with recall >= {sw.floor}: {sw.recommended.label} ({fmt(rec and rec.recall)})"
     if here is not None and here.recall is not None and here.recall >= sw.floor:
         return [f"{head}; {now}: it meets the floor, nothing to apply"]
-    return [f"{head}; {now}: apply it for Honcho's role (new sessions pick it up), then run embed shadow again:",
+    order = (f" (relaxed_order: {rec.unordered} of {rec.queries} queries came back out of distance order, and "
+             "Honcho's read has no outer ORDER BY to fix it)" if rec and rec.unordered else "")
+    return [f"{head}; {now}: apply it for Honcho's role (new sessions pick it up), then run embed shadow again{order}:",
             *(f"  {s}" for s in sw.recommended.statements(role))]
 
 
