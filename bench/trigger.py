@@ -20,7 +20,9 @@ so drift and other load fall on both sides alike), each side doing:
              sent as the text literal pgvector's SQLAlchemy type binds (Honcho's ORM path);
   batch      --inserts / --batch multi-row INSERTs of --batch documents each (a create_documents flush).
 Printed per kind: median per-row latency with and without the trigger, their ratio, and the
-overhead per row in microseconds (difference of the medians).
+overhead per row in microseconds (difference of the medians); and the trigger function's own time
+per call as Postgres counts it (track_functions = 'pl', pg_stat_user_functions): the overhead
+without the noise of two medians of much longer inserts.
 """
 
 from __future__ import annotations
@@ -143,8 +145,27 @@ def toggle(conn: psycopg.Connection, cfg: Config, on: bool) -> None:
             sql.Identifier(TRIGGER)))
 
 
-def measure(url: str, cfg: Config, args: argparse.Namespace) -> tuple[list[Cost], int]:
-    """(costs per kind, queue rows the enabled side wrote)."""
+@dataclass
+class Calls:
+    """The trigger function's calls during the run, as Postgres's function statistics count them."""
+
+    calls: int
+    total_ms: float
+
+    @property
+    def us_per_call(self) -> float:
+        return self.total_ms * 1000 / self.calls if self.calls else 0.0
+
+
+def function_calls(conn: psycopg.Connection) -> Calls:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute("SELECT calls, total_time FROM pg_stat_user_functions"
+                       " WHERE schemaname = 'embed_store' AND funcname = 'inplace_queue'").fetchone()
+    return Calls(*row) if row else Calls(0, 0.0)
+
+
+def measure(url: str, cfg: Config, args: argparse.Namespace) -> tuple[list[Cost], int, Calls]:
+    """(costs per kind, queue rows the enabled side wrote, the trigger function's calls meanwhile)."""
     kinds: dict[str, Callable[[Inserts], list[float]]] = {
         "documents single-row": lambda w: [w.doc() for _ in range(args.inserts)],
         "message_embeddings single-row": lambda w: [w.msg() for _ in range(args.inserts)],
@@ -153,6 +174,8 @@ def measure(url: str, cfg: Config, args: argparse.Namespace) -> tuple[list[Cost]
     got: dict[tuple[str, bool], list[float]] = {(k, on): [] for k in kinds for on in (False, True)}
     with psycopg.connect(url, autocommit=True) as conn:
         queued0 = conn.execute("SELECT count(*) FROM embed_store.inplace_changed").fetchone()[0]
+        conn.execute("SET track_functions = 'pl'")
+        before = function_calls(conn)
         w = Inserts(conn, cfg.legacy_space.dims)
         for fn in kinds.values():
             fn(w)  # warm: plans, caches, the first HNSW pages
@@ -163,9 +186,12 @@ def measure(url: str, cfg: Config, args: argparse.Namespace) -> tuple[list[Cost]
                     got[(kind, on)] += fn(w)
         toggle(conn, cfg, True)  # as stage left it
         queued = conn.execute("SELECT count(*) FROM embed_store.inplace_changed").fetchone()[0] - queued0
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    with psycopg.connect(url, autocommit=True) as conn:  # the inserting session's statistics, flushed as it closed
+        after = function_calls(conn)
     costs = [Cost(k, len(got[(k, False)]), statistics.median(got[(k, False)]) * 1000,
                   statistics.median(got[(k, True)]) * 1000) for k in kinds]
-    return costs, queued
+    return costs, queued, Calls(after.calls - before.calls, after.total_ms - before.total_ms)
 
 
 def main() -> None:
@@ -187,15 +213,17 @@ def main() -> None:
         say(f"set-up {time.monotonic() - t0:.0f} s: {args.rows} rows, {cfg.legacy_space.name} column "
             f"({cfg.legacy_space.dims}-d) with Honcho's HNSW, stage for {NEW} open "
             f"({', '.join(staged.sources)}: trigger {TRIGGER})")
-        costs, queued = measure(url, cfg, args)
+        costs, queued, calls = measure(url, cfg, args)
     finally:
         cleanup()
     say(f"\n{'insert':34s}{'rows/side':>10s}{'off ms/row':>12s}{'on ms/row':>12s}{'ratio':>8s}{'overhead':>12s}")
     for c in costs:
         say(f"{c.kind:34s}{c.rows:>10d}{c.off_ms:>12.3f}{c.on_ms:>12.3f}{c.ratio:>8.3f}{c.overhead_us:>9.0f} us")
-    say(f"queue rows written with the trigger on: {queued}")
+    say(f"queue rows written with the trigger on: {queued}; the trigger function {calls.calls} calls, "
+        f"{calls.us_per_call:.0f} us per call (pg_stat_user_functions)")
     if args.json:
-        print(json.dumps({"rows": args.rows, "queued": queued,
+        print(json.dumps({"rows": args.rows, "queued": queued, "trigger_calls": calls.calls,
+                          "trigger_us_per_call": calls.us_per_call,
                           "costs": [{**asdict(c), "ratio": c.ratio, "overhead_us": c.overhead_us} for c in costs]}))
 
 
