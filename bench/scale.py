@@ -30,7 +30,8 @@ store (same spec, so the same fingerprint), and for both storages: write rate, H
 index size, top-10 latency (median of 200 queries, hnsw.ef_search 40) and recall@10 against the
 exact fp32 neighbours (numpy).
 Each figure is printed per size with its growth per x10 rows (from the smallest to the largest
-size measured: (last / first) ** (1 / log10(last rows / first rows))); Ctrl-C ends the size in
+size measured: (last / first) ** (1 / log10(last rows / first rows)); with three sizes or more
+also per step between neighbouring sizes, `growth_steps` in the JSON); Ctrl-C ends the size in
 progress and still prints the table of the sizes that completed. Targets (issue 15): the
 swap and rollback locks do not grow with rows (<= 1.5x per x10), nothing grows faster than linear
 (<= 10x per x10). With --json the last line is one JSON object: per size every figure, and
@@ -40,6 +41,7 @@ swap and rollback locks do not grow with rows (<= 1.5x per x10), nothing grows f
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import statistics
@@ -378,11 +380,8 @@ def shadow_phases(cfg: Config, url: str, queries: int, run: SizeRun) -> None:
         + (f"  ERROR {run.shadow_error}" if run.shadow_error else ""))
 
 
-def growth(runs: list[SizeRun]) -> dict[str, float | None]:
-    """Per figure, its factor per x10 rows from the smallest size to the largest."""
-    if len(runs) < 2:
-        return {}
-    a, b = runs[0], runs[-1]
+def growth(a: SizeRun, b: SizeRun) -> dict[str, float | None]:
+    """Per figure, its factor per x10 rows from size `a` to the larger size `b`."""
     fa, fb = a.figures(), b.figures()
     decades = math.log10(b.rows / a.rows)
     return {k: (round((fb[k] / fa[k]) ** (1 / decades), 2) if fa[k] > 0 and k in fb and fb[k] > 0 else None)
@@ -402,16 +401,23 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
             break
         finally:
             drop()
-    if not runs:
-        return {}
-    g = growth(runs)
+    return table(runs) if runs else {}
+
+
+def table(runs: list[SizeRun]) -> dict[str, object]:
+    """Print every figure per size with its growth per x10 rows; the JSON object of --json."""
+    g = growth(runs[0], runs[-1]) if len(runs) > 1 else {}
+    # with three sizes or more, also per step: a fixed cost flattens the first step, load moves any
+    steps = {f"{a.rows}-{b.rows}": growth(a, b) for a, b in itertools.pairwise(runs)} if len(runs) > 2 else {}
     names = list(runs[0].figures())
-    say("\n" + f"{'figure':34s}" + "".join(f"{r.rows:>14,d}" for r in runs) + f"{'per x10':>10s}")
+    say("\n" + f"{'figure':34s}" + "".join(f"{r.rows:>14,d}" for r in runs) + f"{'per x10':>10s}"
+        + "".join(f"{k:>16s}" for k in steps))
     for name in names:
         vals = [r.figures().get(name) for r in runs]
         say(f"{name:34s}" + "".join(f"{v:>14,.2f}" if v is not None else f"{'-':>14s}" for v in vals)
-            + (f"{g[name]:>10.2f}" if g.get(name) is not None else f"{'-':>10s}"))
-    return {"sizes": {str(r.rows): asdict(r) for r in runs}, "growth": g}
+            + "".join(f"{x[name]:>{w}.2f}" if x.get(name) is not None else f"{'-':>{w}s}"
+                      for x, w in [(g, 10), *((st, 16) for st in steps.values())]))
+    return {"sizes": {str(r.rows): asdict(r) for r in runs}, "growth": g, "growth_steps": steps}
 
 
 def options(ap: argparse.ArgumentParser) -> None:
