@@ -66,7 +66,10 @@ class ScanAdvice:
         return [f"# pgvector scan setting for Honcho's reads: {self.setting.label} (the cheapest that meets the recall "
                 "floor; Honcho sets neither). Not .env: run once in psql as a superuser or the role itself; "
                 "new sessions of the role pick it up, then run embed shadow again (its gate reads the session's):",
-                *(f"#   {e}" for e in self.evidence), *(f"# {st}" for st in self.statements)]
+                *(f"#   {e}" for e in self.evidence),
+                *(["#   relaxed_order can return rows slightly out of distance order: Honcho's read does not "
+                   "re-sort them"] if self.setting.iterative_scan == "relaxed_order" else []),
+                *(f"# {st}" for st in self.statements)]
 
     def as_dict(self) -> dict[str, Any]:
         return {"setting": asdict(self.setting) if self.setting else None, "statements": list(self.statements),
