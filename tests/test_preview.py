@@ -110,6 +110,8 @@ def test_cutover_and_rollback_previews_list_the_statements_in_order_and_change_n
     assert add and add[0] < lock < rename < view  # staging, the swap's lock, its renames, then the views
     assert p.statements[lock].lock.startswith("ACCESS EXCLUSIVE") and p.bytes_added > 0
     assert any("CREATE INDEX CONCURRENTLY" in s for s in sqls[:lock])
+    vacuum = sqls.index('VACUUM (ANALYZE) "public"."documents"')  # stage's last step, before the swap
+    assert add[0] < vacuum < lock and "SHARE UPDATE EXCLUSIVE" in p.statements[vacuum].lock
     assert p.rows["documents"] > 0 and any(b.startswith("documents.smoke") for b in p.blockers)  # no gate input yet
 
     r = CliRunner().invoke(cli, ["--db", db_url, "--project", str(project), "cutover", "--space", NEW, "--dry-run",

@@ -170,8 +170,9 @@ def cutover(env: Env, space_name: str, mode: str, stage_only: bool, progress_fmt
                     # a log keeps only the result, unless it asks for JSON events
                     settings_out)
     if stage_only:
-        emit(r, as_json, lambda o: [f"staged {n}: {s.rows_staged} row(s) in {s.column}, {s.rows_missing} "
-                                    f"missing, index {s.index.name}" for n, s in o.sources.items()])
+        emit(r, as_json, lambda o: [line for n, s in o.sources.items() for line in (
+            f"staged {n}: {s.rows_staged} row(s) in {s.column}, {s.rows_missing} missing, index {s.index.name}",
+            f"  {s.size_line()}")])
         return
     _deliver(r, settings_out)
     emit(r, as_json, _switch_lines)

@@ -2,8 +2,10 @@
 `message_embeddings.embedding`, so the new space has to end up in exactly those columns.
 
     stage       ahead of time, per source: add `<vector_column>__<space>_<fp8>` as vector(D), copy
-                the space's store vectors into it in short batches (rows whose content changed
-                since they were embedded are left NULL), build its HNSW index CONCURRENTLY; also
+                the space's store vectors into it in short batches, one row a heap page per
+                transaction first, then a check of every id range (rows whose content changed
+                since they were embedded are left NULL), build its HNSW index CONCURRENTLY after
+                the fill, and end with a plain VACUUM (ANALYZE) of the table; also
                 copy the live column's vectors into *its* space's store table, so a rollback
                 later only has to embed rows written after the cutover. Resumable: a rerun
                 continues where the last one stopped. From then on a trigger queues the ids of
@@ -21,9 +23,15 @@ for the live one), a staged vector is only ever the store's vector for the row's
 content, and a live row without one is NULL and 'pending' (Honcho's reconciler embeds it with
 the model it is configured with). Nothing here logs text; results carry ids, counts and timings.
 
-Costs: staging writes a new version of every row, which Postgres also inserts into each index
-of the table, Honcho's live HNSW index included (the dominant cost, ~2 ms a row on 2 cores; the
-old versions are dead tuples until vacuum). The swap's lock covers the rows written since its
+Costs: staging writes a new version of every row. A version that cannot stay on its page (no
+room) is inserted into each index of the table, Honcho's live HNSW included (~2 ms a row on 2
+cores, the dominant cost); one that can is a HOT update and touches no index, since the tagged
+column has no index until the fill is done. So the fill goes one row a page per transaction:
+a page's first update moves its row out (the page is full), and every later one finds the room
+the previous one freed (pruned once it committed). Filling after the tagged index exists would
+make every update a non-HOT one (bench/staging.py measures both, and copying the table instead).
+The replaced versions are dead until VACUUM, which stage runs (plain: Honcho keeps working; it
+needs the table's owner and is skipped with its reason otherwise). The swap's lock covers the rows written since its
 catch-up plus those still without a vector, found through the change queue, never a scan of
 the table; Honcho's writers should be paused for it (and restarted with `honcho_settings`),
 since any insert waits behind the lock and would embed with the old model.
@@ -51,7 +59,7 @@ from embed.fill.progress import NONE, wanted
 from embed.result import PerSource, Result
 from embed.spaces import Space
 from embed.store import registry
-from embed.store.indexes import HNSW_MAX_DIMS
+from embed.store.indexes import HNSW_MAX_DIMS, build_memory
 from embed.store.location import COLUMNS, columns, live_column, live_fp, recorded
 from embed.store.target import Target
 
@@ -68,6 +76,31 @@ class StagedIndex(Result):
     m: int
     ef_construction: int
     opclass: str
+    maintenance_work_mem: str | None  # what the build ran with (embed_index.maintenance_work_mem); None: not built
+
+
+@dataclass(frozen=True)
+class Vacuumed(Result):
+    """The staged table before and after stage's closing plain VACUUM (ANALYZE): bytes, dead tuples."""
+
+    heap_before: int
+    toast_before: int
+    indexes_before: int
+    dead_before: int
+    heap_after: int
+    toast_after: int
+    indexes_after: int
+    dead_after: int
+    seconds: float
+    skipped: str | None  # why it did not run (not the owner, busy): an optimisation, stage goes on
+
+    @property
+    def mb_before(self) -> float:
+        return round((self.heap_before + self.toast_before + self.indexes_before) / 2**20, 1)
+
+    @property
+    def mb_after(self) -> float:
+        return round((self.heap_after + self.toast_after + self.indexes_after) / 2**20, 1)
 
 
 @dataclass(frozen=True)
@@ -82,6 +115,16 @@ class StagedSource(Result):
     live_rows_adopted: int  # the live column's trusted vectors copied into its space's store
     index: StagedIndex
     seconds: float
+    rows_filled_by_page: int  # of rows_written: written one row a page per transaction (HOT updates)
+    size_before: tuple[int, int, int]  # (heap, TOAST, indexes) bytes when stage began
+    vacuum: Vacuumed
+
+    def size_line(self) -> str:
+        """The table's size through stage, as the operator reads it."""
+        v = self.vacuum
+        done = (f"VACUUM (ANALYZE) skipped: {v.skipped}" if v.skipped else
+                f"{v.mb_after} MB after VACUUM (ANALYZE) in {v.seconds:g} s, dead rows {v.dead_before} -> {v.dead_after}")
+        return f"{self.table} {round(sum(self.size_before) / 2**20, 1)} MB before stage, {v.mb_before} MB staged, {done}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +150,7 @@ def stage(
     kill -9 a rerun finishes the job. `progress`: a Progress per source on stderr (True, or a format).
     """
     space = cfg.space(space_name)
+    cfg.index_params  # noqa: B018  a bad embed_index is refused before anything is written
     with inplace_run.session(url) as conn:
         out = {src.name: _stage_one(conn, cfg, src, space, batch_rows, progress)
                for src in inplace_run.sources_of(cfg, sources)}
@@ -117,6 +161,7 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
                show: bool | str) -> StagedSource:
     t0 = time.monotonic()
     t = Target(src, space)
+    heap, toast, idx, _ = conn.execute(inplace_sql.sizes(t)).fetchone()
     live = live_column(src)
     if live_fp(conn, cfg, src) == space.fingerprint:
         raise NothingToDo(f"space {space.name} is already live in {src.table}.{live}: nothing to stage")
@@ -125,21 +170,55 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
     col = _ensure_column(conn, t)
     since = _track(conn, cfg, src)
     states = bool(inplace_sql.has_columns(conn, src, ["sync_state"]))
+    label = f"stage {src.name}/{space.name}" if wanted(show) != NONE else None
+    by_page = inplace_run.by_page(conn, t, col, states=states, batch_pages=batch_rows, label=label,
+                                  fmt=wanted(show), pause="inplace_stage_batch")
     written, cleared = inplace_run.batched(conn, t, inplace_run.refresher(t, col, states), batch_rows=batch_rows,
-                                label=f"stage {src.name}/{space.name}" if wanted(show) != NONE else None,
-                                fmt=wanted(show), pause="inplace_stage_batch")
+                                           label=label and f"{label} (check)", fmt=wanted(show),
+                                           pause="inplace_stage_batch")
     inplace_queue.mark_complete(conn, src, space.fingerprint, since)
     adopted = _adopt(conn, cfg, src, since, batch_rows=batch_rows)
     pause_point("inplace_before_index")
     index = _ensure_index(conn, t, col, cfg.index_params)
     try:
-        conn.execute(sql.SQL("ANALYZE {}").format(t.src))  # statistics follow the column through the swap
         conn.execute(sql.SQL("ANALYZE {}").format(inplace_sql.STAGED))  # the swap's id lookups plan as lookups
     except inplace_run.BUSY:
         pass  # autovacuum or a maintenance job holds it: autovacuum analyzes it later anyway
+    vacuum = _vacuum(conn, t)  # also the statistics that follow the column through the swap
     staged, missing, skipped = conn.execute(inplace_sql.coverage(t, col)).fetchone()
-    return StagedSource(src.table, col, staged, missing, skipped, written, cleared, adopted, index,
-                        round(time.monotonic() - t0, 3))
+    return StagedSource(src.table, col, staged, missing, skipped, written + by_page, cleared, adopted, index,
+                        round(time.monotonic() - t0, 3), by_page, (heap, toast, idx), vacuum)
+
+
+def _vacuum(conn: psycopg.Connection, t: Target) -> Vacuumed:
+    """A plain VACUUM (ANALYZE) of the staged table (never FULL: Honcho keeps reading and writing):
+    the row versions staging replaced become free space its next writes reuse, before the swap
+    doubles nothing. It needs the table's owner (the in-place role is); refused or busy, it is
+    skipped with its reason: autovacuum gets there later."""
+    if conn.info.server_version >= 150000:
+        conn.execute("SELECT pg_stat_force_next_flush()")  # this session's updates count as dead tuples now
+    before = conn.execute(inplace_sql.sizes(t)).fetchone()
+    notices: list[str] = []
+
+    def heard(d: psycopg.errors.Diagnostic) -> None:
+        if d.severity_nonlocalized == "WARNING" and d.message_primary:
+            notices.append(d.message_primary)
+
+    t0 = time.monotonic()
+    skipped = None
+    conn.add_notice_handler(heard)
+    try:
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(t.src))
+    except inplace_run.BUSY:
+        skipped = f"{t.source.table} was busy (another VACUUM or maintenance held it): autovacuum will do it"
+    except psycopg.errors.InsufficientPrivilege as e:
+        skipped = f"not allowed: {e.diag.message_primary}"
+    finally:
+        conn.remove_notice_handler(heard)
+    if skipped is None and notices:  # a non-owner's VACUUM warns and skips the table
+        skipped = f"not run: {notices[0]}"
+    after = conn.execute(inplace_sql.sizes(t)).fetchone()
+    return Vacuumed(*before, *after, round(time.monotonic() - t0, 3), skipped)
 
 
 def _ensure_column(conn: psycopg.Connection, t: Target) -> str:
@@ -212,13 +291,15 @@ def _ensure_index(conn: psycopg.Connection, t: Target, col: str, params: dict[st
         raise EmbedError(f"index {schema}.{name} is on column {cur.column}, not {col}")
     t0 = time.monotonic()
     built = False
+    memory = None
     conn.execute(inplace_run.set_timeout(0, local=False))  # CONCURRENTLY waits for older transactions; blocks no writer
     try:
         if cur is not None and not cur.valid:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
             cur = None
         if cur is None:
-            conn.execute("SET maintenance_work_mem = '512MB'")
+            conn.execute(build_memory(params))
+            memory = conn.execute("SHOW maintenance_work_mem").fetchone()[0]  # what the build below gets
             conn.execute(inplace_sql.create_index(t, col, name, params))
             conn.execute("RESET maintenance_work_mem")
             built = True
@@ -228,7 +309,7 @@ def _ensure_index(conn: psycopg.Connection, t: Target, col: str, params: dict[st
     if info is None or not info.valid or info.method != "hnsw" or info.opclass != inplace_sql.expected_opclass(t.space):
         raise EmbedError(f"index {schema}.{name} is not a valid HNSW {inplace_sql.expected_opclass(t.space)} index: rerun stage")
     return StagedIndex(name, True, built, round(time.monotonic() - t0, 3), params["m"], params["ef_construction"],
-                       info.opclass)
+                       info.opclass, memory)
 
 
 # ---------------------------------------------------------------------------------------- swap

@@ -135,6 +135,44 @@ def batched(
             progress.finish()
 
 
+def by_page(conn: psycopg.Connection, t: Target, col: str, *, states: bool, batch_pages: int,
+            label: str | None = None, fmt: str = AUTO, pause: str | None = None) -> int:
+    """Fill the tagged column one row a heap page per transaction (inplace_sql.page_firsts), in
+    passes over the table, `batch_pages` pages a transaction, until a pass fills nothing: after a
+    page's first row moves out (no room on a full page), each later update of the page finds the
+    room its predecessor freed and is HOT. Its picks are live rows with a store vector for their
+    content, which `refresh` alone fills; the id-range pass of `check` that follows moves records,
+    clears and queues whatever else there is. Rows filled."""
+    firsts = inplace_sql.page_firsts(t, col)
+    busy = (f"{t.source.table} stays locked by other sessions ({STAGE_ATTEMPTS} tries, {STAGE_LOCK_TIMEOUT_S:g}s "
+            "each); finished batches are kept: rerun to continue")
+    progress = Progress(label, conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.src)).fetchone()[0],
+                        fmt=fmt).start() if label else None
+
+    def batch(c: psycopg.Connection, lo: int) -> int:
+        ids = [r[0] for r in c.execute(firsts, {"lo": lo, "hi": lo + batch_pages}).fetchall()]
+        return refresh(c, t, col, inplace_sql.among(t, ids), states=states)[0] if ids else 0
+
+    filled = 0
+    try:
+        while True:
+            n = 0
+            for lo in range(0, conn.execute(inplace_sql.pages(t)).fetchone()[0], batch_pages):
+                got = attempt(conn, lambda c, lo=lo: batch(c, lo), lock_s=STAGE_LOCK_TIMEOUT_S,
+                              attempts=STAGE_ATTEMPTS, busy=busy)
+                n += got
+                if progress:
+                    progress.add(got)
+                if pause:
+                    pause_point(pause)
+            filled += n
+            if not n:
+                return filled
+    finally:
+        if progress:
+            progress.finish()
+
+
 def check(conn: psycopg.Connection, t: Target, col: str, where: Sequence[sql.Composable], *,
           states: bool) -> tuple[int, int, list[tuple[str, str]]]:
     """`refresh` of the tagged column, also moving unchanged rows' records to their current xmin,

@@ -193,6 +193,51 @@ def stale(t: Target, col: str, where: Sequence[sql.Composable] = (), *, states: 
     )
 
 
+def page_firsts(t: Target, col: str) -> sql.Composed:
+    """Per heap page in [%(lo)s, %(hi)s), the first live row whose tagged column is NULL and whose
+    current content has a store vector: ids as text, at most one a page. Staging fills these one
+    row a page per transaction, so that each update finds the room the page's previous update
+    freed (pruned once that transaction committed) and stays a HOT update: no new entry in any
+    index of the table, Honcho's HNSW included (see embed.cutover.inplace, Costs)."""
+    page = sql.SQL("(ctid::text::point)[0]::bigint")
+    at = sql.SQL("format('(%%s,0)', {}::bigint)::tid")
+    # The store is probed by primary key per candidate row (a subplan in the select list: never a
+    # join, which the planner may answer with a scan of the whole store per batch).
+    return sql.SQL(
+        """WITH r AS MATERIALIZED ({rows}),
+           e AS MATERIALIZED (
+             SELECT r.id, r.page, r.tid,
+                    EXISTS (SELECT 1 FROM {store} AS v WHERE v.source_id = r.id AND v.content_sha256 = {sha}) AS has
+             FROM r)
+           SELECT DISTINCT ON (e.page) e.id::text FROM e WHERE e.has ORDER BY e.page, e.tid"""
+    ).format(
+        rows=rows(t, [sql.SQL("{} AS page").format(page), sql.SQL("ctid AS tid")],
+                  [sql.SQL("ctid >= {}").format(at.format(sql.Placeholder("lo"))),
+                   sql.SQL("ctid < {}").format(at.format(sql.Placeholder("hi"))),
+                   sql.SQL("{} IS NULL").format(column(col))]),
+        sha=t.sha(sql.SQL("r.text")), store=t.store,
+    )
+
+
+def pages(t: Target) -> sql.Composed:
+    """The source's heap pages now (new ones appear as rows move or Honcho inserts)."""
+    return sql.SQL("SELECT pg_relation_size({r}) / current_setting('block_size')::bigint").format(r=_regclass(t))
+
+
+def sizes(t: Target) -> sql.Composed:
+    """(heap, TOAST, indexes, dead tuples) of the source table: what staging grows and VACUUM frees."""
+    return sql.SQL(
+        """SELECT pg_relation_size(c.oid), coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0),
+                  pg_indexes_size(c.oid), coalesce(s.n_dead_tup, 0)
+           FROM pg_class AS c LEFT JOIN pg_stat_all_tables AS s ON s.relid = c.oid WHERE c.oid = {r}"""
+    ).format(r=_regclass(t))
+
+
+def _regclass(t: Target) -> sql.Composed:
+    schema, table = t.source.schema_table
+    return sql.SQL("(quote_ident({}) || '.' || quote_ident({}))::regclass").format(sql.Literal(schema), sql.Literal(table))
+
+
 def touch(t: Target, col: str, where: Sequence[sql.Composable] = ()) -> sql.Composed:
     """Move the records of rows written since (same content, new row version) to the row's
     current xmin, so the in-lock check of a swap need not hash them again. Returns (rows, 0)."""

@@ -82,12 +82,18 @@ def switch_preview(cfg: Config, url: str, kind: str, space_name: str | None = No
                 rows[s] = int(stale)
                 copy_rows += int(stale)
                 stmts.append(Statement(text(conn, inplace_sql.refresh(t, col)), f"{ROW_EXCLUSIVE} on {t.source.table}",
-                                       f"per batch of {BATCH_ROWS} ids ({-(-live // BATCH_ROWS)} batches)"))
+                                       f"per batch: first one row a page, {BATCH_ROWS} pages a batch, in passes "
+                                       f"(HOT updates), then a check per batch of {BATCH_ROWS} ids "
+                                       f"({-(-live // BATCH_ROWS)} batches)"))
                 _, table = t.source.schema_table
                 index = inplace_sql.index_name(table, col)
                 if index not in inplace_sql.indexes(conn, t.source) or not inplace_sql.indexes(conn, t.source)[index].valid:
                     stmts.append(Statement(text(conn, inplace_sql.create_index(t, col, index, cfg.index_params)),
                                            f"{SHARE_UPDATE_EXCLUSIVE} on {t.source.table}", "once, while Honcho writes"))
+                stmts.append(Statement(text(conn, sql.SQL("VACUUM (ANALYZE) {}").format(t.src)),
+                                       f"{SHARE_UPDATE_EXCLUSIVE} on {t.source.table}",
+                                       "once, after the fill (plain, never FULL: the replaced row versions "
+                                       "become free space; skipped with a line if not the owner)"))
                 plans.append(inplace._names(conn, cfg, t.source, target))
             tables = sql.SQL(", ").join(Target(p.source, target).src for p in plans)
             stmts.append(Statement(text(conn, sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(tables)),

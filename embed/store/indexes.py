@@ -19,6 +19,7 @@ from embed.store.target import Target
 HNSW_MAX_DIMS = 2000  # pgvector cannot build HNSW on a `vector` wider than this
 OPCLASS = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
 HALFVEC_HNSW_MAX_DIMS = 4000  # the same limit on a `halfvec`
+DEFAULT_BUILD_MEMORY_KB = 512 * 1024  # config.DEFAULT_BUILD_MEMORY, for params built without a Config
 
 
 def opclass(space: Space) -> str:
@@ -44,8 +45,15 @@ def column_indexes(conn: psycopg.Connection, target: Target, column: str, am: st
     ).fetchall()
 
 
+def build_memory(params: dict[str, int]) -> sql.Composed:
+    """`SET maintenance_work_mem` for one build, from embed_index (config: maintenance_work_mem)."""
+    kb = int(params.get("maintenance_work_mem_kb", DEFAULT_BUILD_MEMORY_KB))
+    return sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(f"{kb}kB"))
+
+
 def ensure_index(
-    conn: psycopg.Connection, target: Target, column: str, am: str, method: sql.Composable, *, concurrently: bool
+    conn: psycopg.Connection, target: Target, column: str, am: str, method: sql.Composable, *, concurrently: bool,
+    memory: sql.Composable | None = None,
 ) -> dict[str, Any]:
     """Make sure one valid index exists; drop invalid leftovers (an interrupted CONCURRENTLY
     build leaves one). Indexes are unnamed (Postgres derives a unique name), so two physical
@@ -62,7 +70,8 @@ def ensure_index(
         if valid:
             return {"state": "valid", "name": valid[0], "built": False}
         t0 = time.monotonic()
-        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute(memory or build_memory({}))
+        mem = conn.execute("SHOW maintenance_work_mem").fetchone()[0]  # what the build below gets
         conn.execute(
             sql.SQL("CREATE INDEX {conc} ON {tbl} USING {method}").format(
                 conc=sql.SQL("CONCURRENTLY") if concurrently else sql.SQL(""), tbl=target.store, method=method
@@ -75,6 +84,7 @@ def ensure_index(
             "name": found[0] if found else None,
             "built": True,
             "concurrently": concurrently,
+            "maintenance_work_mem": mem,
             "seconds": round(time.monotonic() - t0, 3),
         }
     finally:
@@ -93,7 +103,8 @@ def ensure_hnsw(conn: psycopg.Connection, target: Target, params: dict[str, int]
     if target.space.dims > hnsw_max_dims(target.space):
         return {"state": "not built", "reason": f"pgvector builds HNSW on {target.space.storage} columns up to "
                 f"{hnsw_max_dims(target.space)} dims"}
-    out = ensure_index(conn, target, "embedding", "hnsw", hnsw_method(target, params), concurrently=concurrently)
+    out = ensure_index(conn, target, "embedding", "hnsw", hnsw_method(target, params), concurrently=concurrently,
+                       memory=build_memory(params))
     out.update(m=params["m"], ef_construction=params["ef_construction"], opclass=opclass(target.space))
     return out
 
