@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from embed.shadow.inputs import TIE_EPS, Hits, QueryVectors, SpaceReader, _tenant_key, tie_aware_exact
+from embed.shadow.inputs import TIE_EPS, Hits, QueryVectors, SpaceReader, tenant_key, tie_aware_exact
 
 ITERATIVE_SCANS = ("off", "strict_order", "relaxed_order")
 EF_SEARCH = (40, 100, 200)
@@ -187,7 +187,7 @@ def sweep(
     max_tuples = conn.execute("SELECT current_setting('hnsw.max_scan_tuples', true)").fetchone()[0]
     first: dict[tuple, int] = {}
     for i, t in enumerate(tenants):
-        first.setdefault(_tenant_key(t), i)
+        first.setdefault(tenant_key(t), i)
     settings = sorted(set(settings) | {session}, key=lambda s: s.cost_rank)  # the gate's setting too
 
     def planned(setting: ScanSetting, keys: Sequence[tuple]) -> set[tuple]:
@@ -195,7 +195,6 @@ def sweep(
         return {key for key in keys if reader.served_uses_index(conn, _one(qv, first[key]), tenants[first[key]],
                                                                  fetch or k, index)}
 
-    was = session
     indexed: set[tuple] = set()
     rows: list[FilteredRecall] = []
     try:
@@ -204,23 +203,23 @@ def sweep(
             cheapest = min(s.ef_search for s in settings)
             for it in sorted({s.iterative_scan for s in settings}):
                 indexed |= planned(ScanSetting(cheapest, it), list(first))
-        picked = [i for i, t in enumerate(tenants) if _tenant_key(t) in indexed][:limit]
+        picked = [i for i, t in enumerate(tenants) if tenant_key(t) in indexed][:limit]
         if picked:
             sub = _one(qv, picked)
             sub_tenants = [tenants[i] for i in picked]
             sub_exact = _cut(Hits([exact.ids[i] for i in picked], [exact.dists[i] for i in picked], []), k)
-            keys = sorted({_tenant_key(t) for t in sub_tenants}, key=str)
+            keys = sorted({tenant_key(t) for t in sub_tenants}, key=str)
             for s in settings:
                 uses = planned(s, keys)
                 got = reader.search(conn, sub, sub_tenants, fetch or k, exact=False)
                 recall, short, unordered = _recall(_cut(got, k), sub_exact, k)
                 rows.append(FilteredRecall(
                     reader.space.name, reader.fingerprint, s.ef_search, s.iterative_scan, k, len(picked),
-                    sum(_tenant_key(t) in uses for t in sub_tenants), recall, short, unordered,
+                    sum(tenant_key(t) in uses for t in sub_tenants), recall, short, unordered,
                     _pct(got.ms, 50), _pct(got.ms, 95), s == session,
                 ))
     finally:
-        _apply(conn, was)
+        _apply(conn, session)
     ok = [r for r in rows if r.recall is not None and r.recall >= floor]
     return FilteredSweep(
         reader.space.name, reader.fingerprint, len(qv), len(first), len(indexed), index, session, floor,

@@ -111,7 +111,7 @@ def top_k(dist: np.ndarray, ids: np.ndarray, k: int, within: np.ndarray | None =
     return cols[np.lexsort((ids[cols], dist[cols]))][:k]
 
 
-def _tenant_key(values: Sequence[Any]) -> tuple[str | None, ...]:
+def tenant_key(values: Sequence[Any]) -> tuple[str | None, ...]:
     """A tenant filter's values as compared in SQL (`col = value` on text, `IS NULL` for None)."""
     return tuple(None if v is None else str(v) for v in values)
 
@@ -133,7 +133,7 @@ class Current:
         if space.metric == "cosine":
             mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-30)
         sq = np.einsum("ij,ij->i", mat, mat) if space.metric == "l2" else None
-        return cls(np.array(ids, dtype=str), [_tenant_key(t) for t in tenants], mat, sq)
+        return cls(np.array(ids, dtype=str), [tenant_key(t) for t in tenants], mat, sq)
 
     def rows_of(self, key: tuple[str | None, ...]) -> np.ndarray:
         """Positions of the rows whose leading tenant values equal `key` (all rows for `()`)."""
@@ -347,7 +347,7 @@ class SpaceReader:
         for i, t in enumerate(tenants):
             if len(t) > len(self.tenants):
                 raise EmbedError(f"{len(t)} tenant values for {len(self.tenants)} tenant columns")
-            by_tenant.setdefault(_tenant_key(t), []).append(i)
+            by_tenant.setdefault(tenant_key(t), []).append(i)
         ids: list[list[str]] = [[] for _ in range(len(qv))]
         dists: list[list[float]] = [[] for _ in range(len(qv))]
         for key, qs in by_tenant.items():
