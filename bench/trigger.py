@@ -1,6 +1,6 @@
 """The in-place change queue's cost on Honcho's write path (not a test).
 
-    .venv/bin/python bench/trigger.py [--rows 10000] [--inserts 200] [--batch 64] [--rounds 4]
+    .venv/bin/python bench/trigger.py [--rows 10000] [--inserts 40] [--batch 20] [--rounds 16]
                                       [--db ADMIN_URL] [--json]
 
 While a stage is open, every INSERT or UPDATE Honcho makes on `documents` and `message_embeddings`
@@ -13,14 +13,14 @@ openai_3_small) and Honcho's HNSW index on it (m=16, ef_construction=64), a comp
 (seeded generator vectors), and `embed cutover --mode honcho-inplace`'s stage run for bge_m3 (so
 the trigger queues each write for the staged space and for the live column's space).
 
-Then --rounds rounds, each once with the trigger enabled and once disabled (ALTER TABLE ...
-ENABLE / DISABLE TRIGGER: the same function and queue, nothing else differs; the order alternates
-so drift and other load fall on both sides alike), each side doing:
+Then --rounds rounds, each once with the trigger enabled and once disabled, back to back (ALTER
+TABLE ... ENABLE / DISABLE TRIGGER: the same function and queue, nothing else differs; the order
+alternates, and many short rounds pair each side with the load the other saw), each side doing:
   single     --inserts single-row INSERTs per table, one transaction each, a new 1536-d unit vector
              sent as the text literal pgvector's SQLAlchemy type binds (Honcho's ORM path);
   batch      --inserts / --batch multi-row INSERTs of --batch documents each (a create_documents flush).
-Printed per kind: median per-row latency with and without the trigger, their ratio, and the
-overhead per row in microseconds (difference of the medians); and the trigger function's own time
+Printed per kind: median per-row latency with and without the trigger, and over the rounds the
+median of each round's ratio and of its overhead per row in microseconds; and the trigger function's own time
 per call as Postgres counts it (track_functions = 'pl', pg_stat_user_functions): the overhead
 without the noise of two medians of much longer inserts.
 """
@@ -66,20 +66,23 @@ MSG = ("INSERT INTO message_embeddings (content, embedding, message_id, workspac
 
 @dataclass
 class Cost:
-    """One kind of insert with and without the trigger: median milliseconds per row."""
+    """One kind of insert with and without the trigger: per round, the median milliseconds per row
+    of each side (the two sides of a round ran back to back, so they saw about the same load)."""
 
     kind: str
-    rows: int  # per side
-    off_ms: float
-    on_ms: float
+    rows: int  # per side, all rounds
+    off_ms: list[float]
+    on_ms: list[float]
 
     @property
     def ratio(self) -> float:
-        return self.on_ms / self.off_ms
+        """The median over rounds of on / off."""
+        return statistics.median(a / b for a, b in zip(self.on_ms, self.off_ms, strict=True))
 
     @property
     def overhead_us(self) -> float:
-        return (self.on_ms - self.off_ms) * 1000
+        """The median over rounds of on - off, per row."""
+        return statistics.median(a - b for a, b in zip(self.on_ms, self.off_ms, strict=True)) * 1000
 
 
 def literal(v: np.ndarray) -> str:
@@ -171,7 +174,7 @@ def measure(url: str, cfg: Config, args: argparse.Namespace) -> tuple[list[Cost]
         "message_embeddings single-row": lambda w: [w.msg() for _ in range(args.inserts)],
         f"documents batch of {args.batch}": lambda w: [w.batch(args.batch) for _ in range(args.inserts // args.batch)],
     }
-    got: dict[tuple[str, bool], list[float]] = {(k, on): [] for k in kinds for on in (False, True)}
+    got: dict[tuple[str, bool], list[list[float]]] = {(k, on): [] for k in kinds for on in (False, True)}
     with psycopg.connect(url, autocommit=True) as conn:
         queued0 = conn.execute("SELECT count(*) FROM embed_store.inplace_changed").fetchone()[0]
         conn.execute("SET track_functions = 'pl'")
@@ -183,23 +186,23 @@ def measure(url: str, cfg: Config, args: argparse.Namespace) -> tuple[list[Cost]
             for on in (r % 2 == 0, r % 2 == 1):
                 toggle(conn, cfg, on)
                 for kind, fn in kinds.items():
-                    got[(kind, on)] += fn(w)
+                    got[(kind, on)].append(fn(w))
         toggle(conn, cfg, True)  # as stage left it
         queued = conn.execute("SELECT count(*) FROM embed_store.inplace_changed").fetchone()[0] - queued0
         conn.execute("SELECT pg_stat_force_next_flush()")
     with psycopg.connect(url, autocommit=True) as conn:  # the inserting session's statistics, flushed as it closed
         after = function_calls(conn)
-    costs = [Cost(k, len(got[(k, False)]), statistics.median(got[(k, False)]) * 1000,
-                  statistics.median(got[(k, True)]) * 1000) for k in kinds]
+    costs = [Cost(k, sum(map(len, got[(k, False)])), *([statistics.median(r) * 1000 for r in got[(k, on)]]
+                                                          for on in (False, True))) for k in kinds]
     return costs, queued, Calls(after.calls - before.calls, after.total_ms - before.total_ms)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000, help="rows over both tables before the inserts")
-    ap.add_argument("--inserts", type=int, default=200, help="rows per kind, per side and round")
-    ap.add_argument("--batch", type=int, default=64, help="rows per multi-row INSERT")
-    ap.add_argument("--rounds", type=int, default=4, help="trigger on/off pairs (order alternating)")
+    ap.add_argument("--inserts", type=int, default=40, help="rows per kind, per side and round")
+    ap.add_argument("--batch", type=int, default=20, help="rows per multi-row INSERT")
+    ap.add_argument("--rounds", type=int, default=16, help="trigger on/off pairs (order alternating)")
     ap.add_argument("--db", default=None, help="admin URL of a PostgreSQL with pgvector to create a temporary "
                     "database on (default: a private embedded server)")
     ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
@@ -216,9 +219,11 @@ def main() -> None:
         costs, queued, calls = measure(url, cfg, args)
     finally:
         cleanup()
-    say(f"\n{'insert':34s}{'rows/side':>10s}{'off ms/row':>12s}{'on ms/row':>12s}{'ratio':>8s}{'overhead':>12s}")
+    say(f"\n{'insert':34s}{'rows/side':>10s}{'off ms/row':>12s}{'on ms/row':>12s}{'ratio':>8s}{'overhead':>12s}"
+        "   (ms: median of the rounds' medians; ratio, overhead: median over rounds, each round's sides paired)")
     for c in costs:
-        say(f"{c.kind:34s}{c.rows:>10d}{c.off_ms:>12.3f}{c.on_ms:>12.3f}{c.ratio:>8.3f}{c.overhead_us:>9.0f} us")
+        say(f"{c.kind:34s}{c.rows:>10d}{statistics.median(c.off_ms):>12.3f}{statistics.median(c.on_ms):>12.3f}"
+            f"{c.ratio:>8.3f}{c.overhead_us:>9.0f} us")
     say(f"queue rows written with the trigger on: {queued}; the trigger function {calls.calls} calls, "
         f"{calls.us_per_call:.0f} us per call (pg_stat_user_functions)")
     if args.json:
