@@ -184,3 +184,16 @@ def test_status_says_to_apply_the_setting_when_the_ann_recall_gate_fails(db_url:
     assert step.command == f"embed shadow --baseline {cfg.legacy_space.name} --candidate {space.name}"
     assert step.why.startswith("gate shadow_ann_recall fails (ANN recall 0.620")
     assert "first apply the scan setting the shadow's filtered-recall table recommends" in step.why
+
+
+def test_text_queries_join_stored_rows_of_their_own_space_only() -> None:
+    from embed.shadow.inputs import CrossSpaceError, Hits, QueryVectors
+
+    a = QueryVectors("fp-a", ("q1",), np.ones((1, 3), np.float32))
+    b = QueryVectors("fp-a", ("r1", "r2"), np.zeros((2, 3), np.float32))
+    both = F.joined(a, b)
+    assert both.keys == ("q1", "r1", "r2") and both.vectors[0].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(CrossSpaceError):
+        F.joined(a, QueryVectors("fp-b", ("r1",), np.zeros((1, 3), np.float32)))
+    hits = F.joined_hits(Hits([["x"]], [[0.1]], [1.0]), Hits([["y"], ["z"]], [[0.2], [0.3]], [2.0, 3.0]))
+    assert (hits.ids, hits.ms) == ([["x"], ["y"], ["z"]], [1.0, 2.0, 3.0])

@@ -10,7 +10,9 @@ ef_search candidates once: a selective filter leaves fewer than k rows (Honcho b
 `hnsw.max_scan_tuples` is reached; relaxed results may come back slightly out of distance order,
 and Honcho's read has no outer ORDER BY to fix that.
 
-The sweep reuses a shadow run's sampled stored-row queries and their exact per-tenant rankings.
+The sweep reuses a shadow run's queries (its labelled text queries, under their own tenant
+filters: a workspace alone for Honcho's message search, and its sampled stored rows) and their
+exact per-tenant rankings.
 It measures only the queries whose tenant the planner serves through the HNSW index (EXPLAIN,
 per tenant and setting: pgvector's cost estimate grows with ef_search); a tenant answered by a
 btree and an exact sort is exact at every setting and says nothing about the index. Each setting
@@ -36,7 +38,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from embed.shadow.inputs import TIE_EPS, Hits, QueryVectors, SpaceReader, tenant_key, tie_aware_exact
+from embed.shadow.inputs import (
+    TIE_EPS,
+    CrossSpaceError,
+    Hits,
+    QueryVectors,
+    SpaceReader,
+    tenant_key,
+    tie_aware_exact,
+)
 
 ITERATIVE_SCANS = ("off", "strict_order", "relaxed_order")
 EF_SEARCH = (40, 100, 200)
@@ -86,7 +96,7 @@ class FilteredRecall:
     ef_search: int
     iterative_scan: str
     k: int
-    queries: int  # sweep queries (on tenants the planner serves through HNSW at some setting)
+    queries: int  # sweep queries (on tenant filters the planner serves through HNSW at some setting)
     index_queries: int  # of them, planned through the HNSW index at this setting (EXPLAIN)
     recall: float | None  # mean |served top-k ∩ exact top-k| / |exact top-k|
     short: int  # queries that returned fewer rows than the tenant holds up to k
@@ -106,7 +116,7 @@ class FilteredSweep:
 
     space: str
     space_fp: str
-    sampled: int  # stored-row queries the shadow sampled
+    sampled: int  # queries the shadow ran (text queries and stored rows)
     tenants: int  # distinct tenant filters among them
     index_tenants: int  # of them, planned through the HNSW index at some setting
     index: str | None
@@ -178,10 +188,9 @@ def sweep(
     fetch: int | None = None,
 ) -> FilteredSweep:
     """Served recall@k and latency of `qv` (one query per tenant filter, `exact` their exact
-    rankings) at each setting, on the tenants the planner serves through the HNSW index.
-
-    `fetch` rows are read per query (default k; the shadow's stored rows read k + 1, themselves
-    included, and recall is counted on the first k as for `ann_recall`)."""
+    rankings, at least k deep) at each setting, on the tenant filters the planner serves through
+    the HNSW index; at most `limit` of those queries, a seeded sample. `fetch` rows are read per
+    query (default k); recall is counted on the first k."""
     index = reader.hnsw_index(conn)
     session = session_setting(conn)
     max_tuples = conn.execute("SELECT current_setting('hnsw.max_scan_tuples', true)").fetchone()[0]
@@ -203,7 +212,9 @@ def sweep(
             cheapest = min(s.ef_search for s in settings)
             for it in sorted({s.iterative_scan for s in settings}):
                 indexed |= planned(ScanSetting(cheapest, it), list(first))
-        picked = [i for i, t in enumerate(tenants) if tenant_key(t) in indexed][:limit]
+        picked = [i for i, t in enumerate(tenants) if tenant_key(t) in indexed]
+        if len(picked) > limit:
+            picked = sorted(np.random.default_rng(0).choice(picked, limit, replace=False).tolist())
         if picked:
             sub = _one(qv, picked)
             sub_tenants = [tenants[i] for i in picked]
@@ -234,6 +245,17 @@ def _one(qv: QueryVectors, idx: int | Sequence[int]) -> QueryVectors:
 
 def _cut(h: Hits, k: int) -> Hits:
     return Hits([x[:k] for x in h.ids], [x[:k] for x in h.dists], h.ms)
+
+
+def joined(a: QueryVectors, b: QueryVectors) -> QueryVectors:
+    """Two query sets of one space as one (a's rows first)."""
+    if a.space_fp != b.space_fp:
+        raise CrossSpaceError("query vectors of two spaces are never joined")
+    return QueryVectors(a.space_fp, (*a.keys, *b.keys), np.concatenate([a.vectors, b.vectors]))
+
+
+def joined_hits(a: Hits, b: Hits) -> Hits:
+    return Hits([*a.ids, *b.ids], [*a.dists, *b.dists], [*a.ms, *b.ms])
 
 
 def role_of(url: str) -> str | None:

@@ -274,7 +274,7 @@ class SpaceReads:
     rows_exact: Hits
     probe: Hits | None = None  # unfiltered, HNSW forced, top k
     probe_exact: Hits | None = None
-    sweep: F.FilteredSweep | None = None  # stored rows on HNSW-served tenants, per scan setting
+    sweep: F.FilteredSweep | None = None  # text queries and stored rows on HNSW-served tenants, per scan setting
 
 
 NO_HITS = Hits([], [], [])
@@ -304,11 +304,12 @@ def read_space(
             r.search(conn, rq, tenants, k + 1, exact=True),
         )
         r.release()
-    if run.sweep_queries:
+    if run.sweep_queries:  # text queries (Honcho's searches: a workspace alone for messages) and stored rows
+        qs, ts, ex = rq, tenants, out.rows_exact
+        if text and tq:
+            qs, ts, ex = F.joined(tq, rq), [*text.tenants, *tenants], F.joined_hits(out.text_exact, out.rows_exact)
         with run.phase("sweep", f"{sp.name}: scan settings on HNSW-served tenants"):
-            out.sweep = F.sweep(
-                conn, r, rq, tenants, out.rows_exact, k, floor=run.floor, limit=run.sweep_queries, fetch=k + 1
-            )
+            out.sweep = F.sweep(conn, r, qs, ts, ex, k, floor=run.floor, limit=run.sweep_queries)
     index = info["hnsw"]
     first = (tq, text.tenants[0]) if text and tq else (rq, tenants[0]) if len(rq) else None
     info["served_uses_index"] = bool(first and r.served_uses_index(conn, first[0], first[1], k, index))
