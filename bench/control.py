@@ -4,7 +4,8 @@
 
 Sets up the tiny demo corpus on a fresh database (e5_small smoked, backfilled, verified at its
 endpoint, shadowed, backed up and staged in Honcho's tables: every gate passes, nothing to catch up;
-production on the legacy space), then runs each control step as the operator does, a fresh `embed`
+production on the legacy space; then `embed gate`, which in a tree that does so builds the view
+cutover's views ahead), then runs each control step as the operator does, a fresh `embed`
 process, and prints its wall time and where it went:
   view      cutover to e5_small and rollback (SQLMesh re-points embed.<source>_active);
   inplace   cutover --mode honcho-inplace (the first stages the columns; later ones find them staged)
@@ -177,7 +178,8 @@ def setup(args: argparse.Namespace, home: Path, tree: Path) -> tuple[str, Path, 
         api.take_backup(cfg, url, home / "backup")
         api.verify(cfg, url, "e5_small", where="endpoint", sample=32)  # the verify gate: what consumers will call
         # The runbook's last steps before a switch, by the tree's own `embed` (what they leave ready is
-        # part of what is measured): stage ahead of time (the cutover has nothing to catch up), then gate.
+        # part of what is measured): stage ahead of time (the cutover has nothing to catch up), then gate
+        # (which builds the view cutover's views ahead, where the tree's embed does).
         one(tree, cfg.project, url, ["cutover", "--space", "e5_small", "--mode", "honcho-inplace", "--stage-only"])
         one(tree, cfg.project, url, ["gate", "--space", "e5_small"])
         say(f"tiny corpus set up for {tree} in {time.monotonic() - t0:.0f} s: e5_small passes every gate, production "

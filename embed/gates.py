@@ -20,7 +20,7 @@ are `embed sync`'s business, not a reason to refuse the next plan); otherwise, a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -34,6 +34,7 @@ from embed.store import SCHEMA, serving
 from embed.store.target import Target
 
 BLOCKED = "embed gate blocked the plan: "
+PROD = "prod"  # the SQLMesh environment whose views production reads
 Fetch = Callable[[str], list[tuple[Any, ...]]]
 GATES = ("smoke", "coverage", "no_orphans", "shadow_fresh", "shadow_ndcg", "shadow_ann_recall", "backup", "verify")
 DEFAULT_ENDPOINT_CLASSES = (IN_PROCESS, LOOPBACK, PRIVATE)
@@ -220,18 +221,26 @@ def gate_query(cfg: Config, gate: str, source: str, space: Space, *, anchored: b
     return sql.SQL(_SQL[gate]).format(**{k: v for k, v in parts.items() if "{" + k + "}" in _SQL[gate]})
 
 
-def guard_failure(cfg: Config, rendered: Mapping[str, serving.Rendered], fetch: Fetch) -> str | None:
+def guard_failure(cfg: Config, rendered: Mapping[str, serving.Rendered], fetch: Fetch,
+                  environment: str = PROD) -> str | None:
     """What the `before_all` guard stops the plan with (None: nothing), judged now: the plan's
     rendering of `embed_serving` differs from what the database says the views must serve (a
     plain `sqlmesh plan` can never switch production), or it switches a source forward to a
     space whose gates do not all pass. Going back (rollback's target, or the legacy space) is
     not gated. `fetch` runs plain SQL on the target database. The gates run here, as one query,
     and the guard hands SQLMesh only the one-line failure: a statement of every gate's SQL
-    would cost SQLMesh a parse, a copy and a table walk of the whole union on every cutover."""
-    wrong = serving.mismatch(cfg, rendered, fetch)
+    would cost SQLMesh a parse, a copy and a table walk of the whole union on every cutover.
+
+    A plan for another `environment` than prod (the views a cutover will promote, built ahead
+    by `embed gate`: embed.mesh.prebuild) changes nothing production reads: its views may serve
+    another space than production, behind the same gates; the legacy column must still match."""
+    exists = fetch(serving.EXISTS_SQL)[0][0]
+    states = serving.from_rows(cfg, fetch(serving.READ_SQL)) if exists else {}
+    checked = rendered if environment == PROD else {
+        n: replace(r, fp=states[n].views_expected) if n in states else r for n, r in rendered.items()}
+    wrong = serving.mismatch(cfg, checked, fetch)
     if wrong:
         return f"{BLOCKED}{wrong}"
-    states = serving.from_rows(cfg, fetch(serving.READ_SQL)) if fetch(serving.EXISTS_SQL)[0][0] else {}
     legacy = cfg.legacy_space.fingerprint
     rows = []
     for name, st in states.items():

@@ -231,15 +231,11 @@ class Switch:
                              f"{type(e).__name__}: {first_line(str(e))}") from None
 
     def apply(self) -> list[str]:
-        """Apply the built plan; the views it (re)built. Any failure (SQLMesh's, or a database
-        connection lost under it) is one EmbedError line."""
-        try:
-            self.ctx.apply(self.plan)
-        except Exception as e:
-            guard = GUARD_MESSAGE.search(str(e))
-            why = guard.group(1) if guard else f"{type(e).__name__}: {first_line(str(e))}"
-            raise EmbedError(f"sqlmesh plan failed: {why}") from None
-        return sorted(_short(s.name) for s in self.plan.new_snapshots if not s.is_external)
+        """Apply the built plan; the views whose version in prod it changed (built now, or ahead
+        by `prebuild`, and re-pointed). Any failure (SQLMesh's, or a database connection lost
+        under it) is one EmbedError line."""
+        _apply(self.ctx, self.plan)
+        return _changed(self.plan)
 
     def close(self) -> None:
         self._stack.close()
@@ -251,9 +247,54 @@ class Switch:
         self.close()
 
 
+def _apply(ctx: Any, plan: Any) -> None:
+    try:
+        ctx.apply(plan)
+    except Exception as e:
+        guard = GUARD_MESSAGE.search(str(e))
+        why = guard.group(1) if guard else f"{type(e).__name__}: {first_line(str(e))}"
+        raise EmbedError(f"sqlmesh plan failed: {why}") from None
+
+
+def _changed(plan: Any) -> list[str]:
+    """The views (schema.name) whose version in the plan's environment the plan changes."""
+    diff = plan.context_diff
+    ids = {*diff.added, *diff.current_modified_snapshot_ids}
+    return sorted(_short(s.name) for s in diff.snapshots.values() if s.snapshot_id in ids and not s.is_external)
+
+
+PREBUILD_ENV = "embed_prebuild"  # the SQLMesh environment `prebuild` plans; dropped right after
+
+
+def prebuild(cfg: Config, url: str, rendered: str) -> tuple[str, ...]:
+    """Build ahead the view versions that a prod plan rendered with `rendered` (a coming view
+    cutover's) would build, without promoting them: the physical views are created and audited
+    by a plan of a SQLMesh environment of their own, whose views are dropped right after. The
+    cutover's own plan then only re-points `embed.<source>_active` (as a second cutover to a space
+    does), and is still gated: embed's gates run in the cutover, and the before_all guard runs
+    the same gates on every plan, re-promotion included. Production reads nothing new: prod's
+    views are untouched (the before_all guard lets a plan of another environment than prod serve
+    another space than the database says, behind the same gates). Safe to run again: a version built already is not
+    built twice, a half-built one (an interrupted run) is finished here or by the cutover's plan,
+    and an environment left by an interrupted run is replaced and dropped. The views built now."""
+    with context(cfg, url, rendered) as ctx:
+        try:
+            plan = ctx.plan_builder(PREBUILD_ENV, no_auto_categorization=False).build()
+        except Exception as e:
+            raise EmbedError(f"the views cannot be planned ahead: {type(e).__name__}: {first_line(str(e))}") from None
+        built = tuple(sorted(_short(s.name) for s in plan.new_snapshots if not s.is_external))
+        try:
+            if plan.new_snapshots or plan.missing_intervals:
+                _apply(ctx, plan)
+        finally:
+            if ctx.state_reader.get_environment(PREBUILD_ENV) is not None:
+                ctx.invalidate_environment(PREBUILD_ENV, sync=True)
+    return built
+
+
 @dataclass(frozen=True)
 class Planned(Result):
-    new_snapshots: tuple[str, ...]  # the views (schema.name) this plan built a new version of
+    new_snapshots: tuple[str, ...]  # the views (schema.name) whose version in prod this plan changed
 
 
 def plan(cfg: Config, url: str) -> Planned:

@@ -52,7 +52,8 @@ def embed_gate_guard(evaluator: MacroEvaluator) -> exp.Expression:
         return exp.select("1")
     cfg = _config(evaluator)
     rendered = serving.parse(cfg, evaluator.var("embed_serving"))
-    failure = gates.guard_failure(cfg, rendered, lambda q: list(evaluator.engine_adapter.fetchall(q)))
+    failure = gates.guard_failure(cfg, rendered, lambda q: list(evaluator.engine_adapter.fetchall(q)),
+                                  evaluator.locals.get("this_env", gates.PROD))
     if failure is None:
         return exp.select("1")
     # An impossible cast is the portable way to make a plain SELECT fail with a readable message.

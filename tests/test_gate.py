@@ -8,6 +8,7 @@ at a time can be made to fail. Vectors are `hashed_unit_vectors` test data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,10 +24,11 @@ from embed import mesh
 from embed.api import init_store
 from embed.cli import cli
 from embed.config import Config
-from embed.cutover.switch import GateResult, cutover, gate, rollback
+from embed.cutover.switch import GateResult, _aimed, cutover, gate, rollback
 from embed.db.connection import connect, sqlmesh_env
 from embed.db.localpg import LocalServer
 from embed.errors import EmbedError
+from embed.gates import guard_failure
 from embed.honcho.synthetic.corpus import generate
 from embed.honcho.synthetic.seed import seed
 from embed.store import serving, table_name
@@ -356,3 +358,110 @@ def test_a_view_rollback_embeds_the_rows_written_since_before_it_switches(env: t
     assert out["caught_up"] == {"documents": 1, "message_embeddings": 0}
     assert reads(url, cfg) == {"documents": SPACE, "message_embeddings": SPACE}
     assert failed(gate(cfg, url, SPACE)) <= {"documents.shadow_fresh", "message_embeddings.shadow_fresh"}
+
+
+# --------------------------------------------------------------------- views built ahead by `embed gate`
+def forget_unpromoted_versions(cfg: Config, url: str) -> None:
+    """Drop every view version no environment promotes (SQLMesh's janitor, TTL ignored), so that
+    the next view cutover to SPACE has its versions to build whatever earlier tests did."""
+    with mesh.context(cfg, url) as ctx:
+        ctx._run_janitor(ignore_ttl=True)
+
+
+def cutover_builds(cfg: Config, url: str) -> set[str]:
+    """The view versions a view cutover to SPACE would build now: its plan, built, not applied."""
+    with connect(url) as conn:
+        after = _aimed(serving.read(conn, cfg), {s: cfg.space(SPACE) for s in cfg.sources})
+    with mesh.Switch(cfg, url, serving.render(after)) as sw:
+        return {s.name for s in sw.plan.new_snapshots} | {i.snapshot_id.name for i in sw.plan.missing_intervals}
+
+
+def prebuild_left(url: str) -> tuple[list[str], list[str]]:
+    """SQLMesh's environments, and the schemas of any but prod's views."""
+    with connect(url) as conn:
+        envs = [r[0] for r in conn.execute("SELECT name FROM sqlmesh._environments ORDER BY name")]
+        schemas = [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'embed\\_\\_%'")]
+    return envs, schemas
+
+
+ACTIVE = ["embed.documents_active", "embed.message_embeddings_active"]
+
+
+def test_gate_builds_the_cutovers_views_ahead_and_production_reads_the_old_space_until_the_cutover(
+        env: tuple[Config, str]) -> None:
+    cfg, url = env
+    legacy_fp, new_fp = cfg.space(LEGACY).fingerprint, cfg.space(SPACE).fingerprint
+    forget_unpromoted_versions(cfg, url)
+    assert len(cutover_builds(cfg, url)) == 2  # one version of each source's active view to build
+    assert gate(cfg, url, SPACE).ahead == ""  # blocked: nothing is built ahead
+
+    plant_gates(url, cfg, cfg.space(SPACE))
+    first = gate(cfg, url, SPACE)
+    assert first.passed and first.ahead == f"built ahead for a view cutover: {', '.join(ACTIVE)}"
+    assert cutover_builds(cfg, url) == set()  # the cutover's plan only re-points
+    assert active_space_fps(url) == {legacy_fp} and active_space_fps(url, "message_embeddings") == {legacy_fp}
+    assert reads(url, cfg) == {"documents": LEGACY, "message_embeddings": LEGACY}
+    assert prebuild_left(url) == (["prod"], [])  # the plan's own environment is gone with its views
+    assert gate(cfg, url, SPACE).ahead == "built already"  # twice: harmless
+    assert active_space_fps(url) == {legacy_fp} and prebuild_left(url) == (["prod"], [])
+
+    out = cutover(cfg, url, SPACE)
+    assert out.outcome == "switched" and out.views_rebuilt == tuple(ACTIVE)
+    assert active_space_fps(url) == {new_fp} and active_space_fps(url, "message_embeddings") == {new_fp}
+    assert reads(url, cfg) == {"documents": SPACE, "message_embeddings": SPACE}
+    back = rollback(cfg, url)
+    assert back.switched["documents"] == (SPACE, LEGACY) and back.views_rebuilt == tuple(ACTIVE)
+    assert active_space_fps(url) == {legacy_fp} and reads(url, cfg)["documents"] == LEGACY
+
+
+def test_views_built_ahead_are_still_gated_at_the_cutover(env: tuple[Config, str]) -> None:
+    """A version built ahead is promoted without SQLMesh auditing it again: embed's gates in the
+    cutover and the before_all guard on the plan itself still refuse once a gate fails."""
+    cfg, url = env
+    plant_gates(url, cfg, cfg.space(SPACE))
+    assert gate(cfg, url, SPACE).ahead.startswith(("built ahead", "built already"))
+    with connect(url) as conn:
+        conn.execute("DELETE FROM embed_store.backups")
+        conn.commit()
+    with pytest.raises(EmbedError, match="cutover blocked, nothing changed"):
+        cutover(cfg, url, SPACE)
+    with pytest.raises(EmbedError, match=r"embed gate blocked the plan: .*backup"):
+        plan_switch(url, cfg, {s: SPACE for s in cfg.sources})
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+    assert rollback(cfg, url).outcome == "finished"  # undoes the switch plan_switch left in flight
+
+
+def test_an_interrupted_build_ahead_is_finished_by_the_next_gate(env: tuple[Config, str]) -> None:
+    """What a build ahead killed before dropping its environment leaves (the environment and its
+    views, built): production reads the old space; the next `embed gate` drops it."""
+    cfg, url = env
+    forget_unpromoted_versions(cfg, url)
+    plant_gates(url, cfg, cfg.space(SPACE))
+    with connect(url) as conn:
+        after = _aimed(serving.read(conn, cfg), {s: cfg.space(SPACE) for s in cfg.sources})
+    with mesh.context(cfg, url, serving.render(after)) as ctx:
+        ctx.apply(ctx.plan_builder(mesh.PREBUILD_ENV, no_auto_categorization=False).build())
+    assert prebuild_left(url) == (["embed_prebuild", "prod"], ["embed__embed_prebuild"])
+    assert active_space_fps(url) == {cfg.space(LEGACY).fingerprint}
+    assert gate(cfg, url, SPACE).ahead == "built already" and prebuild_left(url) == (["prod"], [])
+    assert cutover(cfg, url, SPACE).outcome == "switched"
+    assert active_space_fps(url) == {cfg.space(SPACE).fingerprint}
+
+
+def test_the_guard_lets_only_another_environment_than_prod_serve_another_space(env: tuple[Config, str]) -> None:
+    cfg, url = env
+    with connect(url) as conn:
+        after = serving.parse(cfg, serving.render(_aimed(serving.read(conn, cfg),
+                                                         {s: cfg.space(SPACE) for s in cfg.sources})))
+
+    def fetch(q: str) -> list[tuple]:
+        with connect(url) as conn:
+            return conn.execute(q).fetchall()
+
+    assert "this plan would serve documents on e5_small instead of minilm_l6" in guard_failure(cfg, after, fetch)
+    assert "documents.smoke" in guard_failure(cfg, after, fetch, mesh.PREBUILD_ENV)  # gated there too
+    plant_gates(url, cfg, cfg.space(SPACE))
+    assert guard_failure(cfg, after, fetch, mesh.PREBUILD_ENV) is None
+    assert "this plan would serve" in guard_failure(cfg, after, fetch)
+    parked = {**after, "documents": dataclasses.replace(after["documents"], legacy_column="embedding__x")}
+    assert "legacy view on column embedding__x" in guard_failure(cfg, parked, fetch, mesh.PREBUILD_ENV)

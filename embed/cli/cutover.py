@@ -55,6 +55,8 @@ def _policy(writers_stopped: bool, allow_live_writers: bool) -> str:
 def _gate_lines(r: GateResult) -> list[str]:
     out = [f"gates for {r.space} ({r.fingerprint[:12]}): {'PASS' if r.passed else 'BLOCKED'}"]
     out += [f"  {g.status:<8} {g.source:<40} {g.gate:<30} {g.measured}" for g in r.gates]
+    if r.ahead:
+        out.append(f"views: {r.ahead}")
     return out
 
 

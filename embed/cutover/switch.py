@@ -94,6 +94,7 @@ class GateResult:
     space: str
     fingerprint: str
     gates: tuple[GateRow, ...]
+    ahead: str = ""  # standalone, all passed: what building the view cutover's views ahead did
 
     @property
     def passed(self) -> bool:
@@ -106,7 +107,7 @@ class GateResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"space": self.space, "fingerprint": self.fingerprint, "passed": self.passed,
-                "gates": [{**asdict(g), "passed": g.passed} for g in self.gates]}
+                "gates": [{**asdict(g), "passed": g.passed} for g in self.gates], "views_ahead": self.ahead}
 
 
 def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str], ctx: Any = None,
@@ -127,7 +128,9 @@ def _audit_rows(cfg: Config, url: str, space: Space, sources: list[str], ctx: An
 
 def gate(cfg: Config, url: str, space_name: str, sources: list[str] | None = None, *, ctx: Any = None) -> GateResult:
     """Every blocking gate for making `space_name` active now; recorded as a 'gate' event. `ctx`:
-    the switch's loaded SQLMesh context, for the audits (the project is loaded once per command)."""
+    the switch's loaded SQLMesh context, for the audits (the project is loaded once per command).
+    Standalone (`embed gate`), when every gate passes, the views a view cutover to the space
+    would build are built ahead (`_build_ahead`), so that cutover only re-points them."""
     space = cfg.space(space_name)
     names = [cfg.source(s).name for s in sources] if sources else list(cfg.sources)
     _ready(cfg, url)
@@ -145,7 +148,22 @@ def gate(cfg: Config, url: str, space_name: str, sources: list[str] | None = Non
                            reason=None if result.passed else result.summary(),
                            details={"gates": result.as_dict()["gates"], "sources": names},
                            move="gate" if result.passed else None)
-    return result
+    if ahead is None or not result.passed:
+        return result
+    return replace(result, ahead=_build_ahead(cfg, url, ahead))
+
+
+def _build_ahead(cfg: Config, url: str, rendered: str) -> str:
+    """Build the view versions of the cutover rendered as `rendered` now, unpromoted
+    (embed.mesh.prebuild): a view cutover's first plan spends most of its time building them.
+    Production's views are untouched. Only while no cutover or rollback runs (their plans must
+    not meet another); anything that stops it is said and left to the cutover's own plan."""
+    try:
+        with exclusive(url):
+            built = mesh.prebuild(cfg, url, rendered)
+    except Exception as e:  # only work done ahead: production's views are untouched either way
+        return f"not built ahead ({first_line(str(e))}): the cutover builds them"
+    return f"built ahead for a view cutover: {', '.join(built)}" if built else "built already"
 
 
 # ------------------------------------------------------------------------------------- results
