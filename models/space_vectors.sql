@@ -9,7 +9,7 @@
    and a top-k by cosine distance through the view became a scan of the whole store plus a
    sort. Inside COALESCE(match, FALSE) it was an opaque boolean (0.5): the view then expected
    half the rows the same read written by hand over the live rows expects, and for tenants near
-   the planner's turning point (at 26k documents, those holding 15-18 % of them) it sorted the
+   the planner's turning point (26k documents, 384-d: those holding 15-18 % of them) it sorted the
    tenant's rows where the hand-written read walks the HNSW index. With the IS NOT NULL form
    both expect the same rows and choose the same plan (tests/test_views.py, bench/views.py). */
 MODEL (
