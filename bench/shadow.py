@@ -43,7 +43,7 @@ from embed.db.connection import connect  # noqa: E402
 from embed.embedders import EmbedResult  # noqa: E402
 from embed.honcho.synthetic.corpus import SCALES, generate  # noqa: E402
 from embed.honcho.synthetic.seed import seed  # noqa: E402
-from embed.shadow.filtered import advice  # noqa: E402
+from embed.shadow.filtered import advice, fmt  # noqa: E402
 from embed.shadow.run import Phases, shadow  # noqa: E402
 from embed.spaces import Space  # noqa: E402
 from embed.store.indexes import ensure_hnsw  # noqa: E402
@@ -198,6 +198,10 @@ def main() -> None:
         )
         print(f"  query vectors: {r['label_details']['query_vectors']}; left out: {r['label_details']['excluded']}")
         for sw in results[source].filtered:
+            for x in sw.rows:
+                print(f"  {sw.space} {x.setting.label}{' *' if x.session else ''}: {x.index_queries}/{x.queries} via "
+                      f"HNSW, recall {fmt(x.recall)}, {x.short} short, {x.unordered} out of order, p50/p95 "
+                      f"{x.p50_ms:.2f}/{x.p95_ms:.2f} ms")
             print("  filtered recall: " + "\n  ".join(advice(sw)))
 
 

@@ -71,7 +71,7 @@ def _paths(path: Path, names: list[str]) -> dict[str, Path]:
 @click.option(
     "--sweep-queries",
     type=int,
-    default=200,
+    default=100,
     show_default=True,
     metavar="N",
     help="Stored rows per space read at each pgvector scan setting (ef_search x iterative_scan) on the tenants "

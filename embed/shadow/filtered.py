@@ -51,7 +51,7 @@ from embed.shadow.inputs import (
 ITERATIVE_SCANS = ("off", "strict_order", "relaxed_order")
 EF_SEARCH = (40, 100, 200)
 PGVECTOR_DEFAULT = (40, "off")
-MAX_QUERIES = 200  # per space and source: the sweep runs each of them once per setting
+MAX_QUERIES = 100  # per space and source: the sweep runs each of them once per setting (~20 % of a run at Honcho scale)
 ROLE_PLACEHOLDER = "<honcho role>"
 
 
