@@ -157,6 +157,10 @@ def by_page(conn: psycopg.Connection, t: Target, col: str, *, states: bool, batc
     try:
         while True:
             n = 0
+            try:  # the records grow by a pass's rows: the next pass's lookups plan as lookups
+                conn.execute(sql.SQL("ANALYZE {}").format(inplace_sql.STAGED))
+            except BUSY:
+                pass  # autovacuum holds it, and analyzes it itself
             for lo in range(0, conn.execute(inplace_sql.pages(t)).fetchone()[0], batch_pages):
                 got = attempt(conn, lambda c, lo=lo: batch(c, lo), lock_s=STAGE_LOCK_TIMEOUT_S,
                               attempts=STAGE_ATTEMPTS, busy=busy)
