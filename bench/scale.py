@@ -122,6 +122,8 @@ class SizeRun:
     verify_rows: int = 0
     rollback_lock_ms: float = 0.0
     rollback_rows_in_lock: int = 0
+    # per lock (swap, rollback) and source: rows checked before the lock (the catch-up) and in it
+    lock_rows: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     retire_dry_run_s: float = 0.0
     retire_blockers: int = 0
     writer_inserts: int = 0
@@ -338,11 +340,13 @@ def one_size(cfg: Config, url: str, rows: int, args: argparse.Namespace) -> Size
             f"{run.table_mb_before_stage} MB -> {run.table_mb_after_stage} MB")
         swapped = inplace.swap(cfg, url, NEW)
         run.swap_lock_ms, run.swap_rows_in_lock = swapped["lock_ms"], swapped["rows_checked_in_lock"]
+        run.lock_rows["swap"] = lock_rows(swapped)
         t0 = time.monotonic()
         checked = verify(cfg, url, NEW)
         run.verify_s, run.verify_rows = round(time.monotonic() - t0, 2), sum(c.checked for c in checked.locations)
         back = inplace.swap_back(cfg, url, cfg.space(LEGACY), embed_missing=False)
         run.rollback_lock_ms, run.rollback_rows_in_lock = back["lock_ms"], back["rows_checked_in_lock"]
+        run.lock_rows["rollback"] = lock_rows(back)
     finally:
         writer.stop.set()
         writer.join(30)
@@ -351,13 +355,21 @@ def one_size(cfg: Config, url: str, rows: int, args: argparse.Namespace) -> Size
     say(f"[{rows}] swap lock {run.swap_lock_ms} ms ({run.swap_rows_in_lock} rows checked in it), rollback lock "
         f"{run.rollback_lock_ms} ms ({run.rollback_rows_in_lock} rows) (writer: "
         f"{run.writer_inserts} inserts, {run.writer_errors} errors, longest {run.writer_longest_insert_ms} ms); "
-        f"verify after the swap {run.verify_rows} rows in {run.verify_s} s (passed {checked.passed})")
+        f"verify after the swap {run.verify_rows} rows in {run.verify_s} s (passed {checked.passed}); rows checked "
+        "before / in each lock: " + "; ".join(f"{k} " + ", ".join(f"{src} {v['before']} / {v['in']}" for src, v in per.items())
+                                              for k, per in run.lock_rows.items()))
     t0 = time.monotonic()
     plan = retire_plan(cfg, url, NEW)
     run.retire_dry_run_s, run.retire_blockers = round(time.monotonic() - t0, 2), len(plan.blockers)
     say(f"[{rows}] retire --dry-run {run.retire_dry_run_s} s ({len(plan.blockers)} blocker(s): a real retire "
         "needs a verified backup and the retention window)")
     return run
+
+
+def lock_rows(swapped: dict) -> dict[str, dict[str, int]]:
+    """Per source, the rows the swap's catch-up checked before its lock and the rows it checked in it."""
+    return {src: {"before": s.get("rows_checked_before_lock", 0), "in": s["rows_checked_in_lock"]}
+            for src, s in swapped["sources"].items()}
 
 
 def shadow_phases(cfg: Config, url: str, queries: int, run: SizeRun) -> None:
