@@ -183,8 +183,10 @@ class SpaceReader:
 
         For a store table this is what the per-space SQLMesh view serves: store rows joined to
         live source rows whose content hash still matches, the hash check written as the view
-        writes it (inside COALESCE, models/space_vectors.sql): as a second join key the planner
-        would expect one row per query and sort the whole store instead of using its HNSW index.
+        writes it (`NULLIF(match, FALSE) IS NOT NULL`, models/space_vectors.sql): as a second join
+        key the planner would expect one row per query and sort the whole store instead of using
+        its HNSW index, and inside COALESCE it would expect half the rows (a tenant's read sorted
+        where Honcho's would use the index).
         """
         t = self.target
         vec = column(self.column)
@@ -202,7 +204,7 @@ class SpaceReader:
         ]
         return sql.SQL(
             "SELECT {cols} FROM {store} AS v JOIN ({live}) AS s ON s.id = v.source_id"
-            " WHERE v.space_fp = {fp} AND COALESCE({sha} = v.content_sha256, FALSE)"
+            " WHERE v.space_fp = {fp} AND NULLIF({sha} = v.content_sha256, FALSE) IS NOT NULL"
         ).format(
             cols=sql.SQL(", ").join(cols), store=self.table, live=live, sha=t.sha(), fp=sql.Literal(self.fingerprint)
         )
