@@ -290,16 +290,21 @@ def test_a_row_edited_then_soft_deleted_keeps_no_vector_of_its_old_text(db_url: 
 def test_the_swap_lock_checks_only_the_rows_changed_since_the_last_check(
         db_url: str, cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """The locked part of a swap (and of its rollback) examines exactly the rows written since
-    the catch-up before the lock, plus the live rows whose sync_state it must still set: what the
-    change queue names, never a scan of the table (the lock's cost is what changed)."""
+    the catch-up before the lock (its last round over every source), plus the live rows whose
+    sync_state it must still set: what the change queue names, never a scan of the table (the
+    lock's cost is what changed)."""
     url = honcho_db(db_url, cfg, documents=200, messages=60)
     fill_store(url, cfg)
     inplace.stage(cfg, url, NEW, progress=False)
     expected: dict[str, int] = {}
-    real = inplace._catch_up
+    real = inplace._settle
 
-    def catch_up_then_write(conn: psycopg.Connection, cfg_: Config, p, **kw):
-        out = real(conn, cfg_, p, **kw)
+    def settle_then_write(conn: psycopg.Connection, plans, *args, **kw) -> None:
+        real(conn, plans, *args, **kw)
+        for p in plans:
+            write(p)
+
+    def write(p) -> None:
         src, col_ = cfg.source(p.source.name), tagged_column(p.source, p.new)
         with connect(url, autocommit=True) as c:  # Honcho writes between the catch-up and the lock
             edited = [] if src.name != "documents" else [r[0] for r in c.execute(
@@ -317,9 +322,8 @@ def test_the_swap_lock_checks_only_the_rows_changed_since_the_last_check(
                 " THEN 'failed' ELSE 'pending' END) AND NOT x.id::text = ANY(%(edited)s)",
                 {"s": src.name, "fp": p.new.fingerprint, "edited": edited}).fetchone()[0]
         expected[src.name] = todo + len(edited)
-        return out
 
-    monkeypatch.setattr(inplace, "_catch_up", catch_up_then_write)
+    monkeypatch.setattr(inplace, "_settle", settle_then_write)
     scanned: dict[str, tuple[int, int]] = {}
     real_locked = inplace._swap_locked
 
@@ -355,6 +359,31 @@ def test_the_swap_lock_checks_only_the_rows_changed_since_the_last_check(
         assert (docs["rows_caught_up_in_lock"], docs["rows_cleared_in_lock"]) == (3, 2)
         with connect(url) as conn:
             assert_only_current_vectors(conn, cfg, out["space"])
+
+
+def test_writes_to_a_source_caught_up_first_are_drained_before_the_lock(
+        db_url: str, cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """documents is caught up before message_embeddings; what Honcho writes to documents
+    meanwhile is checked in a last round over every source before the lock, not inside it."""
+    url = honcho_db(db_url, cfg, documents=200, messages=60)
+    fill_store(url, cfg)
+    inplace.stage(cfg, url, NEW, progress=False)
+    edits = 3 * inplace.CATCH_UP_LEFT
+    real = inplace._catch_up
+
+    def write_documents_meanwhile(conn: psycopg.Connection, cfg_: Config, p, **kw):
+        if p.source.name == "message_embeddings":
+            with connect(url, autocommit=True) as c:
+                ids = [r[0] for r in c.execute("UPDATE documents SET content = content || ' (edited)' WHERE id IN "
+                                                "(SELECT id FROM documents ORDER BY id LIMIT %s) RETURNING id", (edits,))]
+                put_vectors(c, cfg, "documents", ids, space=NEW)  # embedded meanwhile: nothing left for the lock
+        return real(conn, cfg_, p, **kw)
+
+    monkeypatch.setattr(inplace, "_catch_up", write_documents_meanwhile)
+    docs = inplace.swap(cfg, url, NEW)["sources"]["documents"]
+    assert docs["rows_checked_in_lock"] < edits <= docs["rows_checked_before_lock"], docs
+    with connect(url) as conn:
+        assert_only_current_vectors(conn, cfg, NEW)
 
 
 # ---------------------------------------------------------------------------------- refusals

@@ -398,7 +398,7 @@ def _plan(conn: psycopg.Connection, cfg: Config, src: Source, new: Space) -> _Pl
 
 
 Record = Callable[[psycopg.Connection, dict[str, dict[str, Any]]], None]
-CATCH_UP_LEFT = 10  # the catch-up before the lock repeats (at most 3 times) while a pass took more rows
+CATCH_UP_LEFT = 10  # the catch-up before the lock repeats (at most 3 rounds) while a source has more left
 
 
 def swap(cfg: Config, url: str, space_name: str, *, lock_timeout_s: float = 2.0,
@@ -428,6 +428,7 @@ def _swap(conn: psycopg.Connection, cfg: Config, new: Space, *, lock_timeout_s: 
     if len(dims) != 1:
         raise EmbedError(f"the staged columns would leave the tables at different dims {sorted(dims)}; nothing changed")
     pre = {p.source.name: _catch_up(conn, cfg, p, batch_rows=batch_rows, lock_s=lock_timeout_s) for p in plans}
+    _settle(conn, plans, pre, batch_rows=batch_rows, lock_s=lock_timeout_s)
     per: dict[str, dict[str, Any]] = {}
     t_wait = time.monotonic()
     t_locked = t_wait
@@ -486,14 +487,29 @@ def _catch_up(conn: psycopg.Connection, cfg: Config, p: _Plan, *, batch_rows: in
     kw: dict[str, Any] = {"batch_rows": batch_rows, "lock_s": lock_s, "attempts": 1, "busy": busy}
     staged = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged, states), **kw)
     live = inplace_run.drain(conn, old, inplace_run.adopter(old, p.live, inplace_sql.trusted(p.live, states), states), **kw)
-    checked, filled = staged.rows_checked, staged.a
-    for _ in range(3):  # what was written meanwhile, until little is left for the lock
-        again = inplace_run.drain(conn, new, inplace_run.checker(new, p.staged, states), changed=True, **kw)
-        checked, filled = checked + again.rows_checked, filled + again.a
-        if again.rows_checked <= CATCH_UP_LEFT:
-            break
-    return {"rows_caught_up": caught + filled, "live_rows_adopted": adopted + live.a,
-            "rows_checked_before_lock": checked, "full_pass_before_lock": full}
+    return {"rows_caught_up": caught + staged.a, "live_rows_adopted": adopted + live.a,
+            "rows_checked_before_lock": staged.rows_checked, "full_pass_before_lock": full}
+
+
+def _settle(conn: psycopg.Connection, plans: Sequence[_Plan], pre: dict[str, dict[str, Any]], *,
+            batch_rows: int, lock_s: float) -> None:
+    """What Honcho wrote while the sources caught up one after another, drained across every
+    source (at most 3 rounds) until none has more than CATCH_UP_LEFT rows left for the lock: a
+    source caught up first piles up its writes while the next one catches up (measured: 1,368 of
+    a swap lock's 1,615 rows were documents, caught up before message_embeddings)."""
+    for _ in range(3):
+        most = 0
+        for p in plans:
+            new = Target(p.source, p.new)
+            again = inplace_run.drain(
+                conn, new, inplace_run.checker(new, p.staged, "sync_state" in p.sync_cols), changed=True,
+                batch_rows=batch_rows, lock_s=lock_s, attempts=1, busy=inplace_run.busy_message(p.source.table, lock_s))
+            done = pre[p.source.name]
+            done["rows_checked_before_lock"] += again.rows_checked
+            done["rows_caught_up"] += again.a
+            most = max(most, again.rows_checked)
+        if most <= CATCH_UP_LEFT:
+            return
 
 
 def _swap_locked(conn: psycopg.Connection, p: _Plan, batch_rows: int) -> dict[str, Any]:
