@@ -32,10 +32,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 import psycopg
 from psycopg import sql
 
@@ -46,6 +45,9 @@ from embed.spaces import Space
 from embed.store import SCHEMA
 from embed.store.location import locate
 from embed.store.target import Target
+
+if TYPE_CHECKING:
+    import polars as pl
 
 OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
 # Distances equal within this are ties: two implementations (pgvector, numpy BLAS) sum float32
@@ -553,7 +555,7 @@ def seeded_queries(conn: psycopg.Connection, source: Source) -> TextQueries | No
     qrels = None
     if _regclass(conn, "embed_eval.qrels"):
         q = conn.execute("SELECT qid, doc_id, relevance FROM embed_eval.qrels ORDER BY qid, doc_id").fetchall()
-        qrels = pl.DataFrame(q, schema={"qid": pl.String, "doc_id": pl.String, "relevance": pl.Int64}, orient="row")
+        qrels = _qrels_frame(q)
     return TextQueries(
         name="embed_eval.queries",
         qids=tuple(r[0] for r in rows),
@@ -618,6 +620,14 @@ def load_query_set(path: Path, source: Source) -> TextQueries:
     return TextQueries(name, tuple(qids), tuple(texts), tuple(tenants), tuple(pairs))
 
 
+def _qrels_frame(rows: Sequence[tuple[str, str, int]]) -> pl.DataFrame:
+    """Judgments as the metrics take them; polars is imported here, not with the module, so the
+    steps that only read a recorded sweep (honcho_settings in cutover and status) do not pay for it."""
+    import polars as pl
+
+    return pl.DataFrame(rows, schema={"qid": pl.String, "doc_id": pl.String, "relevance": pl.Int64}, orient="row")
+
+
 def load_qrels(path: Path) -> pl.DataFrame:
     """Relevance judgments from JSONL ({qid, doc_id, relevance}) or TREC (`qid 0 doc_id rel`) lines."""
     name = Path(path).name
@@ -645,4 +655,4 @@ def load_qrels(path: Path) -> pl.DataFrame:
             raise EmbedError(f"{name} line {n}: judges ({key[0]}, {key[1]}) twice")
         seen.add(key)
         rows.append((key[0], key[1], rel))
-    return pl.DataFrame(rows, schema={"qid": pl.String, "doc_id": pl.String, "relevance": pl.Int64}, orient="row")
+    return _qrels_frame(rows)
