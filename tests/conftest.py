@@ -21,6 +21,10 @@ from embed.db.localpg import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "macros", "audits")
+# ranx (the reference the shadow metrics are pinned to, used by tests only) compiles its numba
+# kernels on first use: 40-120 s of every suite for query sets of a few hundred, which its
+# kernels' plain-Python form scores in under a second, by the same code.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 
 def hashed_unit_vectors(texts: list[str], dims: int) -> np.ndarray:
