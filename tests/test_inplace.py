@@ -13,18 +13,22 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
 from embed.config import Config
-from embed.cutover import inplace
+from embed.cutover import inplace, inplace_queue, inplace_sql
 from embed.cutover.inplace_sql import index_name, tagged_column
 from embed.db.connection import connect
 from embed.errors import EmbedError
 from embed.honcho.settings import API_KEY_PLACEHOLDER, honcho_settings
+from embed.store.target import Target
 from tests.support.backfill import EMBED, cli_env, insert_doc
 from tests.support.inplace import (
     HONCHO_QUERY,
@@ -359,6 +363,62 @@ def test_the_swap_lock_checks_only_the_rows_changed_since_the_last_check(
         assert (docs["rows_caught_up_in_lock"], docs["rows_cleared_in_lock"]) == (3, 2)
         with connect(url) as conn:
             assert_only_current_vectors(conn, cfg, out["space"])
+
+
+def staged_reads(conn: psycopg.Connection, stmt: sql.Composable, params: tuple | None = None) -> list[str]:
+    """The plan's reads of embed_store.inplace_staged that are not by the listed rows' own keys
+    (an index condition on source_id, or the row versions those found): empty when the statement
+    costs its id list, not the records."""
+    def nodes(n: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield n
+        for child in n.get("Plans", []):
+            yield from nodes(child)
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + stmt, params).fetchone()[0][0]["Plan"]
+    return [f"{n['Node Type']} {n.get('Index Cond', n.get('Filter', ''))}" for n in nodes(plan)
+            if n.get("Relation Name") == "inplace_staged" and n["Node Type"] not in ("ModifyTable", "Tid Scan")
+            and "source_id" not in n.get("Index Cond", n.get("Recheck Cond", ""))]
+
+
+def test_the_checks_of_an_id_list_look_up_only_its_records(db_url: str, cfg: Config) -> None:
+    """Every statement that checks the rows of an id list (the swap's catch-up and its locked
+    check: the change queue's batches) reads embed_store.inplace_staged by those rows' keys, with
+    many records there: whether the statistics count them (ANALYZE after filling) or undercount
+    them (records added since the last ANALYZE, the planner then reads all of a space's records
+    through the primary key: 100-200 ms a batch of 500 at 200k records, seconds at Honcho's millions)."""
+    url = honcho_db(db_url, cfg, documents=500, messages=20)
+    fill_store(url, cfg)
+    inplace.stage(cfg, url, NEW, progress=False)
+    many = 100_000
+    fake = ("INSERT INTO embed_store.inplace_staged (source, space_fp, source_id, content_sha256, row_xmin)"
+            " SELECT s, %s, 'x' || g, sha256(g::text::bytea), '1'::xid FROM unnest(%s::text[]) AS s,"
+            " generate_series(1, %s::bigint) AS g")
+    with connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE embed_store.inplace_staged SET (autovacuum_enabled = false)")  # stats as set here
+        conn.execute(fake, (cfg.space(LEGACY).fingerprint, list(TABLES), many))
+        conn.execute("ANALYZE embed_store.inplace_staged")
+        conn.execute(fake, (cfg.space(NEW).fingerprint, list(TABLES), many))  # not counted yet
+        for stats in ("undercounted", "analyzed"):
+            if stats == "analyzed":
+                conn.execute("ANALYZE embed_store.inplace_staged")
+            for name in TABLES:
+                src = cfg.source(name)
+                new, old = Target(src, cfg.space(NEW)), Target(src, cfg.space(LEGACY))
+                ids = [r[0] for r in conn.execute(sql.SQL("SELECT {}::text FROM {} ORDER BY 1 LIMIT %s").format(
+                    new.id, new.src), (inplace.BATCH_ROWS,))]
+                staged = tagged_column(src, new.space)
+                statements = {
+                    "stale": inplace_sql.stale(new, staged, inplace_sql.among(new, ids), states=True),
+                    "touch": inplace_sql.touch(new, staged, inplace_sql.among(new, ids)),
+                    "clear_dead": inplace_sql.clear_dead(new, staged, inplace_sql.among(new, ids)),
+                    "requeue": inplace_queue.requeue(new, staged, inplace_sql.among(new, ids), states=True),
+                    "adopt": inplace_sql.adopt(old, "embedding", inplace_sql.trusted("embedding", True),
+                                               inplace_sql.among(old, ids)),
+                    "requeue live": inplace_queue.requeue(old, "embedding", inplace_sql.among(old, ids), states=True),
+                }
+                for what, stmt in statements.items():
+                    assert staged_reads(conn, stmt) == [], (stats, name, len(ids), what)
+                refresh = inplace_sql.refresh(new, staged), (ids, [bytes(32)] * len(ids))
+                assert staged_reads(conn, *refresh) == [], (stats, name, "refresh")
 
 
 def test_writes_to_a_source_caught_up_first_are_drained_before_the_lock(

@@ -132,10 +132,9 @@ def requeue(t: Target, col: str, where: Sequence[sql.Composable], *, states: boo
     return sql.SQL(
         """INSERT INTO {q} (source, space_fp, source_id, waiting)
            SELECT {source}, {fp}, r.id::text, {done} FROM ({rows}) AS r
-           WHERE NOT EXISTS (SELECT 1 FROM {staged} AS k WHERE k.source = {source} AND k.space_fp = {fp}
-                               AND k.source_id = r.id::text)
+           WHERE NOT EXISTS (SELECT 1 FROM {k})
            ON CONFLICT DO NOTHING"""
-    ).format(done=done, staged=inplace_sql.STAGED, **_keys(t), rows=inplace_sql.rows(
+    ).format(done=done, k=inplace_sql.record_of(t, sql.SQL("r.id::text"), "1"), **_keys(t), rows=inplace_sql.rows(
         t, [sql.SQL("{} IS NULL AS empty").format(column(col)), sql.SQL("{} AS state").format(state)], where))
 
 

@@ -152,6 +152,21 @@ def _keys(t: Target) -> dict[str, sql.Composable]:
             "source": sql.Literal(t.source.name), "fp": sql.Literal(t.space.fingerprint)}
 
 
+def record_of(t: Target, source_id: sql.Composable, cols: str = "k.source_id, k.content_sha256, k.row_xmin",
+              cond: sql.Composable | None = None) -> sql.Composed:
+    """`LATERAL (...) AS k`: the record of one row (`source_id`: its id as text), probed by primary key
+    per row. OFFSET 0 keeps the planner from flattening it into a join, which it may answer with a
+    read of every record of the (source, space) when its statistics undercount them (records added
+    since the last ANALYZE: 100-200 ms for 500 ids among 200k records, seconds at Honcho's millions),
+    so a batch costs its own ids, inside the swap's lock too. Deletes name their keys the same way
+    (`source_id = ANY(ARRAY(...))`: an index condition, never a join)."""
+    return sql.SQL(
+        "LATERAL (SELECT {cols} FROM {staged} AS k WHERE k.source = {source} AND k.space_fp = {fp}"
+        " AND k.source_id = {sid}{cond} OFFSET 0) AS k"
+    ).format(cols=sql.SQL(cols), sid=source_id, cond=cond or sql.SQL(""), staged=STAGED, source=sql.Literal(t.source.name),
+             fp=sql.Literal(t.space.fingerprint))
+
+
 def stale(t: Target, col: str, where: Sequence[sql.Composable] = (), *, states: bool = False) -> sql.Composed:
     """Live rows of `where` (bounds or among; all when empty) whose tagged column needs writing: not current
     (NULL, or recorded for other content than the row's now) and either a store vector exists
@@ -175,8 +190,7 @@ def stale(t: Target, col: str, where: Sequence[sql.Composable] = (), *, states: 
     # MATERIALIZED: each hash once, and the store probed by primary key per candidate row.
     return sql.SQL(
         """WITH c AS MATERIALIZED (
-             SELECT r.id, r.empty, {sha} AS sha{state} FROM ({rows}) AS r
-             LEFT JOIN {staged} AS k ON k.source = {source} AND k.space_fp = {fp} AND k.source_id = r.id::text
+             SELECT r.id, r.empty, {sha} AS sha{state} FROM ({rows}) AS r LEFT JOIN {k} ON true
              WHERE r.empty OR k.source_id IS NULL
                 OR (k.row_xmin IS DISTINCT FROM r.xmin AND k.content_sha256 IS DISTINCT FROM {sha})),
            e AS MATERIALIZED (
@@ -186,7 +200,7 @@ def stale(t: Target, col: str, where: Sequence[sql.Composable] = (), *, states: 
            SELECT f.id::text, f.sha, f.empty, f.has, f.target FROM f
            WHERE NOT f.empty OR f.has {state_cond}"""
     ).format(
-        rows=rows(t, extra, where), sha=sha, target=target,
+        rows=rows(t, extra, where), sha=sha, target=target, k=record_of(t, sql.SQL("r.id::text")),
         state=sql.SQL(", r.state") if states else sql.SQL(""),
         state_cond=sql.SQL("OR f.state IS DISTINCT FROM f.target") if states else sql.SQL(""),
         **_keys(t),
@@ -240,16 +254,20 @@ def _regclass(t: Target) -> sql.Composed:
 
 def touch(t: Target, col: str, where: Sequence[sql.Composable] = ()) -> sql.Composed:
     """Move the records of rows written since (same content, new row version) to the row's
-    current xmin, so the in-lock check of a swap need not hash them again. Returns (rows, 0)."""
+    current xmin, so the in-lock check of a swap need not hash them again. Returns (rows, 0).
+    Each record is found by primary key (record_of) and updated by its row version: only embed's
+    in-place session, which holds the in-place lock, writes the records."""
     return sql.SQL(
-        """WITH u AS (
-             UPDATE {staged} AS k SET row_xmin = r.xmin FROM ({rows}) AS r
-             WHERE k.source = {source} AND k.space_fp = {fp} AND k.source_id = r.id::text AND NOT r.empty
-               AND k.row_xmin IS DISTINCT FROM r.xmin AND k.content_sha256 = {sha} RETURNING 1)
+        """WITH w AS (
+             SELECT k.ctid AS tid, r.xmin FROM ({rows}) AS r
+             CROSS JOIN {k} WHERE NOT r.empty),
+           u AS (UPDATE {staged} AS k SET row_xmin = w.xmin FROM w WHERE k.ctid = w.tid RETURNING 1)
            SELECT count(*), 0 FROM u"""
     ).format(
         rows=rows(t, [sql.SQL("{} IS NULL AS empty").format(column(col)), sql.SQL("xmin AS xmin")], where),
-        sha=t.sha(sql.SQL("r.text")), **_keys(t),
+        k=record_of(t, sql.SQL("r.id::text"), "k.ctid", sql.SQL(
+            " AND k.row_xmin IS DISTINCT FROM r.xmin AND k.content_sha256 = {}").format(t.sha(sql.SQL("r.text")))),
+        **_keys(t),
     )
 
 
@@ -265,15 +283,15 @@ def clear_dead(t: Target, col: str, where: Sequence[sql.Composable] = ()) -> sql
              SELECT {id} AS id, {text}::text AS text, xmin AS xmin FROM {src}
              WHERE NOT coalesce(({live}), false) AND {c} IS NOT NULL{bounds}),
            d AS (
-             SELECT r.id FROM r JOIN {staged} AS k
-               ON k.source = {source} AND k.space_fp = {fp} AND k.source_id = r.id::text
+             SELECT r.id FROM r CROSS JOIN {k}
              WHERE k.row_xmin IS DISTINCT FROM r.xmin AND k.content_sha256 IS DISTINCT FROM {sha}),
            u AS (
              UPDATE {src} AS x SET {c} = NULL FROM d WHERE x.{id} = d.id RETURNING x.{id}::text AS id),
            del AS (
-             DELETE FROM {staged} AS k USING u WHERE k.source = {source} AND k.space_fp = {fp} AND k.source_id = u.id)
+             DELETE FROM {staged} AS k WHERE k.source = {source} AND k.space_fp = {fp}
+               AND k.source_id = ANY(ARRAY(SELECT u.id FROM u)))
            SELECT 0, count(*) FROM u"""
-    ).format(text=t.text, live=t.live, c=c, sha=t.sha(sql.SQL("r.text")),
+    ).format(text=t.text, live=t.live, c=c, sha=t.sha(sql.SQL("r.text")), k=record_of(t, sql.SQL("r.id::text")),
              bounds=sql.SQL("").join(sql.SQL(" AND ") + b for b in where), **_keys(t))
 
 
@@ -300,8 +318,8 @@ def refresh(t: Target, col: str) -> sql.Composed:
              ON CONFLICT (source, space_fp, source_id) DO UPDATE SET content_sha256 = EXCLUDED.content_sha256,
                row_xmin = EXCLUDED.row_xmin),
            del AS (
-             DELETE FROM {staged} AS k USING u
-             WHERE NOT u.filled AND k.source = {source} AND k.space_fp = {fp} AND k.source_id = u.id)
+             DELETE FROM {staged} AS k WHERE k.source = {source} AND k.space_fp = {fp}
+               AND k.source_id = ANY(ARRAY(SELECT u.id FROM u WHERE NOT u.filled)))
            SELECT u.id, u.filled FROM u"""
     ).format(idt=t.id_type, xsha=t.sha(sql.SQL("x.{}::text").format(t.text)), col=c, **_keys(t))
 
@@ -325,8 +343,7 @@ def adopt(t: Target, col: str, trusted: sql.Composable, where: Sequence[sql.Comp
                SELECT 1 FROM {store} AS v WHERE v.source_id = s0.id AND v.content_sha256 = s0.sha
                  AND (v.embedding <=> s0.vec) > {max_distance}) AS ok FROM s0),
            a AS (
-             SELECT s.id, s.sha, s.vec, s.ok, s.xmin FROM s LEFT JOIN {staged} AS k
-               ON k.source = {source} AND k.space_fp = {fp} AND k.source_id = s.id::text
+             SELECT s.id, s.sha, s.vec, s.ok, s.xmin FROM s LEFT JOIN {k} ON true
              WHERE (s.ok AND (k.source_id IS NULL OR (k.row_xmin IS DISTINCT FROM s.xmin
                                                        AND k.content_sha256 IS DISTINCT FROM s.sha)))
                 OR (NOT s.ok AND k.source_id IS NOT NULL)),
@@ -342,13 +359,14 @@ def adopt(t: Target, col: str, trusted: sql.Composable, where: Sequence[sql.Comp
              ON CONFLICT (source, space_fp, source_id) DO UPDATE SET content_sha256 = EXCLUDED.content_sha256,
                row_xmin = EXCLUDED.row_xmin),
            del AS (
-             DELETE FROM {staged} AS k USING a
-             WHERE NOT a.ok AND k.source = {source} AND k.space_fp = {fp} AND k.source_id = a.id::text)
+             DELETE FROM {staged} AS k WHERE k.source = {source} AND k.space_fp = {fp}
+               AND k.source_id = ANY(ARRAY(SELECT a.id::text FROM a WHERE NOT a.ok)))
            SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM a"""
     ).format(
         rows=rows(t, [sql.SQL("{} AS vec").format(c), sql.SQL("({}) AS ok").format(trusted), sql.SQL("xmin AS xmin")],
                   where),
-        sha=t.sha(sql.SQL("r.text")), max_distance=sql.Literal(1.0 - tolerance(t.space)), **_keys(t),
+        sha=t.sha(sql.SQL("r.text")), max_distance=sql.Literal(1.0 - tolerance(t.space)),
+        k=record_of(t, sql.SQL("s.id::text")), **_keys(t),
     )
 
 
