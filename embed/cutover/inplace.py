@@ -31,7 +31,7 @@ a page's first update moves its row out (the page is full), and every later one 
 the previous one freed (pruned once it committed). Filling after the tagged index exists would
 make every update a non-HOT one (bench/staging.py measures both, and copying the table instead).
 The replaced versions are dead until VACUUM, which stage runs (plain: Honcho keeps working; it
-needs the table's owner and is skipped with its reason otherwise). The swap's lock covers the rows written since its
+needs MAINTAIN on the table, its owner's, and is skipped with its reason otherwise). The swap's lock covers the rows written since its
 catch-up plus those still without a vector, found through the change queue, never a scan of
 the table; Honcho's writers should be paused for it (and restarted with `honcho_settings`),
 since any insert waits behind the lock and would embed with the old model.
@@ -52,6 +52,7 @@ from embed import store
 from embed.config import Config, Source
 from embed.cutover import inplace_queue, inplace_run, inplace_sql
 from embed.cutover.inplace_run import BATCH_ROWS, STAGE_ATTEMPTS, STAGE_LOCK_TIMEOUT_S, SYNC_COLUMNS
+from embed.db import privileges
 from embed.db.connection import connect
 from embed.db.hooks import pause_point
 from embed.errors import Busy, EmbedError, NothingToDo
@@ -92,7 +93,7 @@ class Vacuumed(Result):
     indexes_after: int
     dead_after: int
     seconds: float
-    skipped: str | None  # why it did not run (not the owner, busy): an optimisation, stage goes on
+    skipped: str | None  # why it did not run (not allowed, busy): an optimisation, stage goes on
 
     @property
     def mb_before(self) -> float:
@@ -193,30 +194,24 @@ def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space,
 def _vacuum(conn: psycopg.Connection, t: Target) -> Vacuumed:
     """A plain VACUUM (ANALYZE) of the staged table (never FULL: Honcho keeps reading and writing):
     the row versions staging replaced become free space its next writes reuse, before the swap
-    doubles nothing. It needs the table's owner (the in-place role is); refused or busy, it is
-    skipped with its reason: autovacuum gets there later."""
+    doubles nothing. It needs MAINTAIN on the table (its owner's, from PostgreSQL 17; the owner
+    before), asked first: PostgreSQL answers a VACUUM without it with a WARNING and skips the
+    table, and other WARNINGs (an old snapshot held elsewhere) come from a VACUUM that ran.
+    Not allowed or busy, it is skipped with its reason: autovacuum gets there later."""
     if conn.info.server_version >= 150000:
         conn.execute("SELECT pg_stat_force_next_flush()")  # this session's updates count as dead tuples now
     before = conn.execute(inplace_sql.sizes(t)).fetchone()
-    notices: list[str] = []
-
-    def heard(d: psycopg.errors.Diagnostic) -> None:
-        if d.severity_nonlocalized == "WARNING" and d.message_primary:
-            notices.append(d.message_primary)
-
     t0 = time.monotonic()
     skipped = None
-    conn.add_notice_handler(heard)
-    try:
-        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(t.src))
-    except inplace_run.BUSY:
-        skipped = f"{t.source.table} was busy (another VACUUM or maintenance held it): autovacuum will do it"
-    except psycopg.errors.InsufficientPrivilege as e:
-        skipped = f"not allowed: {e.diag.message_primary}"
-    finally:
-        conn.remove_notice_handler(heard)
-    if skipped is None and notices:  # a non-owner's VACUUM warns and skips the table
-        skipped = f"not run: {notices[0]}"
+    may = privileges.table_maintain(conn, t.source.table, ("in-place staging's VACUUM",))
+    if may is not None and not may.held:
+        skipped = (f"not allowed: role {may.role} lacks {may.privilege}: autovacuum will do it "
+                   f"(or fix: {may.fix})")
+    else:
+        try:
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(t.src))
+        except inplace_run.BUSY:
+            skipped = f"{t.source.table} was busy (another VACUUM or maintenance held it): autovacuum will do it"
     after = conn.execute(inplace_sql.sizes(t)).fetchone()
     return Vacuumed(*before, *after, round(time.monotonic() - t0, 3), skipped)
 

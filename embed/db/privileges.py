@@ -8,6 +8,7 @@ as RDS, Cloud SQL or Supabase gives none).
     SELECT on a source table    backfill ... backup the rows to embed; pg_dump reads them too
     owner of a source table     in-place cutover, rollback, fill-column, retire: ALTER TABLE, CREATE INDEX
     SELECT on every table       backup              pg_dump of the whole database (or `--tables honcho`)
+    MAINTAIN on a source table  in-place staging    optional: its closing VACUUM (ANALYZE), skipped without it
     pg_read_all_stats           in-place swap       optional: other roles' sessions with their details
 
 Only catalog functions any role may call are used (has_*_privilege, pg_has_role).
@@ -74,6 +75,27 @@ def table_owner(conn: psycopg.Connection, table: str, steps: tuple[str, ...]) ->
                        " WHERE oid = to_regclass(%s)", (table,)).fetchone()
     if row is None:
         return None
+    return Privilege(f"owner of {table} (role {row[0]})", steps, bool(row[1]), grant_membership(row[0], user), user)
+
+
+def table_maintain(conn: psycopg.Connection, table: str, steps: tuple[str, ...]) -> Privilege | None:
+    """What VACUUM and ANALYZE of `table` need (None when it does not exist): MAINTAIN on it from
+    PostgreSQL 17 (the owner's own grant, which it may revoke), membership in its owner before;
+    owning the database also does. Without it PostgreSQL does not fail the VACUUM: it warns and
+    skips the table, so the caller must ask first."""
+    user, _, _ = role(conn)
+    maintain = conn.info.server_version >= 170000
+    row = conn.execute(
+        "SELECT pg_get_userbyid(c.relowner), pg_has_role(d.datdba, 'USAGE') OR CASE WHEN %s"
+        " THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE pg_has_role(c.relowner, 'USAGE') END"
+        " FROM pg_class AS c, pg_database AS d WHERE c.oid = to_regclass(%s) AND d.datname = current_database()",
+        (maintain, table)).fetchone()
+    if row is None:
+        return None
+    schema, _, name = table.rpartition(".")
+    if maintain:
+        return Privilege(f"MAINTAIN on {table}", steps, bool(row[1]),
+                         f"GRANT MAINTAIN ON {_ident(schema or 'public')}.{_ident(name)} TO {_ident(user)};", user)
     return Privilege(f"owner of {table} (role {row[0]})", steps, bool(row[1]), grant_membership(row[0], user), user)
 
 
