@@ -266,9 +266,9 @@ def _changed(plan: Any) -> list[str]:
 PREBUILD_ENV = "embed_prebuild"  # the SQLMesh environment `prebuild` plans; dropped right after
 
 
-def prebuild(cfg: Config, url: str, rendered: str) -> tuple[str, ...]:
-    """Build ahead the view versions that a prod plan rendered with `rendered` (a coming view
-    cutover's) would build, without promoting them: the physical views are created and audited
+def prebuild(ctx: Any) -> tuple[str, ...]:
+    """Build ahead the view versions that a prod plan in `ctx` (a SQLMesh context loaded with a
+    coming view cutover's rendering) would build, without promoting them: the physical views are created and audited
     by a plan of a SQLMesh environment of their own, whose views are dropped right after. The
     cutover's own plan then only re-points `embed.<source>_active` (as a second cutover to a space
     does), and is still gated: embed's gates run in the cutover, and the before_all guard runs
@@ -277,18 +277,17 @@ def prebuild(cfg: Config, url: str, rendered: str) -> tuple[str, ...]:
     another space than the database says, behind the same gates). Safe to run again: a version built already is not
     built twice, a half-built one (an interrupted run) is finished here or by the cutover's plan,
     and an environment left by an interrupted run is replaced and dropped. The views built now."""
-    with context(cfg, url, rendered) as ctx:
-        try:
-            plan = ctx.plan_builder(PREBUILD_ENV, no_auto_categorization=False).build()
-        except Exception as e:
-            raise EmbedError(f"the views cannot be planned ahead: {type(e).__name__}: {first_line(str(e))}") from None
-        built = tuple(sorted(_short(s.name) for s in plan.new_snapshots if not s.is_external))
-        try:
-            if plan.new_snapshots or plan.missing_intervals:
-                _apply(ctx, plan)
-        finally:
-            if ctx.state_reader.get_environment(PREBUILD_ENV) is not None:
-                ctx.invalidate_environment(PREBUILD_ENV, sync=True)
+    try:
+        plan = ctx.plan_builder(PREBUILD_ENV, no_auto_categorization=False).build()
+    except Exception as e:
+        raise EmbedError(f"the views cannot be planned ahead: {type(e).__name__}: {first_line(str(e))}") from None
+    built = tuple(sorted(_short(s.name) for s in plan.new_snapshots if not s.is_external))
+    try:
+        if plan.new_snapshots or plan.missing_intervals:
+            _apply(ctx, plan)
+    finally:
+        if ctx.state_reader.get_environment(PREBUILD_ENV) is not None:
+            ctx.invalidate_environment(PREBUILD_ENV, sync=True)
     return built
 
 

@@ -138,29 +138,36 @@ def gate(cfg: Config, url: str, space_name: str, sources: list[str] | None = Non
         rows = [GateRow(r["source"], r["gate"], mesh.PASS if r["passed"] else mesh.FAIL, r["measured"])
                 for r in gates.evaluate(conn, cfg, space, names)]
         ahead = None if ctx is not None else serving.render(_aimed(serving.read(conn, cfg), {s: space for s in names}))
-    # Standalone (`embed gate`), the audits load the project as the view cutover to the space will
-    # (the audited models do not read embed_serving): SQLMesh caches each model by the variables it
-    # was loaded with, so that cutover finds every model in the cache instead of parsing them all.
-    audited = _audit_rows(cfg, url, space, names, ctx, ahead)
-    result = GateResult(space.name, space.fingerprint, tuple(rows + audited))
-    with connect(url) as conn, conn.transaction():
-        store.record_event(conn, "gate", "ok" if result.passed else "blocked", space=space,
-                           reason=None if result.passed else result.summary(),
-                           details={"gates": result.as_dict()["gates"], "sources": names},
-                           move="gate" if result.passed else None)
-    if ahead is None or not result.passed:
-        return result
-    return replace(result, ahead=_build_ahead(cfg, url, ahead))
+    with ExitStack() as stack:
+        # Standalone (`embed gate`), the project is loaded once, as the view cutover to the space
+        # will load it (the audited models do not read embed_serving), for the audits and the
+        # build ahead: SQLMesh caches each model by the variables it was loaded with, so that
+        # cutover finds every model in the cache instead of parsing them all.
+        if ctx is None and ahead is not None:
+            try:
+                ctx = stack.enter_context(mesh.context(cfg, url, ahead))
+            except Exception:  # a project that does not load: the audits say so, NOT RUN
+                ctx = None
+        audited = _audit_rows(cfg, url, space, names, ctx, ahead)
+        result = GateResult(space.name, space.fingerprint, tuple(rows + audited))
+        with connect(url) as conn, conn.transaction():
+            store.record_event(conn, "gate", "ok" if result.passed else "blocked", space=space,
+                               reason=None if result.passed else result.summary(),
+                               details={"gates": result.as_dict()["gates"], "sources": names},
+                               move="gate" if result.passed else None)
+        if ahead is None or ctx is None or not result.passed:
+            return result
+        return replace(result, ahead=_build_ahead(url, ctx))
 
 
-def _build_ahead(cfg: Config, url: str, rendered: str) -> str:
-    """Build the view versions of the cutover rendered as `rendered` now, unpromoted
+def _build_ahead(url: str, ctx: Any) -> str:
+    """Build the view versions of the cutover `ctx` was loaded for now, unpromoted
     (embed.mesh.prebuild): a view cutover's first plan spends most of its time building them.
     Production's views are untouched. Only while no cutover or rollback runs (their plans must
     not meet another); anything that stops it is said and left to the cutover's own plan."""
     try:
         with exclusive(url):
-            built = mesh.prebuild(cfg, url, rendered)
+            built = mesh.prebuild(ctx)
     except Exception as e:  # only work done ahead: production's views are untouched either way
         return f"not built ahead ({first_line(str(e))}): the cutover builds them"
     return f"built ahead for a view cutover: {', '.join(built)}" if built else "built already"
