@@ -412,6 +412,7 @@ class Run:
                 self.finish()
             except StepFailed as e:
                 self.violation("final sync failed", reason=str(e))
+            finally:  # whatever stopped the finish (pytest's timeout included): nothing left running
                 self.stop_background()
             self.result.faults = self.faults.injected
             self.result.seconds = time.monotonic() - t0
