@@ -105,3 +105,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--fault-seconds", default=None, type=float, help="minimum seconds of lifecycle per seed")
     group.addoption("--fault-report", default=None, help="append one JSON line per run to this file")
     group.addoption("--fault-inplace", default=None, help="0: leave out the Honcho in-place phase")
+
+
+# The longest modules first (minutes each on two cores), so that the two workers (pytest-xdist,
+# whole modules per worker: their module fixtures are built once) end together instead of one
+# starting the runbook's rehearsal when the other is done.
+LONGEST_FIRST = ("test_rehearsal.py", "test_lifecycle.py", "test_demo.py", "test_shadow_provenance.py",
+                 "test_gate.py", "test_cutover_inplace.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
