@@ -12,7 +12,10 @@ store's own writer, HNSW built after the load as a backfill does, then ANALYZE);
 views planned and `embed.documents_active` switched to that space by a gated view cutover
 (gate inputs planted). Then, warm, the three reads of each case interleaved query by query:
   unfiltered    top-10 through embed.documents__<space> and embed.documents_active  vs  the
-                store table alone;
+                store table alone (which also returns the vectors of deleted documents);
+  unfiltered_live
+                the same  vs  the join written by hand (store + live source rows, no hash
+                check): the same rows the views return, as in the tenant cases;
   tenant_large, tenant_small
                 top-10 with Honcho's tenant filter (workspace, observer, observed) through both
                 views  vs  the join written by hand (store + live source rows, no hash check),
@@ -219,12 +222,13 @@ def one_size(cfg: Config, url: str, docs: int, space: Space, args: argparse.Name
     view, active = f"embed.documents__{space.name}", "embed.documents_active"
     join = f"{st} v JOIN documents s ON s.id = v.source_id AND s.deleted_at IS NULL"
     out: dict[str, object] = {"documents": docs, "store_rows": stored, "tenants": len(tenants)}
-    cases = {"unfiltered": (None, stored), "tenant_large": (tenants[0], tenants[0][3]),
-             "tenant_small": (tenants[len(tenants) // 2], tenants[len(tenants) // 2][3])}
-    for label, (tenant, rows) in cases.items():
+    cases = {"unfiltered": (None, stored, False), "unfiltered_live": (None, stored, True),
+             "tenant_large": (tenants[0], tenants[0][3], True),
+             "tenant_small": (tenants[len(tenants) // 2], tenants[len(tenants) // 2][3], True)}
+    for label, (tenant, rows, joined) in cases.items():
         where, by_hand = (TENANT.format(p=""), TENANT.format(p="s.")) if tenant else ("", "")
         reads = {
-            "direct": TOP.format(id="v.source_id", rel=join if tenant else f"{st} v", where=by_hand, vec="v.embedding"),
+            "direct": TOP.format(id="v.source_id", rel=join if joined else f"{st} v", where=by_hand, vec="v.embedding"),
             "view": TOP.format(id="source_id", rel=view, where=where, vec="embedding"),
             "active": TOP.format(id="source_id", rel=active, where=where, vec="embedding"),
         }
@@ -274,12 +278,12 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
         finally:
             drop()
     say("\nthrough the view / direct, per size (documents), unprepared reads: server plan+exec (wall):")
-    say(f"{'case':14s}{'read':8s}" + "".join(f"{d:>16s}" for d in out["sizes"]))
-    for label in ("unfiltered", "tenant_large", "tenant_small"):
+    say(f"{'case':17s}{'read':8s}" + "".join(f"{d:>16s}" for d in out["sizes"]))
+    for label in ("unfiltered", "unfiltered_live", "tenant_large", "tenant_small"):
         for name in ("view", "active"):
             cells = [f"{c['ratio'][f'{name} plan+exec']:>8.2f} ({c['ratio'][f'{name} wall']:.2f})"
                      + ("*" if c["direct_index"] else " ") for c in (res[label] for res in out["sizes"].values())]
-            say(f"{label:14s}{name:8s}" + "".join(f"{x:>16s}" for x in cells))
+            say(f"{label:17s}{name:8s}" + "".join(f"{x:>16s}" for x in cells))
     say("* the direct read's planner chose no index there (the store table alone, its vectors TOASTed): "
         "against the same read held on its HNSW index")
     return out
