@@ -134,6 +134,7 @@ def _watch_imports(spent: dict[str, float], pending: list[tuple[str, str, str]])
 
 def phases_main(out: Path, argv: list[str]) -> None:
     """Run `embed argv` in this process with the phases timed; write them to `out` as JSON."""
+    began = time.time()  # the wall clock, shared with the parent: where start-up ends
     t0 = time.perf_counter()
     spent: dict[str, float] = {}
     pending = list(PHASES)
@@ -151,7 +152,7 @@ def phases_main(out: Path, argv: list[str]) -> None:
         print(f"embed: {e}", file=sys.stderr)
         code = 1
     spent["total in process"] = time.perf_counter() - t0
-    out.write_text(json.dumps({"code": code, "spent": spent}))
+    out.write_text(json.dumps({"code": code, "spent": spent, "began": began, "ended": time.time()}))
 
 
 # --------------------------------------------------------------------------------- the parent
@@ -194,16 +195,17 @@ def one(tree: Path, project: Path, url: str, argv: list[str]) -> tuple[float, di
     """Wall seconds of one `embed` process running argv with the embed in `tree`, its phases, its exit code."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        t0 = time.monotonic()
+        t0, started = time.monotonic(), time.time()
         r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phases", f.name, "--",
                             "--project", str(project), "--db", url, *argv],
                            env=env, cwd=tree, capture_output=True, text=True, timeout=600)
-        wall = time.monotonic() - t0
+        wall, exited = time.monotonic() - t0, time.time()
         got = json.loads(Path(f.name).read_text() or "{}") if Path(f.name).stat().st_size else {}
     if got.get("code", r.returncode):
         raise SystemExit(f"embed {' '.join(argv)} failed: {r.stderr.strip().splitlines()[-1:]}")
     spent = got.get("spent", {})
-    spent["interpreter start + exit"] = wall - spent.get("total in process", wall)
+    spent["interpreter start"] = got["began"] - started
+    spent["interpreter exit"] = exited - got["ended"]
     return wall, spent, got.get("code", r.returncode)
 
 

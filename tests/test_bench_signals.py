@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +41,21 @@ def wait_for(what: str, check: Callable[[], object], proc: subprocess.Popen) -> 
     pytest.fail(f"{what} within {WAIT_S} s; the bench said: {proc.communicate()[1][-2000:]!r}")
 
 
+@pytest.fixture
+def tmp_short() -> Iterator[Path]:
+    """A temp dir for the bench with a short path: its server's Unix socket lies under it, and a
+    socket's path has room for 107 bytes (pytest's own temp tree, per xdist worker, is too deep)."""
+    path = Path(tempfile.mkdtemp(prefix="eb-sig-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
-def test_a_stopped_bench_stops_its_postgres(tmp_path: Path, sig: signal.Signals) -> None:
+def test_a_stopped_bench_stops_its_postgres(tmp_short: Path, sig: signal.Signals) -> None:
     # bench/trigger.py: the cheapest bench with an embedded server; at its default size it is still
     # setting up long after its server is up. SIGINT ignored at start, as for a shell's background job.
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "trigger.py")], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+        [sys.executable, str(ROOT / "bench" / "trigger.py")], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_short)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
@@ -52,7 +63,7 @@ def test_a_stopped_bench_stops_its_postgres(tmp_path: Path, sig: signal.Signals)
     try:
 
         def postmaster() -> int | None:
-            homes[:] = list(tmp_path.glob("embed-bench-*"))
+            homes[:] = list(tmp_short.glob("embed-bench-*"))
             pid = LocalServer(home=homes[0]).running_pid() if homes else None
             return pid if pid and pid > 0 else None  # initdb's single-user backend writes its pid negated
 

@@ -237,7 +237,8 @@ class Run:
                     self._judge_concurrent(kind, out, before)
                 if not won and self._recorded(mode)[0] == target:
                     honest = any("committed, recorded" in ln for p in out.procs for ln in p.err)
-                    if not out.killed and not honest:
+                    # a finding only if this attempt switched (an earlier, killed one may have)
+                    if not out.killed and not honest and self._switch_events() > before:
                         self.violation("a switch reported failure but took effect", step=kind, fault=fault)
                     continue  # the operator reruns the same command: it finishes what is left, or says `already`
                 if won:
@@ -269,16 +270,17 @@ class Run:
                                 "AND outcome = 'ok'").fetchone()[0]
 
     def _judge_concurrent(self, kind: str, out: Outcome, before: int) -> None:
-        """Two identical switches at once: at most one wins, the other says why, clearly."""
+        """Two identical switches at once: at most one switches (the other may find it done, after
+        it, and say so: both succeed, as a rerun does), a loser says why, clearly."""
         winners = [p for p in out.procs if p.p.returncode == 0]
         losers = [p for p in out.procs if p.p.returncode != 0]
-        if len(winners) > 1:
-            self.violation("two concurrent switches both succeeded", step=kind)
-        if winners and not any(any(m in ln for m in SWITCH_CLEAR) for p in losers for ln in p.err):
-            self.violation("the losing concurrent switch did not say why", step=kind,
-                           last=[p.err[-1:] for p in losers])
         # a winner that finished an interrupted switch, or found it done, switched nothing: no new event
         switched = [p for p in winners if not any(ln.startswith(("finished:", "already on")) for ln in p.out)]
+        if len(switched) > 1:
+            self.violation("two concurrent switches both switched", step=kind)
+        if winners and losers and not any(any(m in ln for m in SWITCH_CLEAR) for p in losers for ln in p.err):
+            self.violation("the losing concurrent switch did not say why", step=kind,
+                           last=[p.err[-1:] for p in losers])
         added = self._switch_events() - before
         if added != len(switched) * len(self.cfg.sources):
             self.violation("switch events do not match the winners", step=kind, events=added, winners=len(winners),
