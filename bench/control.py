@@ -145,7 +145,8 @@ def phases_main(out: Path, argv: list[str]) -> None:
     stop()
     code = 0
     try:
-        embed.cli.cli.main(args=argv, prog_name="embed", standalone_mode=False)
+        sys.argv = ["embed", *argv]
+        embed.cli.main()  # as the `embed` script runs it: its end (embed.cli._exit_now) is the process's
     except SystemExit as e:
         code = int(e.code or 0)
     except Exception as e:  # the step's own one-line error: the bench reports it

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -76,3 +80,21 @@ def test_honcho_seed_reports_what_it_loaded(db_url: str) -> None:
         queries = conn.execute("SELECT count(*) FROM embed_eval.queries").fetchone()[0]
     said = re.search(r"seeded (\d+) documents, \d+ message embeddings, (\d+) labelled queries", r.output)
     assert said and (int(said[1]), int(said[2])) == (docs, queries) and queries > 0, r.output
+
+
+def test_the_process_ends_with_the_commands_status_and_all_its_output(tmp_path: Path) -> None:
+    """`embed` ends without Python's teardown (embed.cli._exit_now): the exit status is still the
+    command's, everything it wrote reaches a pipe or a file, and exit handlers registered while
+    it ran still run."""
+    run = [sys.executable, "-m", "embed"]
+    helped = subprocess.run([*run, "spaces", "--json"], capture_output=True, text=True)
+    assert helped.returncode == 0 and helped.stdout == CliRunner().invoke(cli, ["spaces", "--json"]).output
+    bad = subprocess.run([*run, "--db", "mysql://root@localhost/x", "init"], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("embed: error:")
+    assert subprocess.run([*run, "no-such-command"], capture_output=True).returncode == 2
+    mark = tmp_path / "handler-ran"
+    code = ("import atexit, pathlib, sys; import embed.cli as c; "
+            f"c.cli.command('touch')(lambda: atexit.register(pathlib.Path({str(mark)!r}).touch)); "
+            "sys.argv = ['embed', 'touch']; c.main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and mark.exists(), done.stderr

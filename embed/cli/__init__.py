@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,7 +124,29 @@ def cli(ctx: click.Context, db: str | None, gateway: str | None, project: Path |
 
 
 def main() -> None:
-    cli()
+    """The `embed` command. Once it is done, the process ends without Python's teardown, which
+    frees object by object what a control step loaded (SQLMesh's project, sqlglot's trees,
+    pandas): 0.4-0.7 s of a 3 s `embed cutover`, memory the OS takes back at once. Threads are
+    joined and the exit handlers registered during the command run first (this one is
+    registered before them, so it runs last); its output is flushed."""
+    status = [1]  # an exception that escaped click: Python prints it and exits with 1
+    atexit.register(_exit_now, status)
+    try:
+        cli()
+    except SystemExit as e:
+        status[0] = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        raise
+
+
+def _exit_now(status: list[int]) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`embed status | head`): nothing left to say
+            pass
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    os._exit(status[0])
 
 
 # One module per verb group (named after the package it drives); each attaches its commands to
