@@ -328,8 +328,10 @@ def _plan_views(cfg: Config, url: str, names: list[str], states: dict[str, Servi
     return tuple(rebuilt)
 
 
-def _told(cfg: Config, url: str, names: list[str], space: Space) -> HonchoSettings:
-    honcho = honcho_settings(cfg, url, space)
+def _told(cfg: Config, url: str, names: list[str], space: Space, honcho: HonchoSettings | None = None
+          ) -> HonchoSettings:
+    """Record that Honcho's settings for `space` were printed (`honcho`: made already)."""
+    honcho = honcho or honcho_settings(cfg, url, space)
     with connect(url) as conn, conn.transaction():
         for s in names:
             serving.told(conn, cfg, s, space.fingerprint)
@@ -457,7 +459,7 @@ def _switch_inplace(cfg: Config, url: str, lock: psycopg.Connection, sw: mesh.Sw
     with connect(url) as conn, conn.transaction():
         for s in names:
             serving.views_planned(conn, cfg, s, to.fingerprint)
-    _told(cfg, url, names, to)
+    _told(cfg, url, names, to, honcho)
     return SwitchResult(kind, INPLACE, "switched", came, tuple(rebuilt), round(time.monotonic() - t0, 3),
                         swap=swapped, writers=seen, honcho=honcho)
 
