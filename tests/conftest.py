@@ -22,8 +22,8 @@ from embed.db.localpg import LocalServer
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "macros", "audits")
 # ranx (the reference the shadow metrics are pinned to, used by tests only) compiles its numba
-# kernels on first use: 40-120 s of every suite for query sets of a few hundred, which its
-# kernels' plain-Python form scores in under a second, by the same code.
+# kernels on first use: 40-120 s of every suite for query sets of a few hundred, which the same
+# kernels run as plain Python score in seconds (the parity tests: 9 s in all).
 os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 
