@@ -2,7 +2,7 @@
 (not a test).
 
     .venv/bin/python bench/staging.py [--rows 10000,40000] [--variants a,b,c,d,f] [--gateway local|honcho]
-                                      [--db ADMIN_URL] [--json]
+                                      [--build-memory 2GB] [--db ADMIN_URL] [--json]
 
 Per size (rows over both tables, Honcho's 26k documents : 13.5k message chunks), one seeded database
 (Honcho's schema and indexes, its HNSW on the legacy column: 384-d minilm_l6 vectors with the
@@ -25,8 +25,11 @@ starts from the same bytes; a writer inserts like Honcho's API throughout each o
 Per variant: seconds in all, of which fill / index build / VACUUM; rows/s; updates and HOT
 updates (pg_stat_user_tables); heap, TOAST and each index's bytes before, after the fill and
 after the plain VACUUM; dead tuples; rows whose staged vector is not the store's for their content
-now (must be 0); the writer's inserts and longest insert. Ratios are against variant a in the
-same run. With --json the last line is one JSON object.
+now (must be 0); the writer's inserts and longest insert. Each variant is reported as soon as it
+ends (a run cut short keeps what it printed); ratios are against variant a of the same size, once
+it has run. --build-memory sets embed_index.maintenance_work_mem for the run's HNSW builds, as an
+operator would in config.yaml (the seed's own build of Honcho's index keeps its 512MB). With --json
+the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -327,23 +330,36 @@ def run_variant(cfg: Config, url: str, key: str, rows: int) -> Variant:
     return v
 
 
-def report(size: int, runs: list[Variant]) -> None:
-    base = next((r for r in runs if r.key == "a"), None)
-    for r in runs:
-        ratio = f" ({base.seconds / r.seconds:.2f}x a)" if base and r.seconds else ""
-        hot = f"{r.hot_updates}/{r.updates} HOT" if r.updates else "no UPDATEs"
-        lock = f", swap lock {r.lock_ms} ms" if r.lock_ms is not None else ""
-        say(f"[{size}] {r.key} {r.name}: {r.seconds} s{ratio} = fill {r.fill_s} s ({r.rows_per_s} rows/s) + index "
-            f"{r.index_s} s + VACUUM {r.vacuum_s} s{lock}; {hot}; staged {r.rows_staged}, wrong {r.wrong_vectors}; "
-            f"writer {r.writer_inserts} inserts, longest {r.writer_longest_ms} ms")
-        for t in TABLES:
-            b, f, a = r.before[t], r.filled.get(t), r.vacuumed[t]
-            say(f"      {t}: heap+TOAST+indexes {b.mb} MB -> {f.mb if f else '?'} MB after the fill "
-                f"(dead {f.dead if f else '?'}) -> {a.mb} MB after VACUUM (dead {a.dead}); heap {b.heap >> 20} -> "
-                f"{a.heap >> 20} MB, TOAST {b.toast >> 20} -> {a.toast >> 20} MB; indexes after: "
-                + ", ".join(f"{n.split('.')[-1]} {s >> 20} MB" for n, s in a.indexes.items()))
-        for n in r.notes:
-            say(f"      note: {n}")
+def report(size: int, r: Variant, base: Variant | None) -> None:
+    """One variant's lines, printed as it ends; `base` is variant a of the same size if it has run."""
+    ratio = f" ({base.seconds / r.seconds:.2f}x a)" if base and r.seconds else ""
+    hot = f"{r.hot_updates}/{r.updates} HOT" if r.updates else "no UPDATEs"
+    lock = f", swap lock {r.lock_ms} ms" if r.lock_ms is not None else ""
+    say(f"[{size}] {r.key} {r.name}: {r.seconds} s{ratio} = fill {r.fill_s} s ({r.rows_per_s} rows/s) + index "
+        f"{r.index_s} s + VACUUM {r.vacuum_s} s{lock}; {hot}; staged {r.rows_staged}, wrong {r.wrong_vectors}; "
+        f"writer {r.writer_inserts} inserts, longest {r.writer_longest_ms} ms")
+    for t in TABLES:
+        b, f, a = r.before[t], r.filled.get(t), r.vacuumed[t]
+        say(f"      {t}: heap+TOAST+indexes {b.mb} MB -> {f.mb if f else '?'} MB after the fill "
+            f"(dead {f.dead if f else '?'}) -> {a.mb} MB after VACUUM (dead {a.dead}); heap {b.heap >> 20} -> "
+            f"{a.heap >> 20} MB, TOAST {b.toast >> 20} -> {a.toast >> 20} MB; indexes after: "
+            + ", ".join(f"{n.split('.')[-1]} {s >> 20} MB" for n, s in a.indexes.items()))
+    for n in r.notes:
+        say(f"      note: {n}")
+
+
+def base_of(runs: list[Variant]) -> Variant | None:
+    """Variant a of one size (what the others' ratios are against), None until it has run."""
+    return next((r for r in runs if r.key == "a"), None)
+
+
+def set_build_memory(cfg: Config, memory: str) -> None:
+    """embed_index.maintenance_work_mem for every HNSW build the variants make (through
+    cfg.index_params, which also refuses a size PostgreSQL would not take)."""
+    gw = cfg.raw["gateways"][cfg.gateway] = cfg.raw["gateways"][cfg.gateway] or {}
+    variables = gw["variables"] = gw.get("variables") or {}
+    variables["embed_index"] = {**(cfg.variables.get("embed_index") or {}), "maintenance_work_mem": memory}
+    cfg.index_params  # noqa: B018
 
 
 def growth(results: dict[int, list[Variant]]) -> dict[str, float]:
@@ -367,6 +383,8 @@ def main() -> None:
     ap.add_argument("--gateway", default="local", choices=("local", "honcho"),
                     help="whose legacy space Honcho's column holds: local minilm_l6 (384-d), honcho openai_3_small (1536-d)")
     ap.add_argument("--db", default=None, help="admin URL of a PostgreSQL with pgvector (default: a private embedded server)")
+    ap.add_argument("--build-memory", default=None,
+                    help="maintenance_work_mem of the HNSW builds, e.g. 2GB (default: config.yaml's embed_index)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     keys = [k for k in args.variants.split(",") if k]
@@ -374,7 +392,10 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
     cfg = Config.load(ROOT, args.gateway)
-    say(f"Honcho's column holds {cfg.legacy_space.name} ({cfg.legacy_space.dims}-d); staging {NEW}")
+    if args.build_memory:
+        set_build_memory(cfg, args.build_memory)
+    say(f"Honcho's column holds {cfg.legacy_space.name} ({cfg.legacy_space.dims}-d); staging {NEW}; HNSW builds "
+        f"with maintenance_work_mem {cfg.index_params['maintenance_work_mem_kb'] // 1024} MB")
     url, cleanup = database(args)
     admin = url.rsplit("/", 1)[0] + "/postgres"
     results: dict[int, list[Variant]] = {}
@@ -390,10 +411,12 @@ def main() -> None:
             for k in keys:
                 with copy_of(admin, template) as db:
                     results[n].append(run_variant(cfg, db, k, n))
-                    say(f"[{n}] {k} done in {results[n][-1].seconds} s")
-            report(n, results[n])
+                    report(n, results[n][-1], base_of(results[n]))
+            base = base_of(results[n])
+            if base:
+                say(f"[{n}] vs a: " + ", ".join(f"{r.key} {base.seconds / r.seconds:.2f}x" for r in results[n] if r.key != "a" and r.seconds))
     except KeyboardInterrupt:
-        say("interrupted: the sizes that completed follow")
+        say("interrupted: every variant that ended is reported above")
     finally:
         cleanup()
     g = growth(results)
