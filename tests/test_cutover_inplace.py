@@ -131,6 +131,43 @@ def _ready_to_swap(db_url: str, project: Path) -> Config:
     return cfg
 
 
+def test_a_cutover_staged_ahead_catches_up_only_what_changed(db_url: str, project: Path) -> None:
+    """Staged ahead (`--stage-only`), the cutover goes straight to the swap: no second pass over
+    every row and no second VACUUM; the rows written since staging come from the change queue."""
+    cfg = _ready_to_swap(db_url, project)
+    ahead = cutover(cfg, db_url, NEW, mode="honcho-inplace", stage_only=True)
+    assert ahead.rows_staged > 0
+    with connect(db_url) as conn:
+        edited = conn.execute("SELECT min(id) FROM documents WHERE deleted_at IS NULL AND embedding IS NOT NULL"
+                              ).fetchone()[0]
+        conn.execute("UPDATE documents SET content = content || ' (edited)' WHERE id = %s", (edited,))
+        conn.commit()
+        put_vectors(conn, cfg, "documents", [edited])  # the sync pass: its vector for the new content
+        conn.commit()
+        vacuums = conn.execute("SELECT sum(vacuum_count) FROM pg_stat_user_tables"
+                               " WHERE relname IN ('documents', 'message_embeddings')").fetchone()[0]
+        queued = conn.execute("SELECT count(*) FROM embed_store.inplace_changed WHERE source = 'documents'"
+                              " AND space_fp = %s", (cfg.space(NEW).fingerprint,)).fetchone()[0]
+    assert queued < 10  # the edited row and the rows still waiting for a vector (blank texts)
+    shown = switch_preview(cfg, db_url, "cutover", NEW, mode="honcho-inplace")  # what the cutover does now
+    sqls = [st.sql for st in shown.statements]
+    assert not any(x.startswith(("VACUUM", "CREATE INDEX", "ALTER TABLE \"public\".\"documents\" ADD"))
+                   for x in sqls)
+    assert shown.rows["documents"] == queued
+    assert any(f"the {queued} row(s) the change queue names" in st.repeats for st in shown.statements)
+    out = cutover(cfg, db_url, NEW, mode="honcho-inplace", writers_policy="writers-stopped")
+    assert out.outcome == "switched" and out.staged is None
+    docs = out.swap["sources"]["documents"]
+    assert docs["full_pass_before_lock"] == [] and docs["rows_checked_before_lock"] == queued
+    with connect(db_url) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        assert conn.execute("SELECT sum(vacuum_count) FROM pg_stat_user_tables"
+                            " WHERE relname IN ('documents', 'message_embeddings')").fetchone()[0] == vacuums
+    # the edited row holds the store's vector for its new content, caught up from the queue
+    assert live_column(db_url) == vectors(db_url, f"embed.documents__{NEW}")
+    assert docs["rows_caught_up"] == 1
+
+
 def _views_fail_after_the_swap(project: Path, db_url: str, tmp_path: Path, *args: str) -> tuple[str, str]:
     """Run `embed ARGS` until its swap has committed, rename SQLMesh's state schema away (the
     views' plan, built before the swap, now fails to apply), let it go on, then put it back."""

@@ -64,7 +64,7 @@ from embed.store.indexes import HNSW_MAX_DIMS, build_memory
 from embed.store.location import COLUMNS, columns, live_column, live_fp, recorded
 from embed.store.target import Target
 
-__all__ = ["fill_column", "stage", "state", "swap", "swap_back"]
+__all__ = ["fill_column", "stage", "state", "swap", "swap_back", "swappable"]
 
 
 # --------------------------------------------------------------------------------------- stage
@@ -156,6 +156,21 @@ def stage(
         out = {src.name: _stage_one(conn, cfg, src, space, batch_rows, progress)
                for src in inplace_run.sources_of(cfg, sources)}
     return Staged(space.name, space.fingerprint, out)
+
+
+def swappable(cfg: Config, url: str, space_name: str, sources: list[str] | None = None) -> bool:
+    """Whether every source is staged as the swap takes it (the tagged column, its valid HNSW
+    index, nothing in the way): a cutover then goes straight to the swap, whose catch-up handles
+    what changed since staging (the rows the change queue names; a full pass only where the queue
+    does not count yet). Staging again would read every row and VACUUM the table each time."""
+    space = cfg.space(space_name)
+    with connect(url) as conn:
+        for src in inplace_run.sources_of(cfg, sources):
+            try:
+                _plan(conn, cfg, src, space)
+            except EmbedError:  # stage builds what is missing, or refuses with its own line
+                return False
+    return True
 
 
 def _stage_one(conn: psycopg.Connection, cfg: Config, src: Source, space: Space, batch_rows: int,

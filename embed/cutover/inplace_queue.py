@@ -91,6 +91,12 @@ def complete(conn: psycopg.Connection, src: Source, fp: str) -> bool:
     ).fetchone()[0])
 
 
+def queued(conn: psycopg.Connection, src: Source, fp: str) -> int:
+    """Rows of the source queued for space `fp`: what a swap's catch-up checks before its lock."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE source = %s AND space_fp = %s").format(CHANGED),
+                        (src.name, fp)).fetchone()[0]
+
+
 def mark_complete(conn: psycopg.Connection, src: Source, fp: str, since: datetime) -> None:
     """A full pass of space `fp` that started after the trigger installed at `since` is done (a
     trigger reinstalled meanwhile, e.g. dropped by hand, leaves the space unmarked)."""

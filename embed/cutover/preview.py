@@ -2,7 +2,8 @@
 order, with the lock each statement takes; no lock taken, no gate recorded, nothing changed.
 
 In place: staging (the tagged column, its batched fill from the store, its HNSW index built
-CONCURRENTLY) where it is not done yet, a rollback's catch-up of rows written since, then the
+CONCURRENTLY) where it is not done yet, else the swap's catch-up of the rows the change queue
+names (a cutover staged ahead), a rollback's catch-up of rows written since, then the
 swap (LOCK TABLE ... ACCESS EXCLUSIVE, the renames inplace.renames runs); in both modes the
 views SQLMesh's plan re-points (its own plan, built as the switch builds it, not applied).
 A cutover's preview lists the gates that fail now as its blockers.
@@ -15,7 +16,7 @@ from psycopg import sql
 
 from embed import gates, mesh
 from embed.config import Config
-from embed.cutover import inplace, inplace_sql, switch
+from embed.cutover import inplace, inplace_queue, inplace_sql, switch
 from embed.cutover.inplace_run import BATCH_ROWS
 from embed.db.connection import connect
 from embed.preview import (
@@ -65,6 +66,7 @@ def switch_preview(cfg: Config, url: str, kind: str, space_name: str | None = No
                          if not g["passed"]) if kind == "cutover" else ()
         if mode == switch.INPLACE:
             plans = []
+            ahead = kind == "cutover" and inplace.swappable(cfg, url, target.name, list(to))
             for s in to:
                 t = Target(cfg.source(s), target)
                 col = inplace_sql.tagged_column(t.source, target)
@@ -77,14 +79,23 @@ def switch_preview(cfg: Config, url: str, kind: str, space_name: str | None = No
                                            f"{t.source.table}"))
                     added += _column_bytes(conn, t)
                 live = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.src, t.live)).fetchone()[0]
-                stale = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS x").format(
-                    inplace_sql.stale(t, col))).fetchone()[0] if have else live
+                batches = f"{BATCH_ROWS} ids a batch ({-(-live // BATCH_ROWS)} batches)"
+                if ahead and inplace_queue.complete(conn, t.source, target.fingerprint):
+                    stale = inplace_queue.queued(conn, t.source, target.fingerprint)
+                    how = f"the swap's catch-up, before its lock: the {stale} row(s) the change queue names"
+                else:
+                    stale = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS x").format(
+                        inplace_sql.stale(t, col))).fetchone()[0] if have else live
+                    how = (f"the swap's catch-up, before its lock: every row, {batches} (staged before the change "
+                           "queue counted)" if ahead else f"per batch: first one row a page, {BATCH_ROWS} pages a "
+                           f"batch, in passes (HOT updates), then a check per batch of {batches}")
                 rows[s] = int(stale)
                 copy_rows += int(stale)
                 stmts.append(Statement(text(conn, inplace_sql.refresh(t, col)), f"{ROW_EXCLUSIVE} on {t.source.table}",
-                                       f"per batch: first one row a page, {BATCH_ROWS} pages a batch, in passes "
-                                       f"(HOT updates), then a check per batch of {BATCH_ROWS} ids "
-                                       f"({-(-live // BATCH_ROWS)} batches)"))
+                                       how))
+                if ahead:  # staged: no index to build, no VACUUM
+                    plans.append(inplace._names(conn, cfg, t.source, target))
+                    continue
                 _, table = t.source.schema_table
                 index = inplace_sql.index_name(table, col)
                 if index not in inplace_sql.indexes(conn, t.source) or not inplace_sql.indexes(conn, t.source)[index].valid:

@@ -272,9 +272,11 @@ def cutover(cfg: Config, url: str, space_name: str, *, mode: str = VIEW, sources
             _still_exclusive(lock)
             if mode == VIEW:
                 return replace(_switch_views(cfg, url, lock, sw, "cutover", to, states), gates=checked)
-            staged = inplace.stage(cfg, url, space.name, sources=names, progress=progress)
-            if any(st.rows_written or st.rows_cleared for st in staged.sources.values()):
-                watch = stack.enter_context(writers.Watch(url, cfg))  # staging's own writes: a fresh window
+            staged = None  # staged ahead (`--stage-only`): the swap catches up what changed since
+            if not inplace.swappable(cfg, url, space.name, names):
+                staged = inplace.stage(cfg, url, space.name, sources=names, progress=progress)
+                if any(st.rows_written or st.rows_cleared for st in staged.sources.values()):
+                    watch = stack.enter_context(writers.Watch(url, cfg))  # staging's own writes: a fresh window
             out = _switch_inplace(cfg, url, lock, sw, "cutover", space, states, writers_policy, lock_timeout_s,
                                   watch)
             return replace(out, gates=checked, staged=staged)
