@@ -107,6 +107,7 @@ def test_inplace_cutover_moves_honcho_and_the_views_together_and_rolls_back(db_u
     shown = [s.sql for s in switch_preview(cfg, db_url, "rollback").statements]  # the swap back, changing nothing
     assert 'LOCK TABLE "public"."documents", "public"."message_embeddings" IN ACCESS EXCLUSIVE MODE' in shown
     assert f'ALTER TABLE "public"."documents" RENAME COLUMN "{tagged}" TO "embedding"' in shown
+    assert not any(x.startswith(("VACUUM", "CREATE INDEX")) for x in shown)  # the parked column is ready
     with connect(db_url) as conn:
         assert schema_snapshot(conn) == before_preview
     back = rollback(cfg, db_url, writers_policy="writers-stopped")

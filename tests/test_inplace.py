@@ -205,23 +205,27 @@ def test_swap_back_restores_the_old_space_exactly(db_url: str, cfg: Config, monk
         post = [insert_doc(conn, t) for t in texts]
         insert_message(conn, "Remind me about the dentist on Friday", 20_000_000)
     late: list[str] = []
-    real_fill = inplace._fill
+    real_sync = inplace._sync
 
-    def fill_then_write(*args, **kw):
-        out = real_fill(*args, **kw)
-        with connect(url, autocommit=True) as c:  # a write between the fill and the swap
+    def sync_then_write(*args, **kw):
+        out = real_sync(*args, **kw)
+        with connect(url, autocommit=True) as c:  # a write between the sync and the swap
             late.append(insert_doc(c, "A memory written during the rollback"))
         return out
 
-    monkeypatch.setattr(inplace, "_fill", fill_then_write)
+    monkeypatch.setattr(inplace, "_sync", sync_then_write)
     back = inplace.swap_back(cfg, url, cfg.space(LEGACY))
-    print(f"\nswap back: lock held {back['lock_ms']} ms, {back['filled_before_swap']['rows_filled']} rows "
-          "embedded with minilm_l6 before the swap")
+    print(f"\nswap back: lock held {back['lock_ms']} ms, {back['rows_caught_up']} rows embedded with minilm_l6 "
+          "and caught up before the swap")
     assert back["space"] == LEGACY
-    filled = back["filled_before_swap"]["sources"]
-    assert filled["documents"]["rows_filled"] == 2 and filled["message_embeddings"]["rows_filled"] == 1
-    assert filled["documents"]["sync"]["rows_embedded"] == 2  # the real model ran for exactly those
-    assert back["sources"]["documents"]["rows_without_vector"] == 1  # the late row: NULL + pending
+    synced, per = back["embedded_before_swap"], back["sources"]
+    assert synced["documents"]["rows_embedded"] == 2  # the real model ran for exactly those
+    assert synced["message_embeddings"]["rows_embedded"] == 1
+    # from the change queue (no pass over every row): the three rows written since the cutover
+    # and the late one, which the sync did not see
+    assert per["documents"]["full_pass_before_lock"] == [] and per["message_embeddings"]["full_pass_before_lock"] == []
+    assert (per["documents"]["rows_caught_up"], per["message_embeddings"]["rows_caught_up"]) == (2, 1)
+    assert per["documents"]["rows_without_vector"] == 1  # the late row: NULL + pending
 
     from embed.embedders import get_embedder
 

@@ -563,15 +563,18 @@ def swap_back(cfg: Config, url: str, to: Space, *, lock_timeout_s: float = 2.0, 
 
     BEFORE the swap (outside the lock) rows written since the cutover are embedded with the
     old space's own model through the one write path (`embed sync` of that space into its
-    store table) and copied into the old column; the swap then catches up inside the lock only
-    rows that need no embedding. Rows that appear between that fill and the swap are left NULL
-    and 'pending' (reported as rows_without_vector); `fill_column` of the same space (`embed
-    fill-column`), called right after, fills them (as would Honcho's reconciler once it runs with the old settings).
+    store table); the swap's catch-up then copies their vectors into the old column, for the
+    rows the change queue names (every write since the cutover: the parked column's space is
+    queued too), and checks inside the lock only the rows written after it. Rows that appear
+    between that sync and the swap are left NULL and 'pending' (reported as rows_without_vector);
+    `fill_column` of the same space (`embed fill-column`), called right after, fills them (as
+    would Honcho's reconciler once it runs with the old settings).
     """
     with inplace_run.session(url) as conn:
-        filled = _fill(conn, cfg, url, to, None, embed_missing=embed_missing, batch_rows=batch_rows)
+        srcs = _columns_of(conn, cfg, to, None)  # every refusal before anything is embedded
+        synced = _sync(cfg, url, to, [src for src, _, _ in srcs]) if embed_missing else None
         out = _swap(conn, cfg, to, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows, record=record)
-    return {**out, "filled_before_swap": filled.as_dict()}
+    return {**out, "embedded_before_swap": synced}
 
 
 @dataclass(frozen=True)
@@ -622,25 +625,8 @@ def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | 
 
 def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: list[str] | None, *,
           embed_missing: bool, batch_rows: int) -> Filled:
-    srcs = inplace_run.sources_of(cfg, names)
-    rec = recorded(conn)
-    plan: list[tuple[Source, str, bool]] = []
-    for src in srcs:  # check every column first: fail before embedding anything
-        inplace_run.check_table(conn, src, "fill-column")
-        live = live_fp(conn, cfg, src) == space.fingerprint
-        col = live_column(src) if live else inplace_sql.tagged_column(src, space)
-        if not live and (col not in columns(conn, src) or (src.name, col) not in rec):
-            raise EmbedError(f"no column of {src.table} holds space {space.name}: stage it first")
-        plan.append((src, col, live))
-    synced: dict[str, Any] | None = None
-    if embed_missing:
-        from embed.fill.backfill import Options
-        from embed.fill.sync import sync_once
-
-        res = sync_once(cfg, url, space, sources=[s.name for s in srcs],
-                        opts=Options(progress=False, build_index=False))
-        synced = {n: {k: s[k] for k in ("rows_written", "rows_embedded", "rows_reused", "skipped")}
-                  for n, s in res.sources.items()}
+    plan = _columns_of(conn, cfg, space, names)
+    synced = _sync(cfg, url, space, [src for src, _, _ in plan]) if embed_missing else None
     out: dict[str, FilledSource] = {}
     for src, col, live in plan:
         t = Target(src, space)
@@ -657,6 +643,33 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
         out[src.name] = FilledSource(col, live, filled, cleared, with_vec, without, skipped,
                                      synced.get(src.name) if synced else None)
     return Filled(space.name, space.fingerprint, out)
+
+
+def _columns_of(conn: psycopg.Connection, cfg: Config, space: Space, names: list[str] | None
+                ) -> list[tuple[Source, str, bool]]:
+    """Per source, the column that holds `space` and whether it is the live one; checked for
+    every source first, so that a refusal comes before anything is embedded."""
+    rec = recorded(conn)
+    plan: list[tuple[Source, str, bool]] = []
+    for src in inplace_run.sources_of(cfg, names):
+        inplace_run.check_table(conn, src, "fill-column")
+        live = live_fp(conn, cfg, src) == space.fingerprint
+        col = live_column(src) if live else inplace_sql.tagged_column(src, space)
+        if not live and (col not in columns(conn, src) or (src.name, col) not in rec):
+            raise EmbedError(f"no column of {src.table} holds space {space.name}: stage it first")
+        plan.append((src, col, live))
+    return plan
+
+
+def _sync(cfg: Config, url: str, space: Space, srcs: Sequence[Source]) -> dict[str, dict[str, Any]]:
+    """One `embed sync` pass of the space over these sources (what its store lacks, embedded with
+    its own model); per source its counts."""
+    from embed.fill.backfill import Options
+    from embed.fill.sync import sync_once
+
+    res = sync_once(cfg, url, space, sources=[s.name for s in srcs], opts=Options(progress=False, build_index=False))
+    return {n: {k: s[k] for k in ("rows_written", "rows_embedded", "rows_reused", "skipped")}
+            for n, s in res.sources.items()}
 
 
 # ------------------------------------------------------------------------------ state, settings

@@ -66,7 +66,7 @@ def switch_preview(cfg: Config, url: str, kind: str, space_name: str | None = No
                          if not g["passed"]) if kind == "cutover" else ()
         if mode == switch.INPLACE:
             plans = []
-            ahead = kind == "cutover" and inplace.swappable(cfg, url, target.name, list(to))
+            ahead = inplace.swappable(cfg, url, target.name, list(to))  # staged (a rollback: parked)
             for s in to:
                 t = Target(cfg.source(s), target)
                 col = inplace_sql.tagged_column(t.source, target)
