@@ -15,6 +15,11 @@ Honcho's API throughout:
   before      in the same run on the same tables, what the lock did before the change queue: the
               staged column's catch-up over every live row (one scan per table, compared by xmin),
               under the same exclusive lock, rolled back;
+  switch      per cycle, the whole swap (catch-up from the change queue, lock, renames) and the
+              whole swap back, against what each switch also did before it until f4b207a: a
+              cutover staged again (every row passed, both tables VACUUMed: `stage` on the staged
+              tables), a rollback made a pass over every row of the parked column (`fill_column`
+              of the legacy space without embedding), each run right before the swap it preceded;
   writer      the longest single insert while all that ran (how long Honcho would wait).
 Run it at two or three scales: the lock must not grow with the table (<= 1.5x per 10x rows).
 """
@@ -25,7 +30,9 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,6 +61,17 @@ def full_scan_lock_ms(cfg: Config, url: str, space: Space) -> float:
         for src in srcs:
             inplace_run.refresh(conn, Target(src, space), inplace_sql.tagged_column(src, space), states=True)
         return round((time.monotonic() - t0) * 1000, 1)
+
+
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], into: list[float]) -> T:
+    """fn's result; its seconds appended to `into`."""
+    t0 = time.monotonic()
+    out = fn()
+    into.append(round(time.monotonic() - t0, 2))
+    return out
 
 
 def sizes_mb(url: str) -> dict[str, float]:
@@ -87,6 +105,10 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
     checked: list[int] = []
     before: list[float] = []
     before_back: list[float] = []
+    restage: list[float] = []
+    refill: list[float] = []
+    swaps: list[float] = []
+    swaps_back: list[float] = []
     try:
         staged = inplace.stage(cfg, url, NEW, progress=True)
         out["stage_s"] = {s: v.seconds for s, v in staged.sources.items()}
@@ -110,9 +132,11 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
             say(f"Honcho's HNSW indexes rebuilt in {time.monotonic() - t1:.1f} s")
         for _ in range(args.cycles):
             before.append(full_scan_lock_ms(cfg, url, cfg.space(NEW)))
-            fwd = inplace.swap(cfg, url, NEW)
+            timed(lambda: inplace.stage(cfg, url, NEW), restage)
+            fwd = timed(lambda: inplace.swap(cfg, url, NEW), swaps)
             before_back.append(full_scan_lock_ms(cfg, url, cfg.space(LEGACY)))
-            rev = inplace.swap_back(cfg, url, cfg.space(LEGACY), embed_missing=False)
+            timed(lambda: inplace.fill_column(cfg, url, LEGACY, embed_missing=False), refill)
+            rev = timed(lambda: inplace.swap_back(cfg, url, cfg.space(LEGACY), embed_missing=False), swaps_back)
             locks.append(fwd["lock_ms"])
             back.append(rev["lock_ms"])
             waits += [fwd["lock_wait_ms"], rev["lock_wait_ms"]]
@@ -126,11 +150,16 @@ def run(cfg: Config, url: str, args: argparse.Namespace) -> dict[str, object]:
                full_scan_lock_ms_median=statistics.median(before), full_scan_rollback_lock_ms=before_back,
                full_scan_rollback_lock_ms_median=statistics.median(before_back),
                writer_inserts=len(writer.docs) + len(writer.msgs), writer_errors=len(writer.errors),
-               writer_longest_insert_ms=round(writer.max_wait * 1000, 1))
+               writer_longest_insert_ms=round(writer.max_wait * 1000, 1), swap_s=swaps, swap_back_s=swaps_back,
+               restage_s=restage, refill_s=refill)
     say(f"swap lock held: median {out['lock_ms_median']} ms {locks}; rollback: median {out['rollback_lock_ms_median']} ms "
         f"{back}; rows checked in the lock {checked} of {out['rows']}; longest wait for it {out['lock_wait_ms_max']} ms")
     say(f"before (the lock's full scan, same tables, same run): swap median {out['full_scan_lock_ms_median']} ms "
         f"{before}; rollback median {out['full_scan_rollback_lock_ms_median']} ms {before_back}")
+    med = {k: round(statistics.median(v), 2) for k, v in (("swap", swaps), ("restage", restage),
+                                                         ("back", swaps_back), ("refill", refill))}
+    say(f"switch: swap {med['swap']} s {swaps}, before it also staged again {med['restage']} s {restage}; "
+        f"swap back {med['back']} s {swaps_back}, before it also passed every row {med['refill']} s {refill} (medians)")
     say(f"writer: {out['writer_inserts']} inserts, {out['writer_errors']} errors, "
         f"longest {out['writer_longest_insert_ms']} ms")
     return out
