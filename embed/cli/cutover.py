@@ -145,9 +145,10 @@ def cutover(env: Env, space_name: str, mode: str, stage_only: bool, progress_fmt
     --mode honcho-inplace  for an unmodified Honcho reading documents.embedding: stages
                            SPACE's vectors into shadow columns with HNSW built CONCURRENTLY,
                            then swaps column and index names in one short transaction that
-                           also records the switch. Staged ahead (--stage-only), it goes straight
-                           to the swap, which catches up only the rows written since. Stop Honcho's API and deriver first
-                           (--writers-stopped), restart them with the printed settings.
+                           also records the switch. Staged ahead (--stage-only), it goes
+                           straight to the swap, which catches up only the rows written since.
+                           Stop Honcho's API and deriver first (--writers-stopped), restart
+                           them with the printed settings.
     The views' plan is built before anything changes. Run twice, it finishes what a crash
     left (views, settings) or says `already on SPACE`. The old vectors stay (retention
     window) so `embed rollback` is instant. One cutover/rollback at a time per database.

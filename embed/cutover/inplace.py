@@ -571,7 +571,7 @@ def swap_back(cfg: Config, url: str, to: Space, *, lock_timeout_s: float = 2.0, 
     would Honcho's reconciler once it runs with the old settings).
     """
     with inplace_run.session(url) as conn:
-        srcs = _columns_of(conn, cfg, to, None)  # every refusal before anything is embedded
+        srcs = _columns_of(conn, cfg, to, None, "in-place rollback")  # every refusal before anything is embedded
         synced = _sync(cfg, url, to, [src for src, _, _ in srcs]) if embed_missing else None
         out = _swap(conn, cfg, to, lock_timeout_s=lock_timeout_s, batch_rows=batch_rows, record=record)
     return {**out, "embedded_before_swap": synced}
@@ -625,7 +625,7 @@ def fill_column(cfg: Config, url: str, space_name: str, *, sources: list[str] | 
 
 def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: list[str] | None, *,
           embed_missing: bool, batch_rows: int) -> Filled:
-    plan = _columns_of(conn, cfg, space, names)
+    plan = _columns_of(conn, cfg, space, names, "fill-column")
     synced = _sync(cfg, url, space, [src for src, _, _ in plan]) if embed_missing else None
     out: dict[str, FilledSource] = {}
     for src, col, live in plan:
@@ -645,14 +645,14 @@ def _fill(conn: psycopg.Connection, cfg: Config, url: str, space: Space, names: 
     return Filled(space.name, space.fingerprint, out)
 
 
-def _columns_of(conn: psycopg.Connection, cfg: Config, space: Space, names: list[str] | None
+def _columns_of(conn: psycopg.Connection, cfg: Config, space: Space, names: list[str] | None, step: str
                 ) -> list[tuple[Source, str, bool]]:
     """Per source, the column that holds `space` and whether it is the live one; checked for
     every source first, so that a refusal comes before anything is embedded."""
     rec = recorded(conn)
     plan: list[tuple[Source, str, bool]] = []
     for src in inplace_run.sources_of(cfg, names):
-        inplace_run.check_table(conn, src, "fill-column")
+        inplace_run.check_table(conn, src, step)
         live = live_fp(conn, cfg, src) == space.fingerprint
         col = live_column(src) if live else inplace_sql.tagged_column(src, space)
         if not live and (col not in columns(conn, src) or (src.name, col) not in rec):
