@@ -10,7 +10,7 @@ local gateway, stored in the row; 1536-d openai_3_small ones with --gateway honc
 production shape, stored out of line in TOAST like the staged 1024-d ones; a complete 1024-d
 bge_m3 store as bench/scale.py writes them) is the template of one database per variant, so every variant
 starts from the same bytes; a writer inserts like Honcho's API throughout each one:
-  a  today's stage: the tagged column filled by UPDATEs in id-range batches, then its HNSW
+  a  the old stage: the tagged column filled by UPDATEs in id-range batches, then its HNSW
      built CONCURRENTLY, then stage's VACUUM (ANALYZE);
   b  the same with the tagged column's HNSW index built before the fill (the order matters);
   c  copy-table: a new table LIKE the old (no indexes yet) plus the tagged column, filled by one
@@ -64,7 +64,7 @@ from embed.store.target import Target  # noqa: E402
 from tests.support.inplace import Writer  # noqa: E402
 
 TABLES = ("documents", "message_embeddings")
-VARIANTS = {"a": "UPDATE by id range (today)", "b": "index before the fill", "c": "copy table + swap",
+VARIANTS = {"a": "UPDATE by id range (before)", "b": "index before the fill", "c": "copy table + swap",
             "d": "UPDATE one row a page (HOT)", "f": "d + fillfactor while staging"}
 
 
