@@ -78,12 +78,12 @@ def switch_preview(cfg: Config, url: str, kind: str, space_name: str | None = No
                     stmts.append(Statement(text(conn, inplace_sql.add_column(t, col)), f"{ACCESS_EXCLUSIVE} on "
                                            f"{t.source.table}"))
                     added += _column_bytes(conn, t)
-                live = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.src, t.live)).fetchone()[0]
-                batches = f"{BATCH_ROWS} ids a batch ({-(-live // BATCH_ROWS)} batches)"
-                if ahead and inplace_queue.complete(conn, t.source, target.fingerprint):
+                if ahead and inplace_queue.complete(conn, t.source, target.fingerprint):  # no count of the table
                     stale = inplace_queue.queued(conn, t.source, target.fingerprint)
                     how = f"the swap's catch-up, before its lock: the {stale} row(s) the change queue names"
                 else:
+                    live = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.src, t.live)).fetchone()[0]
+                    batches = f"{BATCH_ROWS} ids a batch ({-(-live // BATCH_ROWS)} batches)"
                     stale = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS x").format(
                         inplace_sql.stale(t, col))).fetchone()[0] if have else live
                     how = (f"the swap's catch-up, before its lock: every row, {batches} (staged before the change "
